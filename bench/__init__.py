@@ -1,0 +1,1 @@
+"""genclsbench: the CLI and the experiment core (grids, datasets, run specs, tracking, metrics)."""

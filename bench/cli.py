@@ -1,0 +1,140 @@
+"""`bench`: the command line. Every user error ends as one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import UserError
+
+app = typer.Typer(add_completion=False, help="Benchmark training and inference strategies of LLM text classifiers.")
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
+DEFAULT_GRID = Path("grids/quick.yaml")
+
+
+def _default_grid() -> Path:
+    """grids/quick.yaml in the working directory, else the one shipped beside the package (editable install)."""
+    return DEFAULT_GRID if DEFAULT_GRID.is_file() else Path(__file__).resolve().parent.parent / DEFAULT_GRID
+
+
+def _results_table(outcomes) -> Table:
+    """One row per run; dataset and model go to the title when the grid has only one of each."""
+    scope = [("dataset", lambda o: o.spec.dataset_name), ("model", lambda o: o.spec.model)]
+    shared = {name: {get(o) for o in outcomes} for name, get in scope}
+    varying = [(name, get) for name, get in scope if len(shared[name]) > 1]
+    title = " / ".join(next(iter(v)) for v in shared.values() if len(v) == 1)
+    table = Table(title=f"results: {title}" if title else "results")
+    for name, _ in varying:
+        table.add_column(name)
+    table.add_column("strategy", no_wrap=True)
+    for column in ("accuracy", "macro_f1", "invalid", "uncertain", "ex/s"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
+    for o in outcomes:
+        m = o.metrics
+        cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("accuracy", "macro_f1", "invalid_rate", "uncertain_rate")]
+        speed = f"{m['examples_per_s']:.1f}" if "examples_per_s" in m else "-"
+        status = o.status if o.status != "skipped" else "earlier"
+        table.add_row(*(get(o) for _, get in varying), o.spec.strategy.tag(), *cells, speed, status)
+    return table
+
+
+@app.command()
+def run(
+    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")] = None,
+    dataset: Annotated[str | None, typer.Option(help="replace the grid's datasets: bundled name, file, hf:<id>")] = None,
+    model: Annotated[str | None, typer.Option(help="replace the grid's models: alias, folder or Hub id")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and stop")] = False,
+) -> None:
+    """Evaluate every strategy combination of a grid and log each one to MLflow."""
+    from bench.datasets import DatasetCache
+    from bench.execution import make_plan, run_plan
+    from bench.grid import expand, read_grid
+    from bench.tracking import Tracker
+    from runners.models import default_dtype
+
+    path = grid or _default_grid()
+    spec = read_grid(path)
+    if limit is not None:
+        spec.eval.limit = limit
+    if dataset is not None:
+        spec.datasets = [dataset]
+    if model is not None:
+        spec.models = [model]
+    datasets = DatasetCache()
+    specs = expand(spec, path, datasets, default_dtype())
+    tracker = Tracker(tracking_uri, experiment or spec.name)
+    plan = make_plan(specs, tracker)
+    console.print(f"grid [bold]{spec.name}[/bold] ({path}): {len(specs)} runs, {len(plan.done)} already finished "
+                  f"(skipped), {len(plan.todo)} to run; tracking {tracker.uri}, experiment '{tracker.experiment}'")
+    if dry_run:
+        for s in plan.specs:
+            console.print(f"  {'done' if s.key() in plan.done else 'todo'}  {s.run_name}  [dim]{s.key()}[/dim]")
+        return
+    outcomes = run_plan(plan, tracker, datasets, spec.name, path, batch_size or spec.inference.batch_size, console)
+    console.print(_results_table(outcomes))
+    failed = sum(o.status == "failed" for o in outcomes)
+    if failed:
+        console.print(f"[red]{failed} run(s) failed[/red]; their MLflow runs carry the reason in tag genclsbench.error")
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_registry() -> None:
+    """Print every strategy dimension with its values and docs, the datasets and the models."""
+    from bench.datasets import DatasetConfig, bundled_names, load_dataset
+    from runners.models import MODELS
+    from strategies.registry import CONSTRAINTS, DIMENSIONS
+
+    table = Table(title="strategy dimensions")
+    for column in ("dimension", "value", "doc"):
+        table.add_column(column)
+    for dim in DIMENSIONS.values():
+        table.add_row(f"[bold]{dim.name}[/bold]", f"(default {dim.default})", dim.doc)
+        for value in dim.values:
+            table.add_row("", value.name, value.doc)
+    console.print(table)
+    for constraint in CONSTRAINTS:
+        console.print(f"constraint: {constraint.reason}")
+    data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
+    for column in ("dataset", "language", "classes", "pool", "evaluation"):
+        data.add_column(column)
+    for name in bundled_names():
+        d = load_dataset(DatasetConfig(name=name))
+        evals = ", ".join(f"{k} {len(v)}" + (" (default)" if k == d.default_eval_split else "")
+                          for k, v in d.eval_splits.items())
+        data.add_row(name, d.card.language, str(len(d.card.categories)), str(len(d.pool)), evals)
+    console.print(data)
+    models = Table(title="models (or any local folder or Hub id)")
+    models.add_column("model")
+    models.add_column("doc")
+    for name, entry in MODELS.items():
+        models.add_row(name, entry.doc)
+    console.print(models)
+
+
+def main() -> None:
+    """Entry point: runs the app and turns a UserError into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as exc:  # bad option or argument: click's own one-line usage error
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,255 @@
+"""The dataset registry: bundled sets (a `card.yaml` beside their JSONL files), user files, and Hub datasets.
+
+Every dataset exposes a *pool* split (demonstrations, later training data) kept apart from the *evaluation*
+split, its categories with prompt names and definitions, and an `identity` that changes when its content does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from bench.errors import UserError
+from strategies.example import Category, Example, TaskCard
+
+BUNDLED_DIR = Path(__file__).parent / "data"
+EVAL_FRACTION = 5  # a user file without an evaluation file: every 5th row (by text hash) is held out
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.parent.name for p in BUNDLED_DIR.glob("*/card.yaml"))
+
+
+class DatasetConfig(BaseModel):
+    """How a grid names a dataset: a bundled `name` (or a folder with a card.yaml), a `path`, or a Hub id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = None
+    path: str | None = None
+    eval_path: str | None = None
+    hf: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    pool_split: str | None = None
+    eval_split: str | None = None
+    language: str = "en"
+    task: str = "Classify the text into one of the categories."
+    input_name: str = "Text"
+    skip_invalid_rows: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetConfig":
+        if sum(x is not None for x in (self.name, self.path, self.hf)) != 1:
+            raise ValueError("give exactly one of 'name' (bundled), 'path' (JSONL/CSV file) or 'hf' (Hub id)")
+        return self
+
+    @classmethod
+    def from_ref(cls, ref: str) -> "DatasetConfig":
+        """`--dataset X`: a bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id."""
+        if ref in bundled_names() or (Path(ref) / "card.yaml").is_file():
+            return cls(name=ref)
+        if Path(ref).is_file():
+            return cls(path=ref)
+        if ref.startswith("hf:") or "/" in ref:
+            return cls(hf=ref.removeprefix("hf:"))
+        raise UserError(
+            f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
+            "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
+        )
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: categories, pool and evaluation examples, and how many bad rows were skipped."""
+
+    name: str
+    identity: str
+    card: TaskCard
+    pool: list[Example]
+    eval_splits: dict[str, list[Example]]
+    default_eval_split: str
+    skipped_rows: int = 0
+
+    def evaluation(self, split: str | None, limit: int | None, sample_seed: int) -> list[Example]:
+        """The evaluation examples: the whole split, or a seeded sample of `limit` (the same for every strategy)."""
+        split = split or self.default_eval_split
+        if split not in self.eval_splits:
+            raise UserError(
+                f"dataset '{self.name}' has no evaluation split '{split}'; available: {', '.join(self.eval_splits)}"
+            )
+        examples = self.eval_splits[split]
+        if limit is None or limit >= len(examples):
+            return examples
+        chosen = sorted(random.Random(sample_seed).sample(range(len(examples)), limit))
+        return [examples[i] for i in chosen]
+
+
+@dataclass
+class _RowReader:
+    """Turns raw rows into Examples, validating text and label, failing or skipping (and counting) bad rows."""
+
+    text_field: str
+    label_field: str
+    labels: set[str] | None
+    skip_invalid: bool
+    skipped: int = field(default=0)
+
+    def read(self, rows: Iterator[tuple[str, dict]], split: str) -> list[Example]:
+        examples = []
+        for where, row in rows:
+            problem = self._problem(row)
+            if problem is None:
+                examples.append(Example(f"{split}-{len(examples) + self.skipped}", str(row[self.text_field]),
+                                        str(row[self.label_field])))
+                continue
+            if not self.skip_invalid:
+                raise UserError(f"{where}: {problem}; fix the row, or set skip_invalid_rows: true to skip and count it")
+            self.skipped += 1
+        return examples
+
+    def _problem(self, row: dict) -> str | None:
+        for key in (self.text_field, self.label_field):
+            if key not in row:
+                return f"no '{key}' column (columns: {', '.join(row)}); set text_field/label_field"
+        if not str(row[self.text_field] or "").strip():
+            return "empty text"
+        if self.labels is not None and str(row[self.label_field]) not in self.labels:
+            return f"label '{row[self.label_field]}' is not one of {', '.join(sorted(self.labels))}"
+        return None
+
+
+def _rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(file:line, row) for a JSONL (optionally .gz) or CSV file."""
+    if path.suffix == ".csv":
+        import polars as pl
+
+        for i, row in enumerate(pl.read_csv(path, infer_schema=False).iter_rows(named=True), start=2):
+            yield f"{path}:{i}", row
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for i, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+            yield f"{path}:{i}", row
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
+    card_path = folder / "card.yaml"
+    try:
+        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
+        categories = tuple(Category(str(c["value"]), str(c.get("name", c["value"])), str(c.get("definition", "")))
+                           for c in card["labels"])
+        reader = _RowReader(card.get("text_field", "text"), card.get("label_field", "label"),
+                            {c.value for c in categories}, config.skip_invalid_rows)
+        files = {split: folder / name for split, name in card["splits"].items()}
+        pool_split = config.pool_split or card["pool_split"]
+        task = TaskCard(card["language"], card["task"], card["input_name"], categories)
+    except (KeyError, TypeError, yaml.YAMLError) as exc:
+        raise UserError(f"{card_path}: malformed dataset card ({exc}); see bench/data/emotion/card.yaml") from None
+    if pool_split not in files:
+        raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
+    splits = {split: reader.read(_rows(path), split) for split, path in files.items()}
+    identity = card["name"] if folder.parent == BUNDLED_DIR else f"card:{_fingerprint(*files.values())}"
+    return Dataset(card["name"], identity, task, splits.pop(pool_split), splits,
+                   config.eval_split or card["eval_split"], reader.skipped)
+
+
+def _load_file_dataset(config: DatasetConfig) -> Dataset:
+    path = Path(config.path)
+    eval_path = Path(config.eval_path) if config.eval_path else None
+    for p in (path, eval_path):
+        if p is not None and not p.is_file():
+            raise UserError(f"dataset file '{p}' does not exist")
+    reader = _RowReader(config.text_field, config.label_field, None, config.skip_invalid_rows)
+    rows = reader.read(_rows(path), "pool")
+    if eval_path is None:
+        held_out = {e.id for e in rows if int(hashlib.sha256(e.text.encode()).hexdigest(), 16) % EVAL_FRACTION == 0}
+        pool = [e for e in rows if e.id not in held_out]
+        evaluation = [Example(f"eval-{e.id}", e.text, e.label) for e in rows if e.id in held_out]
+    else:
+        pool = rows
+        reader.labels = {e.label for e in pool}
+        evaluation = reader.read(_rows(eval_path), "eval")
+    labels = sorted({e.label for e in pool})
+    if len(labels) < 2 or not evaluation:
+        raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(labels)} labels)")
+    card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
+    identity = f"file:{_fingerprint(*(p for p in (path, eval_path) if p))}"
+    return Dataset(path.stem, identity, card, pool, {"eval": evaluation}, "eval", reader.skipped)
+
+
+def _load_hub_dataset(config: DatasetConfig) -> Dataset:
+    import datasets as hf_datasets
+
+    try:
+        loaded = hf_datasets.load_dataset(config.hf)
+    except Exception as exc:  # offline, unknown id, gated: all end the same way for the user
+        raise UserError(
+            f"cannot load Hub dataset '{config.hf}' ({type(exc).__name__}); offline, use a bundled dataset "
+            f"({', '.join(bundled_names())}) or a local JSONL/CSV file"
+        ) from None
+    pool_split = config.pool_split or "train"
+    eval_split = config.eval_split or next((s for s in ("test", "validation") if s in loaded), None)
+    if pool_split not in loaded or eval_split not in loaded:
+        raise UserError(f"Hub dataset '{config.hf}' has splits {', '.join(loaded)}; set pool_split and eval_split")
+    feature = loaded[pool_split].features.get(config.label_field)
+    names = getattr(feature, "names", None)
+
+    def rows(split: str) -> Iterator[tuple[str, dict]]:
+        for i, row in enumerate(loaded[split]):
+            if names is not None:
+                row = {**row, config.label_field: names[row[config.label_field]]}
+            yield f"{config.hf}[{split}][{i}]", row
+
+    reader = _RowReader(config.text_field, config.label_field, set(names) if names else None, config.skip_invalid_rows)
+    pool = reader.read(rows(pool_split), pool_split)
+    labels = list(names) if names else sorted({e.label for e in pool})
+    card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
+    name = config.hf.split("/")[-1]
+    return Dataset(name, f"hf:{config.hf}", card, pool, {eval_split: reader.read(rows(eval_split), eval_split)},
+                   eval_split, reader.skipped)
+
+
+def load_dataset(config: DatasetConfig) -> Dataset:
+    """Load the dataset a grid or the CLI names; every problem is a UserError naming file and line."""
+    if config.name is not None:
+        folder = BUNDLED_DIR / config.name if config.name in bundled_names() else Path(config.name)
+        if not (folder / "card.yaml").is_file():
+            raise UserError(f"unknown dataset '{config.name}'; bundled: {', '.join(bundled_names())}")
+        return _load_card_dataset(folder, config)
+    if config.path is not None:
+        return _load_file_dataset(config)
+    return _load_hub_dataset(config)
+
+
+class DatasetCache:
+    """Loads each dataset config once per process (a grid names the same dataset in many run specs)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[DatasetConfig, Dataset] = {}
+
+    def get(self, config: DatasetConfig) -> Dataset:
+        if config not in self._loaded:
+            self._loaded[config] = load_dataset(config)
+        return self._loaded[config]

@@ -1,0 +1,95 @@
+"""The path of one grid: plan (skip what is finished), pull models, evaluate each RunSpec, track it.
+
+One failing RunSpec never stops the grid: its child run is marked FAILED with the reason and the rest go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench.datasets import DatasetCache
+from bench.metrics import classification_report
+from bench.runspec import RunSpec
+from bench.tracking import RunRecord, Tracker
+from runners.models import load_model, model_folder
+from runners.predict import DecodeSettings, predict
+from strategies.prompts import PromptBuilder
+
+
+@dataclass
+class Plan:
+    """Which specs run now and which were finished earlier (with their stored metrics)."""
+
+    todo: list[RunSpec]
+    done: dict[str, dict[str, float]] = field(default_factory=dict)
+    specs: list[RunSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    spec: RunSpec
+    status: str  # finished | failed | skipped
+    metrics: dict[str, float]
+    error: str = ""
+
+
+def make_plan(specs: Sequence[RunSpec], tracker: Tracker) -> Plan:
+    finished = tracker.finished()
+    return Plan([s for s in specs if s.key() not in finished],
+                {s.key(): finished[s.key()] for s in specs if s.key() in finished}, list(specs))
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=console)
+
+
+def evaluate_spec(spec: RunSpec, lm, datasets: DatasetCache, batch_size: int, on_progress) -> RunRecord:
+    """Predict and score one RunSpec (no tracking here)."""
+    dataset = datasets.get(spec.dataset)
+    examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+    builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
+    started = time.perf_counter()
+    predictions = predict(lm, builder, examples, DecodeSettings(batch_size, spec.max_new_tokens, spec.seed),
+                          on_progress)
+    wall = time.perf_counter() - started
+    report = classification_report([e.label for e in examples], [p.label for p in predictions],
+                                   [c.value for c in dataset.card.categories])
+    return RunRecord(examples, predictions, report, wall, dataset.skipped_rows)
+
+
+def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: str, grid_path: Path,
+             batch_size: int, console: Console) -> list[Outcome]:
+    """Evaluate every spec still to do under one parent run; return outcomes of all specs (skipped included)."""
+    outcomes = {s.key(): Outcome(s, "skipped", plan.done[s.key()]) for s in plan.specs if s.key() in plan.done}
+    if not plan.todo:
+        return list(outcomes.values())
+    models = list(dict.fromkeys(s.model for s in plan.todo))
+    for name in models:  # pull/convert before anything is logged: a failure here is one clear line
+        with console.status(f"preparing model {name} (first use downloads and converts it)"):
+            model_folder(name)
+    with tracker.parent_run(grid_name, grid_path, len(plan.todo)), _progress(console) as progress:
+        overall = progress.add_task("runs", total=len(plan.todo))
+        for name in models:
+            lm = load_model(name, next(s.dtype for s in plan.todo if s.model == name))
+            for spec in (s for s in plan.todo if s.model == name):
+                n = len(datasets.get(spec.dataset).evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed))
+                task = progress.add_task(f"  {spec.run_name}", total=n)
+                try:
+                    with tracker.child_run(spec):
+                        record = evaluate_spec(spec, lm, datasets, batch_size,
+                                               lambda k, t=task: progress.advance(t, k))
+                        metrics = tracker.log_result(spec, record)
+                    outcomes[spec.key()] = Outcome(spec, "finished", metrics)
+                except Exception as exc:  # one failing spec never stops the grid
+                    outcomes[spec.key()] = Outcome(spec, "failed", {}, f"{type(exc).__name__}: {exc}")
+                    console.print(f"[red]FAILED[/red] {spec.run_name}: {type(exc).__name__}: {exc}")
+                progress.remove_task(task)
+                progress.advance(overall)
+    return [outcomes[s.key()] for s in plan.specs]

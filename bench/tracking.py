@@ -1,0 +1,140 @@
+"""MLflow tracking: one parent run per grid invocation, one child run per RunSpec, resume by spec hash.
+
+Default store: `sqlite:///mlflow.db` in the working directory (override with --tracking-uri or
+MLFLOW_TRACKING_URI), so a fresh machine needs no server; a PostgreSQL-backed server works the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from bench.metrics import ClassificationReport, metric_key
+from bench.runspec import SPEC_HASH_TAG, RunSpec
+from strategies.example import Example
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+GRID_TAG = "genclsbench.grid"
+
+
+def tracking_uri(explicit: str | None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a child run needs to log: its examples, predictions, report and cost figures."""
+
+    examples: list[Example]
+    predictions: list  # runners.predict.Prediction (kept untyped: bench.tracking does not import runners)
+    report: ClassificationReport
+    wall_time_s: float
+    skipped_rows: int
+
+
+class Tracker:
+    """Reads finished runs for resume and writes parent and child runs for one experiment."""
+
+    def __init__(self, uri: str | None, experiment: str) -> None:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.uri = tracking_uri(uri)
+        self.experiment = experiment
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+
+    def finished(self) -> dict[str, dict[str, float]]:
+        """spec hash -> metrics of every finished child run of the experiment (nothing if it does not exist)."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return {}
+        runs = self.client.search_runs(
+            [found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{SPEC_HASH_TAG}` != ''",
+            max_results=50000,
+        )
+        return {r.data.tags[SPEC_HASH_TAG]: r.data.metrics for r in runs}
+
+    @contextmanager
+    def parent_run(self, grid_name: str, grid_path: Path, n_planned: int) -> Iterator[str]:
+        mlflow.set_experiment(self.experiment)
+        name = f"{grid_name} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        with mlflow.start_run(run_name=name, tags={GRID_TAG: grid_name}) as run:
+            mlflow.log_param("grid.file", str(grid_path))
+            mlflow.log_metric("runs_planned", n_planned)
+            if grid_path.is_file():
+                mlflow.log_artifact(str(grid_path), artifact_path="grid")
+            yield run.info.run_id
+
+    @contextmanager
+    def child_run(self, spec: RunSpec) -> Iterator[None]:
+        """A nested run tagged with the spec hash; an exception inside marks it FAILED (and propagates)."""
+        tags = {SPEC_HASH_TAG: spec.key(), "genclsbench.dataset_identity": spec.dataset_identity}
+        with mlflow.start_run(run_name=spec.run_name, nested=True, tags=tags):
+            mlflow.log_params(spec.params())
+            try:
+                yield
+            except BaseException as exc:
+                mlflow.set_tag("genclsbench.error", f"{type(exc).__name__}: {exc}"[:4000])
+                raise
+
+    def log_result(self, spec: RunSpec, record: RunRecord) -> dict[str, float]:
+        """Metrics, predictions, per-class table, confusion matrix and evaluation data of the active child run."""
+        n = len(record.examples)
+        metrics = dict(record.report.metrics)
+        metrics |= {
+            "wall_time_s": record.wall_time_s,
+            "examples_per_s": n / record.wall_time_s if record.wall_time_s else 0.0,
+            "prompt_tokens_mean": sum(p.prompt_tokens for p in record.predictions) / n,
+            "data_skipped_rows": float(record.skipped_rows),
+        }
+        for label, scores in record.report.per_class.items():
+            metrics |= {f"{name}.{metric_key(label)}": value for name, value in scores.items() if name != "support"}
+        mlflow.log_metrics(metrics)
+        table = pd.DataFrame({
+            "id": [e.id for e in record.examples],
+            "text": [e.text for e in record.examples],
+            "gold": [e.label for e in record.examples],
+            "prediction": [p.label for p in record.predictions],
+            "raw_output": [p.raw_output for p in record.predictions],
+            "candidate_scores": [p.candidate_scores for p in record.predictions],
+        })
+        mlflow.log_table(table, artifact_file="predictions.json")
+        mlflow.log_dict(record.report.per_class, "per_class.json")
+        mlflow.log_figure(_confusion_figure(record.report, spec.run_name), "confusion_matrix.png")
+        evaluation = pd.DataFrame({"text": table["text"], "label": table["gold"]})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow: "source can be interpreted in multiple ways" (harmless)
+            dataset = mlflow.data.from_pandas(evaluation, source=spec.dataset_identity, targets="label",
+                                              name=f"{spec.dataset_name}:{spec.eval.split or 'default'}")
+        mlflow.log_input(dataset, context="evaluation")
+        return metrics
+
+
+def _confusion_figure(report: ClassificationReport, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.45 * len(report.matrix_labels) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing CJK glyphs in the default font
+        ConfusionMatrixDisplay(report.confusion, display_labels=report.matrix_labels).plot(
+            ax=axes, xticks_rotation="vertical", colorbar=False, include_values=len(report.matrix_labels) <= 20
+        )
+        axes.set_title(title, fontsize=9)
+        figure.tight_layout()
+    plt.close(figure)
+    return figure

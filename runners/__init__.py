@@ -1,0 +1,1 @@
+"""The code that computes: model loading, generation, perplexity scoring (torch/transformers live here)."""

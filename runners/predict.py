@@ -1,0 +1,63 @@
+"""Decoding methods: each registered `decoding` value turns prompts into predictions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from transformers import set_seed
+
+from runners.inference import OnProgress, generate, prompt_text, score_candidates
+from runners.models import LoadedModel
+from strategies.example import Example
+from strategies.prompts import PromptBuilder
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model answered for one example: a label value, UNCERTAIN or INVALID, plus the evidence."""
+
+    label: str
+    raw_output: str
+    candidate_scores: str  # JSON {answer: score} under ppl decoding, "" otherwise
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    batch_size: int
+    max_new_tokens: int
+    seed: int
+
+
+Decoder = Callable[[LoadedModel, PromptBuilder, Sequence[str], DecodeSettings, OnProgress], list[tuple[str, str, str]]]
+
+
+def _decode_generate(lm, builder, prompts, settings, on_progress):
+    outputs = generate(lm, prompts, settings.max_new_tokens, settings.batch_size, on_progress)
+    return [(builder.parse(text), text, "") for text in outputs]
+
+
+def _decode_ppl(lm, builder, prompts, settings, on_progress):
+    scores = score_candidates(lm, prompts, builder.candidates(), settings.batch_size, on_progress)
+    table = scores.normalised(builder.strategy.ppl_norm)
+    rows = []
+    for row in table:
+        best = builder.answers[int(row.argmax())]
+        evidence = json.dumps({a: round(float(s), 5) for a, s in zip(builder.answers, row)}, ensure_ascii=False)
+        rows.append((builder.label_of_answer(best), best, evidence))
+    return rows
+
+
+DECODERS: dict[str, Decoder] = {"generate": _decode_generate, "ppl": _decode_ppl}
+
+
+def predict(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], settings: DecodeSettings,
+            on_progress: OnProgress = lambda n: None) -> list[Prediction]:
+    """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
+    set_seed(settings.seed)
+    prompts = [prompt_text(lm, builder.messages(e)) for e in examples]
+    lengths = [len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False).input_ids]
+    decoded = DECODERS[builder.strategy.decoding](lm, builder, prompts, settings, on_progress)
+    return [Prediction(label, raw, scores, n) for (label, raw, scores), n in zip(decoded, lengths)]

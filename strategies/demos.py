@@ -1,0 +1,88 @@
+"""In-context demonstration selection: each method is one registered `DemoSelector`.
+
+A selector is built once per (pool, k, seed) and then maps a query example to its demos, so a costly index
+(BM25) is built once per run, not once per input. Every draw is seeded, so the same spec sees the same demos.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rank_bm25 import BM25Okapi
+
+from strategies.example import Example
+
+SelectDemos = Callable[[Example], list[Example]]
+
+_CJK = "\u3400-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}_]+")
+
+
+def bm25_tokens(text: str) -> list[str]:
+    """Lower-cased words for alphabetic scripts; characters and character bigrams for CJK (no word spaces)."""
+    tokens = _TOKEN.findall(text.lower())
+    bigrams = [a + b for a, b in zip(tokens, tokens[1:]) if len(a) == len(b) == 1 and re.match(rf"[{_CJK}]", a + b)]
+    return tokens + bigrams
+
+
+def _zero(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+    return lambda query: []
+
+
+def _random(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+    def select(query: Example) -> list[Example]:
+        return random.Random(f"{seed}:{query.id}").sample(list(pool), k)
+
+    return select
+
+
+def _fixed(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+    """One label-balanced draw (round-robin over labels) shared by every input."""
+    shuffled = random.Random(seed).sample(list(pool), len(pool))
+    by_label: dict[str, list[Example]] = {}
+    for example in shuffled:
+        by_label.setdefault(example.label, []).append(example)
+    demos: list[Example] = []
+    while len(demos) < k:
+        for examples in by_label.values():
+            if examples and len(demos) < k:
+                demos.append(examples.pop())
+    random.Random(seed).shuffle(demos)
+    return lambda query: list(demos)
+
+
+def _similar(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+    """Top-k BM25 neighbours of the input, the most similar placed last (nearest to the input)."""
+    index = BM25Okapi([bm25_tokens(e.text) or ["<empty>"] for e in pool])
+
+    def select(query: Example) -> list[Example]:
+        scores = index.get_scores(bm25_tokens(query.text))
+        best = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
+        return [pool[i] for i in reversed(best)]
+
+    return select
+
+
+@dataclass(frozen=True)
+class DemoSelector:
+    """A registered demo-selection method."""
+
+    doc: str
+    build: Callable[[Sequence[Example], int, int], SelectDemos]
+
+
+DEMO_SELECTORS: dict[str, DemoSelector] = {
+    "zero": DemoSelector("zero-shot: no examples", _zero),
+    "random": DemoSelector("K examples drawn at random from the pool for each input", _random),
+    "fixed": DemoSelector("the same K label-balanced examples for every input", _fixed),
+    "similar": DemoSelector("the K pool examples most similar to the input (BM25)", _similar),
+}
+
+
+def demo_selector(icl: str, pool: Sequence[Example], seed: int) -> SelectDemos:
+    """The selector for a canonical `icl` value such as `zero` or `similar-3`."""
+    method, _, k = icl.partition("-")
+    return DEMO_SELECTORS[method].build(pool, int(k or 0), seed)

@@ -1,0 +1,138 @@
+"""One prompt builder for every strategy combination: chat messages in, answer strings and labels out.
+
+Layout of a prompt (chat roles; `render_plain` flattens them for models without a chat template):
+- system: the task, the categories (numbered when labels are numeric; with definitions when on), the answer rule,
+  the "uncertain" rule when on, the reasoning rule when on;
+- one user/assistant turn per demonstration (the assistant turn is exactly the completion the model should write);
+- user: the input.
+Instruction wording is a per-language data record (`TEMPLATES`), so a Chinese dataset gets a Chinese prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from strategies.demos import demo_selector
+from strategies.example import Example, TaskCard
+from strategies.parsing import parse_answer
+from strategies.registry import Strategy
+from strategies.verbalizers import VERBALIZERS
+
+UNCERTAIN = "uncertain"  # the prediction recorded when the model answers with the uncertain option
+INVALID = "invalid"  # the prediction recorded when no answer can be read from the output
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Template:
+    """Instruction wording in one language."""
+
+    categories: str
+    answer_rule: str
+    uncertain_rule: str
+    uncertain_word: str
+    reasoning_rule: str
+    answer_marker: str
+    numeric_entry: str
+    named_entry: str
+    definition_sep: str
+
+
+TEMPLATES: dict[str, Template] = {
+    "en": Template(
+        categories="Categories:",
+        answer_rule="Reply with exactly one category {what}, and nothing else.",
+        uncertain_rule='If you are not confident, reply "{word}" instead.',
+        uncertain_word="uncertain",
+        reasoning_rule="First explain your reasoning in one or two sentences, then write a final line "
+        '"{marker} <category {what}>".',
+        answer_marker="Answer:",
+        numeric_entry="{answer}. {name}",
+        named_entry="- {name}",
+        definition_sep=": ",
+    ),
+    "zh": Template(
+        categories="类别：",
+        answer_rule="只回答一个类别{what}，不要写其他内容。",
+        uncertain_rule="如果你没有把握，请回答“{word}”。",
+        uncertain_word="不确定",
+        reasoning_rule="先用一两句话说明理由，最后一行写“{marker} <类别{what}>”。",
+        answer_marker="答案：",
+        numeric_entry="{answer}. {name}",
+        named_entry="- {name}",
+        definition_sep="：",
+    ),
+}
+
+_WHAT = {"en": {"names": "name", "numeric": "number"}, "zh": {"names": "名称", "numeric": "编号"}}
+
+
+def render_plain(messages: Sequence[Message]) -> str:
+    """A plain-text rendering for models without a chat template; the completion follows the last line."""
+    return "".join(f"{m['content']}\n\n" if m["role"] != "user" else f"{m['content']}\n" for m in messages)
+
+
+class PromptBuilder:
+    """Renders prompts and completions for one (task, strategy, demo pool, seed), and reads answers back."""
+
+    def __init__(self, card: TaskCard, strategy: Strategy, pool: Sequence[Example], seed: int) -> None:
+        if card.language not in TEMPLATES:
+            raise ValueError(f"no prompt template for language '{card.language}'; available: {', '.join(TEMPLATES)}")
+        self.card, self.strategy = card, strategy
+        self.template = TEMPLATES[card.language]
+        self.label_answers = VERBALIZERS[strategy.labels].answers(card.categories)
+        self._label_of = {a: c.value for a, c in zip(self.label_answers, card.categories)}
+        self._answer_of = {c.value: a for a, c in zip(self.label_answers, card.categories)}
+        if strategy.uncertain == "on":
+            self._label_of[self.template.uncertain_word] = UNCERTAIN
+            self._answer_of[UNCERTAIN] = self.template.uncertain_word
+        self.answers = list(self._label_of)
+        self.select_demos = demo_selector(strategy.icl, pool, seed)
+        self.system = self._system_prompt()
+
+    def _system_prompt(self) -> str:
+        t, s = self.template, self.strategy
+        what = _WHAT.get(self.card.language, _WHAT["en"])[s.labels]
+        entry = t.numeric_entry if s.labels == "numeric" else t.named_entry
+        lines = [self.card.task, t.categories]
+        for answer, category in zip(self.label_answers, self.card.categories):
+            line = entry.format(answer=answer, name=category.name)
+            lines.append(line + (t.definition_sep + category.definition if s.definitions == "on" else ""))
+        rule = t.reasoning_rule if s.reasoning == "on" else t.answer_rule
+        lines.append(rule.format(what=what, marker=t.answer_marker))
+        if s.uncertain == "on":
+            lines.append(t.uncertain_rule.format(word=t.uncertain_word))
+        return "\n".join(lines)
+
+    def _user(self, example: Example) -> Message:
+        return {"role": "user", "content": f"{self.card.input_name}: {example.text}"}
+
+    def completion(self, label: str, reasoning: str | None = None) -> str:
+        """What the model should write for `label` (a stored label value or UNCERTAIN)."""
+        answer = self._answer_of[label]
+        if self.strategy.reasoning == "off":
+            return answer
+        final = f"{self.template.answer_marker} {answer}"
+        return f"{reasoning.strip()}\n{final}" if reasoning else final
+
+    def messages(self, example: Example) -> list[Message]:
+        """The chat messages that ask for `example`'s label under this strategy."""
+        turns: list[Message] = [{"role": "system", "content": self.system}]
+        for demo in self.select_demos(example):
+            turns += [self._user(demo), {"role": "assistant", "content": self.completion(demo.label)}]
+        return turns + [self._user(example)]
+
+    def candidates(self) -> list[str]:
+        """Every possible completion, in `answers` order, for perplexity decoding."""
+        return [self.completion(self._label_of[a]) for a in self.answers]
+
+    def label_of_answer(self, answer: str) -> str:
+        return self._label_of[answer]
+
+    def parse(self, output: str) -> str:
+        """The label value, UNCERTAIN or INVALID that a generated `output` gives."""
+        marker = self.template.answer_marker if self.strategy.reasoning == "on" else None
+        answer = parse_answer(output, self.answers, marker)
+        return INVALID if answer is None else self._label_of[answer]

@@ -1,0 +1,202 @@
+"""The strategy dimensions: every dimension and value is registered once, with a doc and its constraints.
+
+A `Strategy` is one point in the space (a canonical string per dimension). Grids name values; `parse_value`
+validates them against this registry, and `check_strategy` rejects impossible combinations with a reason.
+Pure Python: no torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
+
+from strategies.demos import DEMO_SELECTORS
+from strategies.verbalizers import VERBALIZERS
+
+NOT_APPLICABLE = "none"
+
+
+@dataclass(frozen=True)
+class Value:
+    """One allowed value of a dimension: its canonical name, a one-line doc and its tag in run names."""
+
+    name: str
+    doc: str
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A strategy dimension: allowed values, default, doc, and (optionally) when it applies at all."""
+
+    name: str
+    doc: str
+    values: tuple[Value, ...]
+    default: str
+    applies: Callable[["Strategy"], bool] | None = None
+    parse: Callable[[str], str] | None = None  # for parametric values such as "random-3"
+
+    def value(self, name: str) -> Value:
+        """The registered value that `name` (already canonical) instantiates."""
+        base = name.split("-")[0] if self.parse else name
+        return next(v for v in self.values if v.name.split("-")[0] == base)
+
+    def allowed(self) -> str:
+        return ", ".join(v.name for v in self.values)
+
+
+def _parse_icl(raw: str) -> str:
+    """`zero` or `<method>-<k>` with k >= 1, e.g. `similar-3`."""
+    if raw == "zero":
+        return raw
+    match = re.fullmatch(r"([a-z]+)-(\d+)", raw)
+    if not match or match.group(1) not in DEMO_SELECTORS or match.group(1) == "zero" or int(match.group(2)) < 1:
+        raise ValueError(raw)
+    return f"{match.group(1)}-{int(match.group(2))}"
+
+
+def _on_off(name: str, on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
+    return (Value("off", off_doc), Value("on", on_doc, tag))
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    d.name: d
+    for d in (
+        Dimension(
+            "icl",
+            "in-context examples shown before the input",
+            tuple(
+                Value(name if name == "zero" else f"{name}-K", selector.doc, "" if name == "zero" else name)
+                for name, selector in DEMO_SELECTORS.items()
+            ),
+            default="zero",
+            parse=_parse_icl,
+        ),
+        Dimension(
+            "definitions",
+            "one-sentence category definitions listed in the prompt",
+            _on_off("definitions", "each category is listed with its definition", "categories by name only", "defs"),
+            default="off",
+        ),
+        Dimension(
+            "uncertain",
+            "an explicit 'uncertain' answer is offered; it is scored as wrong and its rate is logged",
+            _on_off("uncertain", "the model may answer 'uncertain'", "the model must pick a category", "uncertain"),
+            default="off",
+        ),
+        Dimension(
+            "labels",
+            "how categories are named in the prompt and the answer",
+            tuple(Value(name, v.doc, "" if name == "names" else name) for name, v in VERBALIZERS.items()),
+            default="names",
+        ),
+        Dimension(
+            "decoding",
+            "how the prediction is read from the model",
+            (
+                Value("generate", "greedy generation, then the label is parsed from the text"),
+                Value("ppl", "score every candidate label's log-likelihood after the prompt; take the best", "ppl"),
+            ),
+            default="generate",
+        ),
+        Dimension(
+            "ppl_norm",
+            "normalisation of candidate log-likelihoods under ppl decoding",
+            (
+                Value("mean", "mean log-likelihood per token (= lowest perplexity); the default, fair to long labels"),
+                Value("sum", "total log-likelihood (favours short labels)", "sum"),
+            ),
+            default="mean",
+            applies=lambda s: s.decoding == "ppl",
+        ),
+        Dimension(
+            "reasoning",
+            "the model writes a short reasoning before the label",
+            _on_off("reasoning", "reasoning first, then a final 'Answer:' line", "label only", "reason"),
+            default="off",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One combination of dimension values (canonical strings; `"none"` where a dimension does not apply)."""
+
+    icl: str = "zero"
+    definitions: str = "off"
+    uncertain: str = "off"
+    labels: str = "names"
+    decoding: str = "generate"
+    ppl_norm: str = "mean"
+    reasoning: str = "off"
+
+    @property
+    def icl_method(self) -> str:
+        return self.icl.split("-")[0]
+
+    @property
+    def shots(self) -> int:
+        return 0 if self.icl == "zero" else int(self.icl.split("-")[1])
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def tag(self) -> str:
+        """Readable name such as `similar-3+defs+numeric+ppl` (defaults are left out)."""
+        parts = [self.icl]
+        for name, dim in DIMENSIONS.items():
+            value = getattr(self, name)
+            if name == "icl" or value == NOT_APPLICABLE:
+                continue
+            tag = dim.value(value).tag
+            if tag:
+                parts.append(tag)
+        return "+".join(parts)
+
+
+assert [f.name for f in fields(Strategy)] == list(DIMENSIONS), "Strategy fields must mirror DIMENSIONS"
+
+
+def parse_value(dimension: str, raw: object) -> str:
+    """Canonical value of `raw` for `dimension`; ValueError with the allowed values otherwise."""
+    if dimension not in DIMENSIONS:
+        raise KeyError(f"unknown strategy dimension '{dimension}'; allowed: {', '.join(DIMENSIONS)}")
+    dim = DIMENSIONS[dimension]
+    text = {True: "on", False: "off"}.get(raw, raw) if isinstance(raw, bool) else str(raw).strip().lower()
+    try:
+        if dim.parse:
+            return dim.parse(text)
+        if text in {v.name for v in dim.values}:
+            return text
+    except ValueError:
+        pass
+    raise ValueError(f"'{raw}' is not a value of '{dimension}'; allowed: {dim.allowed()}")
+
+
+def normalise(strategy: Strategy) -> Strategy:
+    """Set dimensions that do not apply to `"none"`, so equal behaviour means equal identity."""
+    changes = {n: NOT_APPLICABLE for n, d in DIMENSIONS.items() if d.applies and not d.applies(strategy)}
+    return replace(strategy, **changes)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A rule between dimensions: `violated` returns True for combinations that cannot run."""
+
+    reason: str
+    violated: Callable[[Strategy], bool]
+
+
+CONSTRAINTS: tuple[Constraint, ...] = (
+    Constraint(
+        "reasoning 'on' needs decoding 'generate' (ppl scores the label directly, with no room for a reasoning)",
+        lambda s: s.reasoning == "on" and s.decoding == "ppl",
+    ),
+)
+
+
+def check_strategy(strategy: Strategy) -> str | None:
+    """The reason `strategy` is impossible, or None."""
+    return next((c.reason for c in CONSTRAINTS if c.violated(strategy)), None)
