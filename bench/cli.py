@@ -126,15 +126,14 @@ def list_registry() -> None:
 def main() -> None:
     """Entry point: runs the app and turns a UserError into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising it here
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except click.ClickException as exc:  # bad option or argument: click's own one-line usage error
         exc.show()
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

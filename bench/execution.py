@@ -87,6 +87,9 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
                                                lambda k, t=task: progress.advance(t, k))
                         metrics = tracker.log_result(spec, record)
                     outcomes[spec.key()] = Outcome(spec, "finished", metrics)
+                    progress.console.print(
+                        f"done {spec.run_name}: accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f}"
+                        f" ({metrics['wall_time_s']:.1f} s)")
                 except Exception as exc:  # one failing spec never stops the grid
                     outcomes[spec.key()] = Outcome(spec, "failed", {}, f"{type(exc).__name__}: {exc}")
                     console.print(f"[red]FAILED[/red] {spec.run_name}: {type(exc).__name__}: {exc}")

@@ -9,6 +9,8 @@ the key and what is allowed, raised before anything runs.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -111,15 +113,26 @@ def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
     return list(seen)
 
 
+@contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Prefix a UserError raised inside with the grid location it came from."""
+    try:
+        yield
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
 def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: str) -> list[RunSpec]:
     """All RunSpecs of the grid: datasets x models x seeds x strategies, each checked against its dataset."""
     strategies = strategy_blocks(grid, path)
-    for model in grid.models:
-        check_model_ref(model)
+    for m, model in enumerate(grid.models):
+        with _located(f"{path}: models[{m}]"):
+            check_model_ref(model)
     specs = []
     for d, ref in enumerate(grid.datasets):
-        config = DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref
-        dataset = datasets.get(config)
+        with _located(f"{path}: datasets[{d}]"):
+            config = DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref
+            dataset = datasets.get(config)
         for strategy in strategies:
             where = f"{path}: datasets[{d}] ({dataset.name}) with {strategy.tag()}"
             if strategy.shots > len(dataset.pool):

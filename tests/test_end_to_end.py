@@ -1,0 +1,106 @@
+"""A whole grid on tiny-random into a temporary MLflow store: runs, params, metrics, artifacts, resume, faults."""
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+import runners.predict
+from bench.cli import main
+from bench.runspec import SPEC_HASH_TAG
+
+GRID = """
+name: e2e
+datasets: [emotion]
+models: [tiny-random]
+eval: {split: test, limit: 6}
+inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
+strategies:
+  - icl: [zero, similar-2]
+    decoding: [generate, ppl]
+  - {definitions: on, uncertain: on, labels: numeric, decoding: ppl, ppl_norm: sum}
+  - {reasoning: on, icl: fixed-2}
+"""
+
+
+def run_cli(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["bench", "run", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture
+def grid_file(tmp_path: Path) -> Path:
+    path = tmp_path / "e2e.yaml"
+    path.write_text(GRID, encoding="utf-8")
+    return path
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())  # the console wraps long lines
+
+
+def runs(uri: str):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=["e2e"], output_format="list")
+
+
+def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
+    assert (Path.cwd() / "mlflow.db").exists()  # the default store is sqlite:///mlflow.db in the working dir
+    logged = runs(tracking_uri)
+    parents = [r for r in logged if SPEC_HASH_TAG not in r.data.tags]
+    children = [r for r in logged if SPEC_HASH_TAG in r.data.tags]
+    assert len(parents) == 1 and len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len({tuple(sorted(c.data.params)) for c in children}) == 1  # identical param keys
+    names = {c.info.run_name for c in children}
+    assert "emotion/tiny-random/zero+defs+uncertain+numeric+ppl+sum" in names
+    assert "emotion/tiny-random/fixed-2+reason" in names
+    client = mlflow.MlflowClient(tracking_uri)
+    for child in children:
+        m = child.data.metrics
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 and m["n_examples"] == 6
+        assert {"invalid_rate", "uncertain_rate", "examples_per_s", "wall_time_s", "f1.joy"} <= set(m)
+        assert child.data.params["infer.ppl_norm"] in ({"none"} if child.data.params["infer.decoding"] == "generate"
+                                                       else {"mean", "sum"})
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"predictions.json", "per_class.json", "confusion_matrix.png"} <= artifacts
+        assert len(child.inputs.dataset_inputs) == 1
+    table = mlflow.load_table("predictions.json", run_ids=[children[0].info.run_id])
+    assert list(table.columns[:6]) == ["id", "text", "gold", "prediction", "raw_output", "candidate_scores"]
+    assert len(table) == 6
+    out = capsys.readouterr().out
+    assert "results: emotion / tiny-random" in out and "similar-2+ppl" in out
+
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
+    assert "6 already finished (skipped), 0 to run" in flat(capsys.readouterr().out)
+    assert len(runs(tracking_uri)) == 7  # nothing new: no duplicate children, no empty parent
+
+    assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "3", "--dry-run") == 0
+    assert "0 already finished (skipped), 6 to run" in flat(capsys.readouterr().out)  # a new limit is a new spec
+    assert len(runs(tracking_uri)) == 7
+
+
+def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, monkeypatch, capsys):
+    real = runners.predict.predict
+
+    def flaky(lm, builder, examples, settings, on_progress=lambda n: None):
+        if builder.strategy.icl == "similar-2" and builder.strategy.decoding == "ppl":
+            raise RuntimeError("simulated crash")
+        return real(lm, builder, examples, settings, on_progress)
+
+    monkeypatch.setattr("bench.execution.predict", flaky)
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 1
+    statuses = {r.info.run_name: r.info.status for r in runs(tracking_uri) if SPEC_HASH_TAG in r.data.tags}
+    assert statuses.pop("emotion/tiny-random/similar-2+ppl") == "FAILED"
+    assert set(statuses.values()) == {"FINISHED"} and len(statuses) == 5
+    assert "1 run(s) failed" in flat(capsys.readouterr().out)
+    monkeypatch.setattr("bench.execution.predict", real)
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0  # the re-run does only the failed one
+    assert "5 already finished (skipped), 1 to run" in flat(capsys.readouterr().out)

@@ -1,0 +1,110 @@
+"""Grid files are validated at the edge: one line naming file, key and what is allowed; exit code 2."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.datasets import DatasetCache
+from bench.errors import UserError
+from bench.grid import expand, read_grid
+
+BASE = """
+name: t
+datasets: [emotion]
+models: [tiny-random]
+eval: {limit: 4}
+"""
+
+
+def write(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(BASE + textwrap.dedent(extra), encoding="utf-8")
+    return path
+
+
+def specs_of(path: Path):
+    return expand(read_grid(path), path, DatasetCache(), "float32")
+
+
+def test_blocks_expand_to_the_union_without_duplicates(tmp_path):
+    path = write(tmp_path, """
+        strategies:
+          - {icl: [zero, random-2], decoding: [generate, ppl]}
+          - {decoding: ppl, icl: zero}
+          - {decoding: generate, ppl_norm: [mean, sum]}
+    """)
+    specs = specs_of(path)
+    assert [s.strategy.tag() for s in specs] == ["zero", "zero+ppl", "random-2", "random-2+ppl"]
+    assert len({s.key() for s in specs}) == 4
+    assert all(s.max_new_tokens == 16 and s.dtype == "float32" for s in specs)
+
+
+def test_spec_hash_is_stable_and_sensitive():
+    path = Path(__file__).parent.parent / "grids" / "quick.yaml"
+    first, second = specs_of(path), specs_of(path)
+    assert [s.key() for s in first] == [s.key() for s in second]
+    assert len({s.key() for s in first}) == len(first)
+    assert len({tuple(sorted(s.params())) for s in first}) == 1  # one param vocabulary for every run
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("colour: red\n", r"grid.yaml: colour: Extra inputs are not permitted; allowed: name, description"),
+        ("strategies: {icl: [nearest-3]}\n", r"strategies.icl: 'nearest-3' is not a value of 'icl'; allowed: zero"),
+        ("strategies: {temperature: 1}\n", r"strategies.temperature: unknown strategy dimension 'temperature'"),
+        ("seeds: one\n", r"grid.yaml: seeds: Input should be a valid list"),
+        ("inference: {dtype: fp8}\n", r"inference.dtype: .*'fp8' is not a dtype; allowed: auto, float32"),
+        ("strategies: [{decoding: ppl, reasoning: [off, on]}]\n",
+         r"strategies\[0\]: impossible combination zero\+ppl\+reason: reasoning 'on' needs decoding 'generate'"),
+    ],
+)
+def test_bad_grids_name_file_key_and_allowed(tmp_path, extra, message):
+    with pytest.raises(UserError, match=message):
+        specs_of(write(tmp_path, extra))
+
+
+def test_dataset_level_checks(tmp_path):
+    pool = tmp_path / "small.jsonl"
+    pool.write_text("".join(f'{{"text": "t{i}", "label": "{i % 2}"}}\n' for i in range(12)))
+    path = tmp_path / "g.yaml"
+    path.write_text(f"name: t\ndatasets: [{{path: {pool}}}]\nmodels: [tiny-random]\nstrategies: {{icl: random-50}}\n")
+    with pytest.raises(UserError, match=r"icl asks for 50 examples but the pool has \d+"):
+        specs_of(path)
+    path.write_text(f"name: t\ndatasets: [{{path: {pool}}}]\nmodels: [tiny-random]\nstrategies: {{definitions: on}}\n")
+    with pytest.raises(UserError, match="has no category definitions"):
+        specs_of(path)
+
+
+def test_unknown_model_and_dataset(tmp_path):
+    with pytest.raises(UserError, match="grid.yaml: models\\[0\\]: unknown model 'gpt-9'; registered: smollm2-135m"):
+        specs_of(_swap(tmp_path, "tiny-random", "gpt-9"))
+    with pytest.raises(UserError, match="grid.yaml: datasets\\[0\\]: unknown dataset 'emotions'"):
+        specs_of(_swap(tmp_path, "[emotion]", "[emotions]"))
+
+
+def _swap(tmp_path: Path, old: str, new: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(BASE.replace(old, new), encoding="utf-8")
+    return path
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys, tracking_uri):
+    path = write(tmp_path, "strategies: {labels: letters}\n")
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--grid", str(path), "--tracking-uri", tracking_uri])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: strategies.labels: 'letters'")
+    assert not (tmp_path / "mlflow.db").exists()  # nothing logged
+
+
+def test_missing_grid_file(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--grid", str(tmp_path / "nope.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err

@@ -1,0 +1,87 @@
+import pytest
+
+from bench.datasets import DatasetConfig, load_dataset
+from strategies.demos import bm25_tokens
+from strategies.prompts import INVALID, UNCERTAIN, PromptBuilder, render_plain
+from strategies.registry import Strategy
+
+
+@pytest.fixture(scope="module")
+def emotion():
+    return load_dataset(DatasetConfig(name="emotion"))
+
+
+def build(dataset, seed=0, **dims):
+    return PromptBuilder(dataset.card, Strategy(**dims), dataset.pool, seed)
+
+
+def demo_turns(messages):
+    return [m for m in messages[1:-1]]
+
+
+def test_zero_shot_is_system_then_input(emotion):
+    example = emotion.eval_splits["test"][0]
+    messages = build(emotion).messages(example)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[-1]["content"] == f"Message: {example.text}"
+    system = messages[0]["content"]
+    assert "- sadness" in system and "- surprise" in system and "uncertain" not in system
+    assert "The writer feels" not in system  # no definitions by default
+
+
+def test_random_demos_are_seeded_per_input(emotion):
+    a, b = emotion.eval_splits["test"][:2]
+    builder = build(emotion, icl="random-3")
+    turns = demo_turns(builder.messages(a))
+    assert [m["role"] for m in turns] == ["user", "assistant"] * 3
+    assert builder.messages(a) == build(emotion, icl="random-3").messages(a)
+    assert builder.messages(a)[1:-1] != builder.messages(b)[1:-1]
+    assert build(emotion, seed=1, icl="random-3").messages(a)[1:-1] != turns
+
+
+def test_fixed_demos_are_shared_and_label_balanced(emotion):
+    a, b = emotion.eval_splits["test"][:2]
+    builder = build(emotion, icl="fixed-6")
+    turns = demo_turns(builder.messages(a))
+    assert turns == demo_turns(builder.messages(b))
+    assert sorted(m["content"] for m in turns if m["role"] == "assistant") == sorted(
+        c.value for c in emotion.card.categories)
+
+
+def test_similar_demos_share_words_with_the_input(emotion):
+    query = emotion.eval_splits["test"][0]
+    turns = demo_turns(build(emotion, icl="similar-3").messages(query))
+    overlap = [len(set(bm25_tokens(m["content"])) & set(bm25_tokens(query.text))) for m in turns if m["role"] == "user"]
+    assert min(overlap) >= 2
+
+
+def test_definitions_uncertain_numeric_and_reasoning(emotion):
+    example = emotion.eval_splits["test"][0]
+    system = build(emotion, definitions="on", uncertain="on", labels="numeric", reasoning="on").messages(example)[0]
+    text = system["content"]
+    assert "1. sadness: The writer feels unhappy" in text and "6. surprise" in text
+    assert 'reply "uncertain"' in text and '"Answer: <category number>"' in text
+
+
+def test_completions_and_candidates_follow_the_label_style(emotion):
+    numeric = build(emotion, labels="numeric", uncertain="on")
+    assert numeric.completion("joy") == "2"
+    assert numeric.candidates() == ["1", "2", "3", "4", "5", "6", "uncertain"]
+    assert numeric.parse("2") == "joy" and numeric.parse("Uncertain") == UNCERTAIN and numeric.parse("7") == INVALID
+    reasoning = build(emotion, reasoning="on")
+    assert reasoning.completion("fear", "It worries.") == "It worries.\nAnswer: fear"
+    assert reasoning.parse("Sounds scary, not joy.\nAnswer: Fear") == "fear"
+
+
+def test_chinese_dataset_gets_a_chinese_prompt():
+    tnews = load_dataset(DatasetConfig(name="tnews"))
+    builder = PromptBuilder(tnews.card, Strategy(definitions="on", uncertain="on"), tnews.pool, 0)
+    system = builder.messages(tnews.eval_splits["validation"][0])[0]["content"]
+    assert "类别：" in system and "- 体育：" in system and "不确定" in system
+    assert builder.parse("这条新闻属于体育。") == "news_sports"
+
+
+def test_plain_rendering_ends_where_the_completion_starts():
+    text = render_plain([{"role": "system", "content": "S"}, {"role": "user", "content": "U1"},
+                         {"role": "assistant", "content": "A1"}, {"role": "user", "content": "U2"}])
+    assert text == "S\n\nU1\nA1\n\nU2\n"

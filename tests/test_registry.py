@@ -1,0 +1,53 @@
+import pytest
+
+from runners.predict import DECODERS
+from strategies.registry import DIMENSIONS, Strategy, check_strategy, normalise, parse_value
+
+
+@pytest.mark.parametrize(
+    ("dimension", "raw", "expected"),
+    [("icl", "zero", "zero"), ("icl", "Random-3", "random-3"), ("icl", "similar-05", "similar-5"),
+     ("definitions", True, "on"), ("definitions", False, "off"), ("uncertain", "ON", "on"),
+     ("labels", "numeric", "numeric"), ("decoding", "ppl", "ppl"), ("ppl_norm", "sum", "sum")],
+)
+def test_parse_value_canonicalises(dimension, raw, expected):
+    assert parse_value(dimension, raw) == expected
+
+
+@pytest.mark.parametrize(("dimension", "raw"), [("icl", "random"), ("icl", "random-0"), ("icl", "nearest-3"),
+                                                ("icl", "zero-3"), ("labels", "letters"), ("decoding", "beam")])
+def test_parse_value_rejects_with_allowed_values(dimension, raw):
+    with pytest.raises(ValueError, match="allowed: "):
+        parse_value(dimension, raw)
+
+
+def test_unknown_dimension_names_the_dimensions():
+    with pytest.raises(KeyError, match="icl, definitions"):
+        parse_value("temperature", 0.7)
+
+
+def test_ppl_norm_is_none_unless_ppl():
+    assert normalise(Strategy(decoding="generate", ppl_norm="sum")).ppl_norm == "none"
+    assert normalise(Strategy(decoding="ppl", ppl_norm="sum")).ppl_norm == "sum"
+
+
+def test_reasoning_with_ppl_is_impossible():
+    assert "reasoning" in check_strategy(Strategy(decoding="ppl", reasoning="on"))
+    assert check_strategy(Strategy(decoding="generate", reasoning="on")) is None
+
+
+def test_tag_names_non_defaults_only():
+    assert normalise(Strategy()).tag() == "zero"
+    strategy = normalise(Strategy(icl="similar-3", definitions="on", labels="numeric", decoding="ppl"))
+    assert strategy.tag() == "similar-3+defs+numeric+ppl"
+    assert (strategy.icl_method, strategy.shots) == ("similar", 3)
+
+
+def test_every_decoding_value_has_a_decoder():
+    assert {v.name for v in DIMENSIONS["decoding"].values} == set(DECODERS)
+
+
+def test_defaults_are_registered_values():
+    for dim in DIMENSIONS.values():
+        assert parse_value(dim.name, dim.default) == dim.default
+        assert getattr(Strategy(), dim.name) == dim.default
