@@ -16,17 +16,21 @@ def build(dataset, seed=0, **dims):
 
 
 def demo_turns(messages):
-    return [m for m in messages[1:-1]]
+    """The demonstration turns, the instructions stripped from the first one."""
+    turns = [dict(m) for m in messages[:-1]]
+    if turns:
+        turns[0]["content"] = turns[0]["content"].split("\n\n")[-1]
+    return turns
 
 
-def test_zero_shot_is_system_then_input(emotion):
+def test_zero_shot_is_instructions_then_input(emotion):
     example = emotion.eval_splits["test"][0]
     messages = build(emotion).messages(example)
-    assert [m["role"] for m in messages] == ["system", "user"]
-    assert messages[-1]["content"] == f"Message: {example.text}"
-    system = messages[0]["content"]
-    assert "- sadness" in system and "- surprise" in system and "uncertain" not in system
-    assert "The writer feels" not in system  # no definitions by default
+    assert [m["role"] for m in messages] == ["user"]
+    assert messages[-1]["content"].endswith(f"\n\nMessage: {example.text}")
+    instructions = messages[0]["content"]
+    assert "- sadness" in instructions and "- surprise" in instructions and "uncertain" not in instructions
+    assert "The writer feels" not in instructions  # no definitions by default
 
 
 def test_random_demos_are_seeded_per_input(emotion):
@@ -35,8 +39,9 @@ def test_random_demos_are_seeded_per_input(emotion):
     turns = demo_turns(builder.messages(a))
     assert [m["role"] for m in turns] == ["user", "assistant"] * 3
     assert builder.messages(a) == build(emotion, icl="random-3").messages(a)
-    assert builder.messages(a)[1:-1] != builder.messages(b)[1:-1]
-    assert build(emotion, seed=1, icl="random-3").messages(a)[1:-1] != turns
+    assert demo_turns(builder.messages(a)) != demo_turns(builder.messages(b))
+    assert demo_turns(build(emotion, seed=1, icl="random-3").messages(a)) != turns
+    assert builder.messages(a)[0]["content"].startswith(builder.instructions)
 
 
 def test_fixed_demos_are_shared_and_label_balanced(emotion):
