@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from bench.errors import UserError
 
-app = typer.Typer(add_completion=False, help="Benchmark training and inference strategies of LLM text classifiers.")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Benchmark training and inference strategies of LLM text classifiers.")
 console = Console(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
 
@@ -45,7 +46,25 @@ def _results_table(outcomes) -> Table:
     return table
 
 
+def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """A UserError inside a command becomes one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
 @app.command()
+@_one_line_errors
 def run(
     grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")] = None,
@@ -68,7 +87,7 @@ def run(
     if limit is not None:
         spec.eval.limit = limit
     if dataset is not None:
-        spec.datasets = [dataset]
+        spec.datasets, spec.eval.split = [dataset], None  # split names are per dataset: use its default
     if model is not None:
         spec.models = [model]
     datasets = DatasetCache()
@@ -90,6 +109,7 @@ def run(
 
 
 @app.command("list")
+@_one_line_errors
 def list_registry() -> None:
     """Print every strategy dimension with its values and docs, the datasets and the models."""
     from bench.datasets import DatasetConfig, bundled_names, load_dataset
@@ -124,16 +144,5 @@ def list_registry() -> None:
 
 
 def main() -> None:
-    """Entry point: runs the app and turns a UserError into one line and exit code 2."""
-    try:
-        code = app(standalone_mode=False)  # click returns typer.Exit's code instead of raising it here
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except click.ClickException as exc:  # bad option or argument: click's own one-line usage error
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    """Entry point (typer's standalone mode: usage errors print one box and exit 2)."""
+    app()

@@ -202,6 +202,10 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
     import datasets as hf_datasets
 
+    from huggingface_hub.utils import logging as hub_logging
+
+    hf_datasets.logging.set_verbosity_error()  # their retry warnings would precede our one-line error
+    hub_logging.set_verbosity_error()
     try:
         loaded = hf_datasets.load_dataset(config.hf)
     except Exception as exc:  # offline, unknown id, gated: all end the same way for the user

@@ -140,11 +140,12 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
             if strategy.definitions == "on" and not dataset.card.has_definitions:
                 raise UserError(f"{where}: the dataset has no category definitions; add a card.yaml or drop definitions")
         dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early on a bad split
+        evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
         for model, seed, strategy in itertools.product(grid.models, grid.seeds, strategies):
             tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" else grid.inference.max_new_tokens
             specs.append(RunSpec(
                 dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model,
-                strategy=strategy, eval=EvalSettings(grid.eval.split, grid.eval.limit, grid.eval.sample_seed),
+                strategy=strategy, eval=evaluation,
                 seed=seed, dtype=resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype,
                 max_new_tokens=tokens,
             ))

@@ -28,7 +28,10 @@ GRID_TAG = "genclsbench.grid"
 
 
 def tracking_uri(explicit: str | None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
+    MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}" if uri == DEFAULT_TRACKING_URI else uri
 
 
 @dataclass(frozen=True)
