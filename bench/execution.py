@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -27,8 +27,8 @@ class Plan:
     """Which specs run now and which were finished earlier (with their stored metrics)."""
 
     todo: list[RunSpec]
-    done: dict[str, dict[str, float]] = field(default_factory=dict)
-    specs: list[RunSpec] = field(default_factory=list)
+    done: dict[str, dict[str, float]]
+    specs: list[RunSpec]
 
 
 @dataclass(frozen=True)
