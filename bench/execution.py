@@ -13,12 +13,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from bench.datasets import DatasetCache
+from bench.datasets import Dataset, DatasetCache
 from bench.metrics import classification_report
 from bench.runspec import RunSpec
 from bench.tracking import RunRecord, Tracker
 from runners.models import load_model, model_folder
 from runners.predict import DecodeSettings, predict
+from strategies.example import Example
 from strategies.prompts import PromptBuilder
 
 
@@ -50,10 +51,9 @@ def _progress(console: Console) -> Progress:
                     TextColumn("eta"), TimeRemainingColumn(), console=console)
 
 
-def evaluate_spec(spec: RunSpec, lm, datasets: DatasetCache, batch_size: int, on_progress) -> RunRecord:
-    """Predict and score one RunSpec (no tracking here)."""
-    dataset = datasets.get(spec.dataset)
-    examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+def evaluate_spec(spec: RunSpec, lm, dataset: Dataset, examples: list[Example], batch_size: int,
+                  on_progress) -> RunRecord:
+    """Predict and score one RunSpec on its evaluation `examples` (no tracking here)."""
     builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
     started = time.perf_counter()
     predictions = predict(lm, builder, examples, DecodeSettings(batch_size, spec.max_new_tokens, spec.seed),
@@ -79,11 +79,12 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
         for name in models:
             lm = load_model(name, next(s.dtype for s in plan.todo if s.model == name))
             for spec in (s for s in plan.todo if s.model == name):
-                n = len(datasets.get(spec.dataset).evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed))
-                task = progress.add_task(f"  {spec.run_name}", total=n)
+                dataset = datasets.get(spec.dataset)
+                examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+                task = progress.add_task(f"  {spec.run_name}", total=len(examples))
                 try:
                     with tracker.child_run(spec):
-                        record = evaluate_spec(spec, lm, datasets, batch_size,
+                        record = evaluate_spec(spec, lm, dataset, examples, batch_size,
                                                lambda k, t=task: progress.advance(t, k))
                         metrics = tracker.log_result(spec, record)
                     outcomes[spec.key()] = Outcome(spec, "finished", metrics)

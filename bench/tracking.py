@@ -23,7 +23,8 @@ from bench.metrics import ClassificationReport, metric_key
 from bench.runspec import SPEC_HASH_TAG, RunSpec
 from strategies.example import Example
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_STORE_FILE = "mlflow.db"
+DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_FILE}"
 GRID_TAG = "genclsbench.grid"
 
 
@@ -31,7 +32,7 @@ def tracking_uri(explicit: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
     MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}" if uri == DEFAULT_TRACKING_URI else uri
+    return f"sqlite:///{Path(DEFAULT_STORE_FILE).resolve()}" if uri == DEFAULT_TRACKING_URI else uri
 
 
 @dataclass(frozen=True)
