@@ -26,10 +26,11 @@ def _default_grid() -> Path:
 
 def _results_table(outcomes) -> Table:
     """One row per run; dataset and model go to the title when the grid has only one of each."""
-    scope = [("dataset", lambda o: o.spec.dataset_name), ("model", lambda o: o.spec.model)]
+    scope = [("dataset", lambda o: o.spec.dataset_name), ("model", lambda o: o.spec.model),
+             ("training", lambda o: o.spec.train.strategy.tag() if o.spec.train else "none")]
     shared = {name: {get(o) for o in outcomes} for name, get in scope}
     varying = [(name, get) for name, get in scope if len(shared[name]) > 1]
-    title = " / ".join(next(iter(v)) for v in shared.values() if len(v) == 1)
+    title = " / ".join(next(iter(v)) for v in shared.values() if len(v) == 1 and v != {"none"})
     table = Table(title=f"results: {title}" if title else "results")
     for name, _ in varying:
         table.add_column(name)

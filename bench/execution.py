@@ -17,6 +17,8 @@ from bench.datasets import Dataset, DatasetCache
 from bench.metrics import classification_report
 from bench.runspec import RunSpec
 from bench.tracking import RunRecord, Tracker
+from bench.training import TrainingContext, ensure_trained
+from bench.trainspec import TrainSpec
 from runners.models import load_model, model_folder
 from runners.predict import DecodeSettings, predict
 from strategies.example import Example
@@ -64,36 +66,69 @@ def evaluate_spec(spec: RunSpec, lm, dataset: Dataset, examples: list[Example], 
     return RunRecord(examples, predictions, report, wall, dataset.skipped_rows)
 
 
+def _groups(specs: Sequence[RunSpec]) -> dict[tuple[str, TrainSpec | None], list[RunSpec]]:
+    """Specs grouped by (model, training), untrained first: each group shares one loaded model."""
+    groups: dict[tuple[str, TrainSpec | None], list[RunSpec]] = {}
+    for spec in sorted(specs, key=lambda s: s.train is not None):
+        groups.setdefault((spec.model, spec.train), []).append(spec)
+    return groups
+
+
 def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: str, grid_path: Path,
              batch_size: int, console: Console) -> list[Outcome]:
-    """Evaluate every spec still to do under one parent run; return outcomes of all specs (skipped included)."""
+    """Train what the specs still to do need (once per TrainSpec), then evaluate each under one parent run; return
+    outcomes of all specs (skipped included). A failed training fails its evaluations and nothing else."""
     outcomes = {s.key(): Outcome(s, "skipped", plan.done[s.key()]) for s in plan.specs if s.key() in plan.done}
     if not plan.todo:
         return list(outcomes.values())
-    models = list(dict.fromkeys(s.model for s in plan.todo))
-    for name in models:  # pull/convert before anything is logged: a failure here is one clear line
+    for name in dict.fromkeys(s.model for s in plan.todo):  # pull/convert first: a failure here is one clear line
         with console.status(f"preparing model {name} (first use downloads and converts it)"):
             model_folder(name)
     with tracker.parent_run(grid_name, grid_path, len(plan.todo)), _progress(console) as progress:
         overall = progress.add_task("runs", total=len(plan.todo))
-        for name in models:
-            lm = load_model(name, next(s.dtype for s in plan.todo if s.model == name))
-            for spec in (s for s in plan.todo if s.model == name):
-                dataset = datasets.get(spec.dataset)
-                examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
-                task = progress.add_task(f"  {spec.run_name}", total=len(examples))
-                try:
-                    with tracker.child_run(spec):
-                        record = evaluate_spec(spec, lm, dataset, examples, batch_size,
-                                               lambda k, t=task: progress.advance(t, k))
-                        metrics = tracker.log_result(spec, record)
-                    outcomes[spec.key()] = Outcome(spec, "finished", metrics)
-                    progress.console.print(
-                        f"done {spec.run_name}: accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f}"
-                        f" ({metrics['wall_time_s']:.1f} s)")
-                except Exception as exc:  # one failing spec never stops the grid
-                    outcomes[spec.key()] = Outcome(spec, "failed", {}, f"{type(exc).__name__}: {exc}")
-                    console.print(f"[red]FAILED[/red] {spec.run_name}: {type(exc).__name__}: {exc}")
-                progress.remove_task(task)
+        jobs: dict[str, int] = {}
+
+        def on_step(job: str, step: int, total: int) -> None:
+            if job not in jobs:
+                jobs[job] = progress.add_task(f"  {job}", total=total)
+            progress.update(jobs[job], completed=step, total=total)
+
+        context = TrainingContext(datasets, tracker, batch_size, on_step, progress.console.print)
+        for (name, train), specs in _groups(plan.todo).items():
+            failure = None
+            try:
+                stages = ensure_trained(train, context) if train else []
+                lm = load_model(name, specs[0].dtype, stages)
+            except Exception as exc:  # a failed training fails the evaluations that need it, nothing else
+                failure = exc
+                console.print(f"[red]FAILED[/red] {train.run_name if train else name}: {type(exc).__name__}: {exc}")
+            for job in list(jobs):
+                progress.remove_task(jobs.pop(job))
+            for spec in specs:
+                outcomes[spec.key()] = _evaluate(spec, lm if failure is None else None, failure, datasets, tracker,
+                                                 batch_size, progress)
                 progress.advance(overall)
     return [outcomes[s.key()] for s in plan.specs]
+
+
+def _evaluate(spec: RunSpec, lm, failure: Exception | None, datasets: DatasetCache, tracker: Tracker,
+              batch_size: int, progress: Progress) -> Outcome:
+    """Evaluate and log one spec as a child run; any exception (or the training's `failure`) marks it FAILED."""
+    dataset = datasets.get(spec.dataset)
+    examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+    task = progress.add_task(f"  {spec.run_name}", total=len(examples))
+    try:
+        with tracker.child_run(spec):
+            if failure is not None:
+                raise RuntimeError(f"training failed: {type(failure).__name__}: {failure}")
+            record = evaluate_spec(spec, lm, dataset, examples, batch_size, lambda k: progress.advance(task, k))
+            metrics = tracker.log_result(spec, record)
+        progress.console.print(f"done {spec.run_name}: accuracy {metrics['accuracy']:.3f}, "
+                               f"macro_f1 {metrics['macro_f1']:.3f} ({metrics['wall_time_s']:.1f} s)")
+        return Outcome(spec, "finished", metrics)
+    except Exception as exc:  # one failing spec never stops the grid
+        if failure is None:
+            progress.console.print(f"[red]FAILED[/red] {spec.run_name}: {type(exc).__name__}: {exc}")
+        return Outcome(spec, "failed", {}, f"{type(exc).__name__}: {exc}")
+    finally:
+        progress.remove_task(task)

@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.runspec import EvalSettings, RunSpec
+from bench.trainspec import LoraSettings, RelabelSettings, RLSettings, SFTSettings, TrainSpec
 from runners.models import check_model_ref
-from strategies.registry import DIMENSIONS, Strategy, check_strategy, normalise, parse_value
+from strategies.registry import DIMENSIONS, Dimension, Strategy, check_strategy, normalise, parse_value
+from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -48,6 +50,22 @@ class InferenceConfig(BaseModel):
         return value
 
 
+Blocks = list[dict[str, Any]] | dict[str, Any]
+
+
+class TrainingConfig(BaseModel):
+    """How models are trained (see grids/quick_train.yaml): recipes as strategy blocks, plus hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    strategies: Blocks = Field(default_factory=dict)
+    n_train: int = Field(default=256, ge=1)
+    lora: LoraSettings = LoraSettings()
+    sft: SFTSettings = SFTSettings()
+    rl: RLSettings = RLSettings()
+    relabel: RelabelSettings = RelabelSettings()
+    evaluate_base: bool = True  # also evaluate the untrained model under every inference strategy
+
+
 class GridFile(BaseModel):
     """The schema of a grid file (see grids/quick.yaml)."""
 
@@ -59,7 +77,8 @@ class GridFile(BaseModel):
     seeds: list[int] = Field(default=[0], min_length=1)
     eval: EvalConfig = EvalConfig()
     inference: InferenceConfig = InferenceConfig()
-    strategies: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=dict)
+    training: TrainingConfig | None = None
+    strategies: Blocks = Field(default_factory=dict)
 
 
 def _where(loc: tuple) -> str:
@@ -90,27 +109,47 @@ def read_grid(path: Path) -> GridFile:
         raise UserError(f"{path}: {_where(loc)}: {error['msg']}{allowed}") from None
 
 
-def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
-    """The union of the grid's strategy blocks, in order, without duplicates; impossible combinations fail."""
-    blocks = grid.strategies if isinstance(grid.strategies, list) else [grid.strategies]
-    seen: dict[Strategy, None] = {}
-    for b, block in enumerate(blocks or [{}]):
-        where = f"{path}: strategies[{b}]" if isinstance(grid.strategies, list) else f"{path}: strategies"
+def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) -> list:
+    """The union of strategy blocks over `dimensions`, in order, without duplicates (`make` builds one point)."""
+    listed = blocks if isinstance(blocks, list) else [blocks]
+    seen: dict[Any, None] = {}
+    for b, block in enumerate(listed or [{}]):
+        at = f"{where}[{b}]" if isinstance(blocks, list) else where
         axes: dict[str, list[str]] = {}
         for key, values in block.items():
             try:
-                axes[key] = [parse_value(key, v) for v in (values if isinstance(values, list) else [values])]
+                axes[key] = [parse_value(key, v, dimensions) for v in (values if isinstance(values, list) else [values])]
             except KeyError as exc:
-                raise UserError(f"{where}.{key}: {exc.args[0]}") from None
+                raise UserError(f"{at}.{key}: {exc.args[0]}") from None
             except ValueError as exc:
-                raise UserError(f"{where}.{key}: {exc}") from None
+                raise UserError(f"{at}.{key}: {exc}") from None
         for combo in itertools.product(*axes.values()):
-            strategy = normalise(Strategy(**dict(zip(axes, combo))))
-            reason = check_strategy(strategy)
-            if reason:
-                raise UserError(f"{where}: impossible combination {strategy.tag()}: {reason}; drop one of the values")
-            seen[strategy] = None
+            seen[make(dict(zip(axes, combo)), at)] = None
     return list(seen)
+
+
+def _strategy(values: dict[str, str], at: str) -> Strategy:
+    strategy = normalise(Strategy(**values))
+    reason = check_strategy(strategy)
+    if reason:
+        raise UserError(f"{at}: impossible combination {strategy.tag()}: {reason}; drop one of the values")
+    return strategy
+
+
+def _train_strategy(values: dict[str, str], at: str) -> TrainStrategy:
+    return normalise(TrainStrategy(**values), TRAIN_DIMENSIONS)
+
+
+def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
+    """The grid's inference strategies; impossible combinations fail with the block they came from."""
+    return _points(grid.strategies, f"{path}: strategies", DIMENSIONS, _strategy)
+
+
+def train_blocks(grid: GridFile, path: Path) -> list[TrainStrategy]:
+    """The grid's training recipes (none without a `training` section)."""
+    if grid.training is None:
+        return []
+    return _points(grid.training.strategies, f"{path}: training.strategies", TRAIN_DIMENSIONS, _train_strategy)
 
 
 @contextmanager
@@ -122,31 +161,58 @@ def _located(where: str) -> Iterator[None]:
         raise UserError(f"{where}: {exc}") from None
 
 
+def _check_prompt(strategy: Strategy, dataset, where: str, pool_needed: int) -> None:
+    """Fail on a prompt strategy the dataset cannot serve (`pool_needed`: examples the pool must hold)."""
+    if pool_needed > len(dataset.pool):
+        raise UserError(f"{where}: needs {pool_needed} pool examples but the pool has {len(dataset.pool)}")
+    if strategy.definitions == "on" and not dataset.card.has_definitions:
+        raise UserError(f"{where}: the dataset has no category definitions; add a card.yaml or drop definitions")
+
+
+def _train_specs(grid: GridFile, recipes: list[TrainStrategy], config: DatasetConfig, dataset, model: str, seed: int,
+                 dtype: str) -> list[TrainSpec]:
+    training = grid.training
+    return [TrainSpec(
+        dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model, strategy=recipe,
+        n_train=training.n_train, lora=training.lora, sft=training.sft if recipe.has_sft else None,
+        rl=training.rl if recipe.has_rl else None,
+        relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
+    ) for recipe in recipes]
+
+
 def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: str) -> list[RunSpec]:
-    """All RunSpecs of the grid: datasets x models x seeds x strategies, each checked against its dataset."""
+    """All RunSpecs of the grid: datasets x models x seeds x (untrained + training recipes) x inference strategies,
+    each checked against its dataset before anything runs."""
     strategies = strategy_blocks(grid, path)
+    recipes = train_blocks(grid, path)
     for m, model in enumerate(grid.models):
         with _located(f"{path}: models[{m}]"):
             check_model_ref(model)
+    for s, scorer in enumerate(grid.training.relabel.scorers if grid.training else ()):
+        with _located(f"{path}: training.relabel.scorers[{s}]"):
+            scorer == "base" or check_model_ref(scorer)
+    dtype = resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype
     specs = []
     for d, ref in enumerate(grid.datasets):
         with _located(f"{path}: datasets[{d}]"):
             config = DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref
             dataset = datasets.get(config)
         for strategy in strategies:
-            where = f"{path}: datasets[{d}] ({dataset.name}) with {strategy.tag()}"
-            if strategy.shots > len(dataset.pool):
-                raise UserError(f"{where}: icl asks for {strategy.shots} examples but the pool has {len(dataset.pool)}")
-            if strategy.definitions == "on" and not dataset.card.has_definitions:
-                raise UserError(f"{where}: the dataset has no category definitions; add a card.yaml or drop definitions")
+            _check_prompt(strategy, dataset, f"{path}: datasets[{d}] ({dataset.name}) with {strategy.tag()}",
+                          strategy.shots)
+        for recipe in recipes:  # a training prompt's demos come from the pool minus the example itself
+            _check_prompt(recipe.prompt, dataset, f"{path}: datasets[{d}] ({dataset.name}) training {recipe.tag()}",
+                          max(recipe.prompt.shots + 1, grid.training.n_train))
         dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early on a bad split
         evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
-        for model, seed, strategy in itertools.product(grid.models, grid.seeds, strategies):
-            tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" else grid.inference.max_new_tokens
-            specs.append(RunSpec(
-                dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model,
-                strategy=strategy, eval=evaluation,
-                seed=seed, dtype=resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype,
-                max_new_tokens=tokens,
-            ))
+        for model, seed in itertools.product(grid.models, grid.seeds):
+            untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
+            for train, strategy in itertools.product(
+                    untrained + _train_specs(grid, recipes, config, dataset, model, seed, dtype), strategies):
+                tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
+                    else grid.inference.max_new_tokens
+                specs.append(RunSpec(
+                    dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model,
+                    strategy=strategy, eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens, train=train,
+                ))
     return specs

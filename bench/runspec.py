@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from bench.datasets import DatasetConfig
+from bench.trainspec import TrainSpec, train_params
 from strategies.registry import Strategy
 
 SPEC_SCHEMA = 1  # bump when the meaning of a field changes, so old runs are not mistaken for new ones
@@ -25,7 +26,8 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One (dataset, model, strategy, evaluation, seed) combination."""
+    """One (dataset, model, training, inference strategy, evaluation, seed) combination; `train` None: the base
+    model as it is."""
 
     dataset: DatasetConfig
     dataset_name: str
@@ -36,6 +38,7 @@ class RunSpec:
     seed: int
     dtype: str
     max_new_tokens: int
+    train: TrainSpec | None = None
 
     def key(self) -> str:
         """A stable hash of everything that can change the result (not batch size, not tracking)."""
@@ -50,11 +53,14 @@ class RunSpec:
             "dtype": self.dtype,
             "max_new_tokens": self.max_new_tokens,
         }
+        if self.train is not None:  # absent for untrained runs, so their hashes predate training support
+            identity["train"] = self.train.key()
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def run_name(self) -> str:
-        return f"{self.dataset_name}/{self.model}/{self.strategy.tag()}"
+        trained = f"{self.train.strategy.tag()}/" if self.train else ""
+        return f"{self.dataset_name}/{self.model}/{trained}{self.strategy.tag()}"
 
     def params(self) -> dict[str, str]:
         """The flat MLflow param vocabulary: the same keys on every run, "none" where a value does not apply."""
@@ -66,7 +72,7 @@ class RunSpec:
             "eval.split": self.eval.split,
             "eval.limit": self.eval.limit,
             "eval.sample_seed": self.eval.sample_seed,
-            "train.method": None,
+            **train_params(self.train),
             **{f"infer.{k}": v for k, v in self.strategy.as_dict().items()},
             "infer.icl_method": self.strategy.icl_method,
             "infer.shots": self.strategy.shots,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -21,11 +23,15 @@ from mlflow.tracking import MlflowClient
 
 from bench.metrics import ClassificationReport, metric_key
 from bench.runspec import SPEC_HASH_TAG, RunSpec
+from bench.trainspec import TRAIN_HASH_TAG, TrainSpec, train_params
 from strategies.example import Example
 
 DEFAULT_STORE_FILE = "mlflow.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_FILE}"
 GRID_TAG = "genclsbench.grid"
+KIND_TAG = "genclsbench.kind"  # "train" on training runs, "eval" on evaluation runs
+ERROR_TAG = "genclsbench.error"
+TRAINED_ARTIFACT = "trained"
 
 
 def tracking_uri(explicit: str | None) -> str:
@@ -80,16 +86,67 @@ class Tracker:
             yield run.info.run_id
 
     @contextmanager
-    def child_run(self, spec: RunSpec) -> Iterator[None]:
-        """A nested run tagged with the spec hash; an exception inside marks it FAILED (and propagates)."""
-        tags = {SPEC_HASH_TAG: spec.key(), "genclsbench.dataset_identity": spec.dataset_identity}
-        with mlflow.start_run(run_name=spec.run_name, nested=True, tags=tags):
-            mlflow.log_params(spec.params())
+    def _nested(self, name: str, tags: dict[str, str], params: dict[str, object]) -> Iterator[None]:
+        """A nested run; an exception inside marks it FAILED with the reason in a tag (and propagates)."""
+        with mlflow.start_run(run_name=name, nested=True, tags=tags):
+            mlflow.log_params({k: "none" if v is None else str(v) for k, v in params.items()})
             try:
                 yield
             except BaseException as exc:
-                mlflow.set_tag("genclsbench.error", f"{type(exc).__name__}: {exc}"[:4000])
+                mlflow.set_tag(ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
                 raise
+
+    def child_run(self, spec: RunSpec):
+        """The evaluation run of `spec`, tagged with its hash (and its training's hash, if trained)."""
+        tags = {SPEC_HASH_TAG: spec.key(), KIND_TAG: "eval", "genclsbench.dataset_identity": spec.dataset_identity}
+        if spec.train:
+            tags[TRAIN_HASH_TAG] = spec.train.key()
+        return self._nested(spec.run_name, tags, spec.params())
+
+    def train_run(self, spec: TrainSpec):
+        """The training run of `spec`: step-wise curves, cost, the trained stage as an artifact."""
+        tags = {TRAIN_HASH_TAG: spec.key(), KIND_TAG: "train", "genclsbench.dataset_identity": spec.dataset_identity}
+        params = {"dataset": spec.dataset_name, "model": spec.model, "seed": spec.seed, "dtype": spec.dtype,
+                  **train_params(spec)}
+        return self._nested(spec.run_name, tags, params)
+
+    @staticmethod
+    def log_step(metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics(metrics, step=step)
+
+    @staticmethod
+    def log_training_data(spec: TrainSpec, examples: list[Example]) -> None:
+        frame = pd.DataFrame({"id": [e.id for e in examples], "text": [e.text for e in examples],
+                              "label": [e.label for e in examples]})
+        _log_dataset(frame[["text", "label"]], spec.dataset_identity, f"{spec.dataset_name}:train", "training")
+
+    @staticmethod
+    def log_relabel(rows: dict[str, dict]) -> None:
+        """Which training examples became "uncertain", with every example's gold-label confidence."""
+        mlflow.log_dict(rows, "relabel.json")
+
+    @staticmethod
+    def log_trained(summary: dict[str, float], folder: Path) -> None:
+        mlflow.log_metrics(summary)
+        mlflow.log_artifacts(str(folder), artifact_path=TRAINED_ARTIFACT)
+
+    def download_trained(self, train_hash: str, into: Path) -> bool:
+        """Fetch the trained stage of an earlier finished training run of this experiment; False if there is none."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            return False
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and tags.`{TRAIN_HASH_TAG}` = '{train_hash}' "
+                          f"and tags.`{KIND_TAG}` = 'train'", max_results=1)
+        if not runs:
+            return False
+        with tempfile.TemporaryDirectory() as work:
+            fetched = Path(mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id,
+                                                               artifact_path=TRAINED_ARTIFACT, dst_path=work))
+            for item in fetched.iterdir():
+                shutil.move(str(item), into / item.name)
+        return True
 
     def log_result(self, spec: RunSpec, record: RunRecord) -> dict[str, float]:
         """Metrics, predictions, per-class table, confusion matrix and evaluation data of the active child run."""
@@ -116,12 +173,16 @@ class Tracker:
         mlflow.log_dict(record.report.per_class, "per_class.json")
         mlflow.log_figure(_confusion_figure(record.report, spec.run_name), "confusion_matrix.png")
         evaluation = pd.DataFrame({"text": table["text"], "label": table["gold"]})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MLflow: "source can be interpreted in multiple ways" (harmless)
-            dataset = mlflow.data.from_pandas(evaluation, source=spec.dataset_identity, targets="label",
-                                              name=f"{spec.dataset_name}:{spec.eval.split or 'default'}")
-        mlflow.log_input(dataset, context="evaluation")
+        _log_dataset(evaluation, spec.dataset_identity, f"{spec.dataset_name}:{spec.eval.split or 'default'}",
+                     "evaluation")
         return metrics
+
+
+def _log_dataset(frame: pd.DataFrame, identity: str, name: str, context: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow: "source can be interpreted in multiple ways" (harmless)
+        dataset = mlflow.data.from_pandas(frame, source=identity, targets="label", name=name)
+    mlflow.log_input(dataset, context=context)
 
 
 def _confusion_figure(report: ClassificationReport, title: str):

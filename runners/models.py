@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +186,16 @@ class LoadedModel:
     device: torch.device
 
 
-def load_model(name: str, dtype: str) -> LoadedModel:
-    """Load a model for inference (eval mode, left padding, a pad token) on the GPU if there is one."""
+def is_adapter(folder: Path) -> bool:
+    """A trained stage is either a PEFT adapter folder or a full model folder."""
+    return (folder / "adapter_config.json").is_file()
+
+
+def load_model(name: str, dtype: str, stages: Sequence[Path] = ()) -> LoadedModel:
+    """Load a model for inference (eval mode, left padding, a pad token) on the GPU if there is one.
+
+    `stages`: trained folders applied in order (a full model replaces the weights, an adapter is merged in),
+    so SFT then RL is the base with the SFT adapter merged, then the RL adapter merged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = model_folder(name)
@@ -196,5 +204,13 @@ def load_model(name: str, dtype: str) -> LoadedModel:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
-    return LoadedModel(model, tokenizer, device)
+    full = [s for s in stages if not is_adapter(s)]
+    weights = full[-1] if full else folder
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype))
+    adapters = list(stages)[list(stages).index(full[-1]) + 1:] if full else list(stages)
+    if adapters:
+        from peft import PeftModel
+
+        for adapter in adapters:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return LoadedModel(model.to(device).eval(), tokenizer, device)

@@ -2,6 +2,7 @@
 
 A selector is built once per (pool, k, seed) and then maps a query example to its demos, so a costly index
 (BM25) is built once per run, not once per input. Every draw is seeded, so the same spec sees the same demos.
+A query is never its own demo: training prompts are drawn from the pool the demos come from.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _zero(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
 
 def _random(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
     def select(query: Example) -> list[Example]:
-        return random.Random(f"{seed}:{query.id}").sample(list(pool), k)
+        return random.Random(f"{seed}:{query.id}").sample([e for e in pool if e.id != query.id], k)
 
     return select
 
@@ -46,12 +47,13 @@ def _fixed(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
     for example in shuffled:
         by_label.setdefault(example.label, []).append(example)
     demos: list[Example] = []
-    while len(demos) < k:
+    while len(demos) < min(k + 1, len(pool)):
         for examples in by_label.values():
-            if examples and len(demos) < k:
+            if examples and len(demos) < k + 1:
                 demos.append(examples.pop())
+    demos, spare = demos[:k], demos[k:]
     random.Random(seed).shuffle(demos)
-    return lambda query: list(demos)
+    return lambda query: [spare[0] if d.id == query.id and spare else d for d in demos]
 
 
 def _similar(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
@@ -60,7 +62,7 @@ def _similar(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
 
     def select(query: Example) -> list[Example]:
         scores = index.get_scores(bm25_tokens(query.text))
-        best = sorted(range(len(pool)), key=lambda i: (-scores[i], i))[:k]
+        best = [i for i in sorted(range(len(pool)), key=lambda i: (-scores[i], i)) if pool[i].id != query.id][:k]
         return [pool[i] for i in reversed(best)]
 
     return select

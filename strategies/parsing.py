@@ -5,7 +5,8 @@ Rules, in order (on the part after the last answer marker when the output has a 
 2. exactly one answer is mentioned (whole words for alphabetic answers, substrings for CJK; an answer
    found only inside a longer matched answer does not count);
 3. several answers are mentioned and the text starts with one of them: that one ("Joy, not sadness");
-otherwise the output is unparseable (None), which the metrics count as `invalid`.
+otherwise the output is unparseable (None), which the metrics count as `invalid`. Under `strict` (the RL reward)
+rule 3 is off: an output naming several answers earns nothing, so a policy cannot hedge.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _pattern(answer: str) -> re.Pattern[str]:
     return re.compile(left + re.escape(answer) + right)
 
 
-def parse_answer(output: str, answers: Sequence[str], marker: str | None = None) -> str | None:
+def parse_answer(output: str, answers: Sequence[str], marker: str | None = None, strict: bool = False) -> str | None:
     """The answer (an element of `answers`) that `output` gives, or None when it cannot be told."""
     text = normalise(answer_part(output, marker) if marker else output)
     by_norm = {normalise(a): a for a in answers}
@@ -49,4 +50,4 @@ def parse_answer(output: str, answers: Sequence[str], marker: str | None = None)
     if len(mentioned) == 1:
         return mentioned.pop()
     first = min(outer, default=None)
-    return first[2] if first and first[0] == 0 else None
+    return first[2] if first and first[0] == 0 and not strict else None

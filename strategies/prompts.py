@@ -136,8 +136,8 @@ class PromptBuilder:
     def label_of_answer(self, answer: str) -> str:
         return self._label_of[answer]
 
-    def parse(self, output: str) -> str:
-        """The label value, UNCERTAIN or INVALID that a generated `output` gives."""
+    def parse(self, output: str, strict: bool = False) -> str:
+        """The label value, UNCERTAIN or INVALID that a generated `output` gives (`strict`: see parse_answer)."""
         marker = self.template.answer_marker if self.strategy.reasoning == "on" else None
-        answer = parse_answer(output, self.answers, marker)
+        answer = parse_answer(output, self.answers, marker, strict)
         return INVALID if answer is None else self._label_of[answer]

@@ -120,6 +120,16 @@ DIMENSIONS: dict[str, Dimension] = {
 }
 
 
+def value_tags(point, dimensions: dict[str, Dimension], skip: tuple[str, ...] = ()) -> list[str]:
+    """The non-empty tags of `point`'s values (a dataclass with one field per dimension), in registry order."""
+    tags = []
+    for name, dim in dimensions.items():
+        value = getattr(point, name)
+        if name not in skip and value != NOT_APPLICABLE and dim.value(value).tag:
+            tags.append(dim.value(value).tag)
+    return tags
+
+
 @dataclass(frozen=True)
 class Strategy:
     """One combination of dimension values (canonical strings; `"none"` where a dimension does not apply)."""
@@ -145,25 +155,17 @@ class Strategy:
 
     def tag(self) -> str:
         """Readable name such as `similar-3+defs+numeric+ppl` (defaults are left out)."""
-        parts = [self.icl]
-        for name, dim in DIMENSIONS.items():
-            value = getattr(self, name)
-            if name == "icl" or value == NOT_APPLICABLE:
-                continue
-            tag = dim.value(value).tag
-            if tag:
-                parts.append(tag)
-        return "+".join(parts)
+        return "+".join([self.icl, *value_tags(self, DIMENSIONS, skip=("icl",))])
 
 
 assert [f.name for f in fields(Strategy)] == list(DIMENSIONS), "Strategy fields must mirror DIMENSIONS"
 
 
-def parse_value(dimension: str, raw: object) -> str:
+def parse_value(dimension: str, raw: object, dimensions: dict[str, Dimension] = DIMENSIONS) -> str:
     """Canonical value of `raw` for `dimension`; ValueError with the allowed values otherwise."""
-    if dimension not in DIMENSIONS:
-        raise KeyError(f"unknown strategy dimension '{dimension}'; allowed: {', '.join(DIMENSIONS)}")
-    dim = DIMENSIONS[dimension]
+    if dimension not in dimensions:
+        raise KeyError(f"unknown strategy dimension '{dimension}'; allowed: {', '.join(dimensions)}")
+    dim = dimensions[dimension]
     text = {True: "on", False: "off"}.get(raw, raw) if isinstance(raw, bool) else str(raw).strip().lower()
     try:
         if dim.parse:
@@ -175,9 +177,9 @@ def parse_value(dimension: str, raw: object) -> str:
     raise ValueError(f"'{raw}' is not a value of '{dimension}'; allowed: {dim.allowed()}")
 
 
-def normalise(strategy: Strategy) -> Strategy:
+def normalise(strategy, dimensions: dict[str, Dimension] = DIMENSIONS):
     """Set dimensions that do not apply to `"none"`, so equal behaviour means equal identity."""
-    changes = {n: NOT_APPLICABLE for n, d in DIMENSIONS.items() if d.applies and not d.applies(strategy)}
+    changes = {n: NOT_APPLICABLE for n, d in dimensions.items() if d.applies and not d.applies(strategy)}
     return replace(strategy, **changes)
 
 

@@ -72,7 +72,7 @@ def test_dataset_level_checks(tmp_path):
     pool.write_text("".join(f'{{"text": "t{i}", "label": "{i % 2}"}}\n' for i in range(12)))
     path = tmp_path / "g.yaml"
     path.write_text(f"name: t\ndatasets: [{{path: {pool}}}]\nmodels: [tiny-random]\nstrategies: {{icl: random-50}}\n")
-    with pytest.raises(UserError, match=r"icl asks for 50 examples but the pool has \d+"):
+    with pytest.raises(UserError, match=r"needs 50 pool examples but the pool has \d+"):
         specs_of(path)
     path.write_text(f"name: t\ndatasets: [{{path: {pool}}}]\nmodels: [tiny-random]\nstrategies: {{definitions: on}}\n")
     with pytest.raises(UserError, match="has no category definitions"):

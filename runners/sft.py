@@ -1,0 +1,56 @@
+"""Supervised fine-tuning: TRL `SFTTrainer` on prompt-completion pairs, loss on the completion only.
+
+Prompts are rendered exactly as at inference (`prompt_text`: the chat template with the generation prompt), and
+the completion is the answer the builder would parse back, followed by the end-of-turn token (TRL appends it), so
+the trained model stops where the perplexity scorer's candidates stop.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.trainspec import LoraSettings, SFTSettings
+from runners.inference import prompt_text
+from runners.models import LoadedModel
+from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args
+from strategies.example import Example
+from strategies.prompts import PromptBuilder
+
+
+def sft_rows(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], labels: Sequence[str],
+             max_length: int) -> list[dict[str, str]]:
+    """One {prompt, completion} row per example; `labels` may differ from the gold (relabelled "uncertain")."""
+    rows = [{"id": e.id, "prompt": prompt_text(lm, builder.messages(e)), "completion": builder.completion(label)}
+            for e, label in zip(examples, labels)]
+    for row in rows:
+        length = len(lm.tokenizer(row["prompt"] + row["completion"], add_special_tokens=False).input_ids) + 1
+        if length > max_length:
+            raise ValueError(f"training example {row['id']} is {length} tokens, over training.sft.max_length "
+                             f"{max_length}; raise it or use fewer shots in the training prompt")
+    return rows
+
+
+def train_sft(lm: LoadedModel, rows: list[dict[str, str]], sft: SFTSettings, lora: LoraSettings, seed: int,
+              out: Path, logger: StepLogger) -> Cost:
+    """Fine-tune `lm` on `rows` and save the adapter (or, with full_finetune, the whole model) to `out`."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    with tempfile.TemporaryDirectory() as work:
+        config = SFTConfig(
+            **trainer_args(Path(work), seed, sft.learning_rate), num_train_epochs=sft.epochs,
+            per_device_train_batch_size=sft.batch_size, warmup_steps=sft.warmup_ratio, lr_scheduler_type="cosine",
+            max_length=sft.max_length, completion_only_loss=True, packing=False,
+        )
+        trainer = SFTTrainer(
+            model=lm.model, args=config, train_dataset=Dataset.from_list(rows).remove_columns("id"),
+            processing_class=lm.tokenizer, peft_config=None if lora.full_finetune else lora_config(lora),
+            callbacks=[logger],
+        )
+        cost = run_trainer(trainer, logger)
+    trainer.model.save_pretrained(out)
+    if lora.full_finetune:
+        lm.tokenizer.save_pretrained(out)
+    return cost

@@ -1,0 +1,88 @@
+"""The training dimensions: how a model is trained, and with which prompt strategy its training data is rendered.
+
+A `TrainStrategy` is one point of the training space: `method` (SFT, SFT then RL, RL alone), `rl_algo`, and the
+prompt dimensions that shape the training prompts (demos inside them, definitions, numeric labels, the uncertain
+label, reasoning). Decoding is an inference-only choice, so it is not a training dimension. Pure Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from strategies.registry import DIMENSIONS, Dimension, Strategy, Value, normalise, value_tags
+
+RL_ALGOS: dict[str, str] = {
+    "grpo": "GRPO: advantage = (reward - group mean) / group std over the completions of one prompt; KL as a loss",
+    "reinforce_pp_baseline": "REINFORCE++-baseline: reward - group mean, then whitened across the whole batch; "
+    "KL as a loss (OpenRLHF reinforce_baseline)",
+    "reinforce_pp": "REINFORCE++: KL penalty folded into the per-token reward, no group baseline, returns whitened "
+    "across the batch (OpenRLHF reinforce)",
+    "rloo": "RLOO: leave-one-out group baseline, KL in the reward (TRL RLOOTrainer)",
+}
+
+PROMPT_DIMENSIONS = ("icl", "definitions", "uncertain", "labels", "reasoning")
+
+TRAIN_DIMENSIONS: dict[str, Dimension] = {
+    "method": Dimension(
+        "method",
+        "how the model is trained",
+        (
+            Value("sft", "supervised fine-tuning on the gold completion (loss on the completion only)", "sft"),
+            Value("sft+rl", "SFT warm-up, then RL with the exact-match reward from the SFT model", "sft+rl"),
+            Value("rl", "RL with the exact-match reward straight from the base model (no warm-up)", "rl"),
+        ),
+        default="sft",
+    ),
+    "rl_algo": Dimension(
+        "rl_algo",
+        "the RL policy-gradient estimator",
+        tuple(Value(name, doc, name) for name, doc in RL_ALGOS.items()),
+        default="grpo",
+        applies=lambda t: "rl" in t.method,
+    ),
+    **{name: DIMENSIONS[name] for name in PROMPT_DIMENSIONS},
+}
+
+
+@dataclass(frozen=True)
+class TrainStrategy:
+    """One training recipe: method, RL estimator (`"none"` without RL) and the training prompt's dimensions."""
+
+    method: str = "sft"
+    rl_algo: str = "grpo"
+    icl: str = "zero"
+    definitions: str = "off"
+    uncertain: str = "off"
+    labels: str = "names"
+    reasoning: str = "off"
+
+    @property
+    def has_sft(self) -> bool:
+        return "sft" in self.method
+
+    @property
+    def has_rl(self) -> bool:
+        return "rl" in self.method
+
+    @property
+    def prompt(self) -> Strategy:
+        """The prompt strategy training data is rendered with (always generated answers)."""
+        return normalise(Strategy(**{name: getattr(self, name) for name in PROMPT_DIMENSIONS}))
+
+    def warmup(self) -> TrainStrategy | None:
+        """The SFT recipe an SFT+RL recipe starts from (same prompt), else None."""
+        if self.method != "sft+rl":
+            return None
+        return normalise(TrainStrategy(**(asdict(self) | {"method": "sft"})), TRAIN_DIMENSIONS)
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def tag(self) -> str:
+        """Readable name such as `sft+grpo` or `sft(similar-3+defs)` (training prompt in parentheses if not zero)."""
+        method = {"sft": "sft", "sft+rl": f"sft+{self.rl_algo}", "rl": self.rl_algo}[self.method]
+        prompt = "+".join([self.icl, *value_tags(self, TRAIN_DIMENSIONS, skip=("method", "rl_algo", "icl"))])
+        return method if prompt == "zero" else f"{method}({prompt})"
+
+
+assert [f.name for f in fields(TrainStrategy)] == list(TRAIN_DIMENSIONS), "TrainStrategy must mirror TRAIN_DIMENSIONS"
