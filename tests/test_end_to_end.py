@@ -1,13 +1,12 @@
 """A whole grid on tiny-random into a temporary MLflow store: runs, params, metrics, artifacts, resume, faults."""
 
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+from cli_runner import flat, run_cli
 
 import runners.predict
-from bench.cli import main
 from bench.runspec import SPEC_HASH_TAG
 
 GRID = """
@@ -24,24 +23,11 @@ strategies:
 """
 
 
-def run_cli(monkeypatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["bench", "run", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
 @pytest.fixture
 def grid_file(tmp_path: Path) -> Path:
     path = tmp_path / "e2e.yaml"
     path.write_text(GRID, encoding="utf-8")
     return path
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())  # the console wraps long lines
 
 
 def runs(uri: str):

@@ -1,0 +1,123 @@
+"""A tiny train x infer grid on tiny-random into a temporary MLflow store: training runs, curves, adapters, the
+train-once cache (disk, then MLflow), and a crashing training job that fails only its own evaluations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from cli_runner import flat, run_cli
+
+import runners.rl
+from bench.trainspec import TRAIN_HASH_TAG
+from bench.tracking import ERROR_TAG, KIND_TAG
+
+GRID = """
+name: train_e2e
+datasets: [emotion]
+models: [tiny-random]
+eval: {limit: 4}
+inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
+training:
+  n_train: 8
+  lora: {r: 2, alpha: 4}
+  sft: {batch_size: 4}
+  rl: {steps: 2, prompts_per_step: 2, num_generations: 2, max_completion_length: 4, reasoning_max_completion_length: 6}
+  relabel: {fraction: 0.25}
+  strategies:
+    - method: [sft, sft+rl]
+      rl_algo: [grpo, reinforce_pp_baseline, reinforce_pp, rloo]
+    - {method: sft+rl, rl_algo: reinforce_pp, reasoning: on}
+    - {method: sft, uncertain: on}
+strategies:
+  - decoding: [generate, ppl]
+"""
+TRAIN_JOBS = {"sft", "sft+grpo", "sft+reinforce_pp_baseline", "sft+reinforce_pp", "sft+rloo", "sft(zero+reason)",
+              "sft+reinforce_pp(zero+reason)", "sft(zero+uncertain)"}
+
+
+@pytest.fixture
+def grid_file(tmp_path: Path, monkeypatch) -> Path:
+    """The grid, and a model cache of its own (trained stages start empty; the tiny model is shared)."""
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    shared = Path(os.environ["GENCLSBENCH_CACHE"]) / "models" / "tiny-random"
+    from runners.models import model_folder
+
+    model_folder("tiny-random")
+    (cache / "models" / "tiny-random").symlink_to(shared)
+    monkeypatch.setenv("GENCLSBENCH_CACHE", str(cache))
+    path = tmp_path / "train.yaml"
+    path.write_text(GRID, encoding="utf-8")
+    return path
+
+
+def _runs(uri: str, kind: str):
+    mlflow.set_tracking_uri(uri)
+    return [r for r in mlflow.search_runs(experiment_names=["train_e2e"], output_format="list")
+            if r.data.tags.get(KIND_TAG) == kind]
+
+
+def test_train_grid_trains_once_and_evaluates_every_cross(grid_file, tracking_uri, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
+    trains = {r.data.params["train.method"] + ":" + r.info.run_name: r for r in _runs(tracking_uri, "train")}
+    assert {r.info.run_name.split("/")[-1] for r in trains.values()} == TRAIN_JOBS
+    client = mlflow.MlflowClient(tracking_uri)
+    for run in trains.values():
+        assert run.info.status == "FINISHED"
+        assert {"train_wall_time_s", "train_tokens_per_s", "train_peak_memory_mb", "n_train"} <= set(run.data.metrics)
+        assert "trained/adapter_config.json" in [a.path for a in client.list_artifacts(run.info.run_id, "trained")]
+        stage = "rl" if "rl" in run.data.params["train.method"] else "sft"
+        assert len(client.get_metric_history(run.info.run_id, f"{stage}.loss")) == 2  # one point per step
+        if stage == "rl":
+            assert {"rl.reward", "rl.frac_reward_zero_std", "rl.kl"} <= set(run.data.metrics)
+    uncertain = next(r for r in trains.values() if r.info.run_name.endswith("sft(zero+uncertain)"))
+    assert uncertain.data.metrics["uncertain_fraction"] == 0.25
+    assert "relabel.json" in [a.path for a in client.list_artifacts(uncertain.info.run_id)]
+
+    evals = _runs(tracking_uri, "eval")
+    assert len(evals) == 2 * (1 + len(TRAIN_JOBS) - 1)  # the reasoning SFT warm-up is not a grid recipe itself
+    hashes = {r.data.tags[TRAIN_HASH_TAG] for r in trains.values()}
+    trained = [r for r in evals if r.data.params["train.method"] != "none"]
+    assert {r.data.tags[TRAIN_HASH_TAG] for r in trained} <= hashes
+    assert all(r.data.params["train.hash"] == r.data.tags[TRAIN_HASH_TAG] for r in trained)
+    assert {r.data.params["infer.decoding"] for r in trained} == {"generate", "ppl"}
+    assert len({tuple(sorted(r.data.params)) for r in evals}) == 1  # one param vocabulary, trained or not
+
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
+    assert "16 already finished (skipped), 0 to run" in flat(capsys.readouterr().out)
+    assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "3") == 0  # new evaluations, no training
+    assert "trained " not in capsys.readouterr().out
+    assert len(_runs(tracking_uri, "train")) == len(TRAIN_JOBS) and len(_runs(tracking_uri, "eval")) == 32
+
+    shutil.rmtree(Path(os.environ["GENCLSBENCH_CACHE"]) / "trained")  # a fresh machine sharing the store
+    assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "2") == 0
+    assert "trained " not in capsys.readouterr().out
+    assert len(_runs(tracking_uri, "train")) == len(TRAIN_JOBS)
+
+
+def test_a_crashing_training_fails_only_its_evaluations(grid_file, tracking_uri, monkeypatch, capsys):
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated trainer crash")
+
+    rloo = runners.rl.ALGORITHMS["rloo"]
+    monkeypatch.setitem(runners.rl.ALGORITHMS, "rloo", crash)
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 1
+    failed_train = [r for r in _runs(tracking_uri, "train") if r.info.status == "FAILED"]
+    assert [r.info.run_name.split("/")[-1] for r in failed_train] == ["sft+rloo"]
+    assert "simulated trainer crash" in failed_train[0].data.tags[ERROR_TAG]
+    evals = _runs(tracking_uri, "eval")
+    failed = [r for r in evals if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all(r.data.params["train.rl_algo"] == "rloo" for r in failed)
+    assert all("training failed: RuntimeError: simulated trainer crash" in r.data.tags[ERROR_TAG] for r in failed)
+    assert sum(r.info.status == "FINISHED" for r in evals) == 14
+
+    monkeypatch.setitem(runners.rl.ALGORITHMS, "rloo", rloo)  # fixed: the re-run does only what failed
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
+    out = flat(capsys.readouterr().out)
+    assert "14 already finished (skipped), 2 to run" in out and out.count("trained ") == 1

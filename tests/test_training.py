@@ -1,0 +1,117 @@
+"""Training: recipes and specs, the RL reward, uncertain relabelling, and SFT actually changing the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.datasets import DatasetCache, DatasetConfig
+from bench.errors import UserError
+from bench.grid import read_grid, train_blocks
+from bench.trainspec import SFTSettings, LoraSettings, train_params
+from strategies.example import Category, Example, TaskCard
+from strategies.prompts import UNCERTAIN, PromptBuilder
+from strategies.registry import Strategy
+from strategies.training import TrainStrategy
+
+CARD = TaskCard("en", "Classify the emotion.", "Text",
+                (Category("0", "sadness"), Category("1", "joy"), Category("2", "anger")))
+
+
+def _grid(tmp_path: Path, training: str) -> Path:
+    path = tmp_path / "g.yaml"
+    path.write_text(f"name: t\ndatasets: [emotion]\nmodels: [tiny-random]\ntraining:\n{training}")
+    return path
+
+
+def test_recipes_tags_and_warmup(tmp_path):
+    grid = read_grid(_grid(tmp_path, "  strategies:\n    - method: [sft, sft+rl, rl]\n      icl: [zero, similar-2]\n"))
+    tags = [t.tag() for t in train_blocks(grid, Path("g.yaml"))]
+    assert tags == ["sft", "sft(similar-2)", "sft+grpo", "sft+grpo(similar-2)", "grpo", "grpo(similar-2)"]
+    recipe = train_blocks(grid, Path("g.yaml"))[2]
+    assert recipe.warmup() == TrainStrategy(method="sft", rl_algo="none")
+    assert TrainStrategy(method="rl").warmup() is None
+
+
+@pytest.mark.parametrize("training, message", [
+    ("  rl: {num_generations: 1}\n", r"training\.rl\.num_generations: Input should be greater than or equal to 2"),
+    ("  sft: {learning_rate: -1}\n", r"training\.sft\.learning_rate: Input should be greater than 0"),
+    ("  sft: {epochs: 1, lr: 3}\n", r"training\.sft\.lr: Extra inputs are not permitted"),
+    ("  strategies: {decoding: ppl}\n", r"training\.strategies\.decoding: unknown strategy dimension 'decoding'"),
+    ("  strategies: {rl_algo: ppo}\n", r"'ppo' is not a value of 'rl_algo'; allowed: grpo, reinforce_pp_baseline"),
+])
+def test_bad_training_sections_fail_in_one_line(tmp_path, training, message):
+    path = _grid(tmp_path, training)
+    with pytest.raises(UserError, match=message):
+        train_blocks(read_grid(path), path)
+
+
+def test_warmup_spec_is_the_plain_sft_spec(tmp_path):
+    from bench.grid import expand
+
+    path = _grid(tmp_path, "  strategies:\n    - method: [sft, sft+rl]\n      rl_algo: [grpo, rloo]\n")
+    specs = expand(read_grid(path), path, DatasetCache(), "float32")
+    trains = {s.train.strategy.tag(): s.train for s in specs if s.train}
+    assert set(trains) == {"sft", "sft+grpo", "sft+rloo"}
+    assert trains["sft+grpo"].warmup().key() == trains["sft+rloo"].warmup().key() == trains["sft"].key()
+    assert len({s.key() for s in specs}) == len(specs) == 4  # untrained + 3 trained, zero-shot each
+    untrained = next(s for s in specs if s.train is None)
+    assert set(untrained.params()) == set(specs[-1].params())
+    assert untrained.params()["train.method"] == "none" and specs[-1].params()["train.rl_algo"] == "rloo"
+    assert set(train_params(None)) == {f"train.{k}" for k in trains["sft"].params()}
+
+
+def _builder(reasoning: str = "off") -> PromptBuilder:
+    return PromptBuilder(CARD, Strategy(reasoning=reasoning), [], 0)
+
+
+def test_exact_match_reward():
+    from runners.rl import exact_match_reward, format_reward
+
+    reward = exact_match_reward(_builder())
+    outputs = ["joy", " Joy.", "sadness", "joy, not sadness", "", "no idea"]
+    assert reward(outputs, label=["1"] * 6) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert format_reward(_builder())(outputs) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    reasoned = exact_match_reward(_builder("on"))
+    assert reasoned(["It sounds sad, not joy.\nAnswer: sadness", "Answer: joy", "sadness"], label=["0"] * 3) \
+        == [1.0, 0.0, 1.0]
+
+
+def test_uncertain_relabelling_takes_the_least_confident_fraction():
+    from runners.relabel import uncertain_labels
+
+    examples = [Example(f"e{i}", "t", "1") for i in range(10)]
+    confidence = [0.9, 0.1, 0.5, 0.05, 0.7, 0.6, 0.8, 0.3, 0.95, 0.4]
+    labels = uncertain_labels(examples, confidence, 0.2)
+    assert [i for i, label in enumerate(labels) if label == UNCERTAIN] == [1, 3]
+    assert labels.count("1") == 8
+
+
+def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
+    from runners.inference import prompt_text, score_candidates
+    from runners.models import load_model
+    from runners.sft import sft_rows, train_sft
+    from runners.train_common import StepLogger, load_trainable, training_examples
+
+    dataset = DatasetCache().get(DatasetConfig(name="emotion"))
+    examples = training_examples(dataset.pool, 32, 0)
+    builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
+    lm = load_trainable("tiny-random", "float32", [])
+    rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512)
+    losses: list[float] = []
+    logger = StepLogger("sft.", lambda metrics, step: losses.extend(v for k, v in metrics.items() if k == "sft.loss"),
+                        lambda step, total: None)
+    settings = SFTSettings(epochs=4, learning_rate=5e-3, batch_size=8, warmup_ratio=0.0)
+    cost = train_sft(lm, rows, settings, LoraSettings(r=8, alpha=16), 0, tmp_path / "adapter", logger)
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert len(losses) == 16 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.2  # random 2-layer model: slow but steady
+    assert cost.tokens > 0 and cost.wall_time_s > 0
+
+    before, after = load_model("tiny-random", "float32"), load_model("tiny-random", "float32", [tmp_path / "adapter"])
+    prompts = [prompt_text(before, builder.messages(e)) for e in examples[:8]]
+    base = score_candidates(before, prompts, builder.candidates(), 8).logprob_sum
+    tuned = score_candidates(after, prompts, builder.candidates(), 8).logprob_sum
+    assert (tuned.argmax(1) != base.argmax(1)).any() or (tuned - base).__abs__().max() > 1.0
+    gold = [builder.answers.index(builder.completion(e.label)) for e in examples[:8]]
+    assert sum(tuned[i, g] for i, g in enumerate(gold)) > sum(base[i, g] for i, g in enumerate(gold))
