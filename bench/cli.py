@@ -81,6 +81,7 @@ def run(
     from bench.execution import make_plan, run_plan
     from bench.grid import expand, read_grid
     from bench.tracking import Tracker
+    from bench.training import training_jobs
     from runners.models import default_dtype
 
     path = grid or _default_grid()
@@ -95,8 +96,11 @@ def run(
     specs = expand(spec, path, datasets, default_dtype())
     tracker = Tracker(tracking_uri, experiment or spec.name)
     plan = make_plan(specs, tracker)
+    jobs, cached = training_jobs(plan.todo)
+    training = f"; {len(jobs)} training jobs ({cached} cached)" if jobs else ""
     console.print(f"grid [bold]{spec.name}[/bold] ({path}): {len(specs)} runs, {len(plan.done)} already finished "
-                  f"(skipped), {len(plan.todo)} to run; tracking {tracker.uri}, experiment '{tracker.experiment}'")
+                  f"(skipped), {len(plan.todo)} to run{training}; tracking {tracker.uri}, experiment "
+                  f"'{tracker.experiment}'")
     if dry_run:
         for s in plan.specs:
             console.print(f"  {'done' if s.key() in plan.done else 'todo'}  {s.run_name}  [dim]{s.key()}[/dim]")

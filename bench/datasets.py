@@ -52,6 +52,10 @@ class DatasetConfig(BaseModel):
             raise ValueError("give exactly one of 'name' (bundled), 'path' (JSONL/CSV file) or 'hf' (Hub id)")
         return self
 
+    def options(self) -> dict:
+        """The settings that change what is read, without where it is read from (the content hash covers that)."""
+        return self.model_dump(exclude={"name", "path", "eval_path", "hf"})
+
     @classmethod
     def from_ref(cls, ref: str) -> "DatasetConfig":
         """`--dataset X`: a bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id."""

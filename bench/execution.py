@@ -19,7 +19,7 @@ from bench.runspec import RunSpec
 from bench.tracking import RunRecord, Tracker
 from bench.training import TrainingContext, ensure_trained
 from bench.trainspec import TrainSpec
-from runners.models import load_model, model_folder
+from runners.models import check_trainable, load_model, model_folder
 from runners.predict import DecodeSettings, predict
 from strategies.example import Example
 from strategies.prompts import PromptBuilder
@@ -84,6 +84,8 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
     for name in dict.fromkeys(s.model for s in plan.todo):  # pull/convert first: a failure here is one clear line
         with console.status(f"preparing model {name} (first use downloads and converts it)"):
             model_folder(name)
+            if any(s.train for s in plan.todo if s.model == name):
+                check_trainable(name)
     with tracker.parent_run(grid_name, grid_path, len(plan.todo)), _progress(console) as progress:
         overall = progress.add_task("runs", total=len(plan.todo))
         jobs: dict[str, int] = {}

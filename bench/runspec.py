@@ -3,11 +3,10 @@ the MLflow tag that resume looks for, and the key of every cache derived from it
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 from bench.datasets import DatasetConfig
+from bench.hashing import stable_hash
 from bench.trainspec import TrainSpec, train_params
 from strategies.registry import Strategy
 
@@ -45,7 +44,7 @@ class RunSpec:
         identity = {
             "schema": SPEC_SCHEMA,
             "dataset": self.dataset_identity,
-            "dataset_options": self.dataset.model_dump(exclude={"name", "path", "eval_path", "hf"}),
+            "dataset_options": self.dataset.options(),
             "model": self.model,
             "strategy": self.strategy.as_dict(),
             "eval": asdict(self.eval),
@@ -55,7 +54,7 @@ class RunSpec:
         }
         if self.train is not None:  # absent for untrained runs, so their hashes predate training support
             identity["train"] = self.train.key()
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(identity)
 
     @property
     def run_name(self) -> str:

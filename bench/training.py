@@ -11,11 +11,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.datasets import DatasetCache
+from bench.runspec import RunSpec
 from bench.trainspec import TrainSpec
 from bench.tracking import Tracker
 from runners.models import cache_dir, load_model
@@ -31,6 +32,12 @@ COMPLETE = "genclsbench_stage.json"  # written last into a stage folder: its pre
 
 def stage_folder(spec: TrainSpec) -> Path:
     return cache_dir() / "trained" / spec.key()
+
+
+def training_jobs(specs: Sequence[RunSpec]) -> tuple[list[TrainSpec], int]:
+    """The training jobs `specs` need (warm-ups included, each once) and how many the disk cache already holds."""
+    jobs = {t.key(): t for s in specs if s.train for t in (s.train.warmup(), s.train) if t}
+    return list(jobs.values()), sum((stage_folder(t) / COMPLETE).is_file() for t in jobs.values())
 
 
 @dataclass

@@ -7,13 +7,12 @@ model; an SFT+RL spec names its SFT warm-up spec, so the warm-up is trained once
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.datasets import DatasetConfig
+from bench.hashing import stable_hash
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 TRAIN_SCHEMA = 1  # bump when the meaning of a training field changes
@@ -84,7 +83,7 @@ class TrainSpec:
         identity = {
             "schema": TRAIN_SCHEMA,
             "dataset": self.dataset_identity,
-            "dataset_options": self.dataset.model_dump(exclude={"name", "path", "eval_path", "hf"}),
+            "dataset_options": self.dataset.options(),
             "model": self.model,
             "strategy": self.strategy.as_dict(),
             "n_train": self.n_train,
@@ -92,7 +91,7 @@ class TrainSpec:
             "seed": self.seed,
             "dtype": self.dtype,
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return stable_hash(identity)
 
     def warmup(self) -> TrainSpec | None:
         """The SFT spec an SFT+RL spec starts from (equal to the grid's plain SFT spec with the same prompt)."""

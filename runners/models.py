@@ -7,6 +7,7 @@ Every model ends up as a local folder (config, safetensors, tokenizer) in the ca
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -169,6 +170,20 @@ def model_folder(name: str) -> Path:
             f"cannot fetch model '{name}' from the Hub ({type(exc).__name__}); offline, use one of "
             f"{', '.join(MODELS)} or a local folder"
         ) from None
+
+
+def check_trainable(name: str) -> None:
+    """Fail before any compute when `name` cannot be fine-tuned here: training (SFT or RL) needs a causal LM with
+    full-precision weights (RL samples from it, and its reference policy is the same weights with the adapter off)."""
+    config = json.loads((model_folder(name) / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForCausalLM") for a in architectures):
+        raise UserError(f"model '{name}' cannot be trained: its config names no causal-LM architecture "
+                        f"({', '.join(architectures) or 'none'}); use a causal LM or drop the training section")
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise UserError(f"model '{name}' cannot be trained: its weights are quantised ({method}); use a "
+                        "full-precision checkpoint (e.g. smollm2-135m, converted from GGUF to fp32)")
 
 
 def default_dtype() -> str:

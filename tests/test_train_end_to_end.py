@@ -121,3 +121,16 @@ def test_a_crashing_training_fails_only_its_evaluations(grid_file, tracking_uri,
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
     out = flat(capsys.readouterr().out)
     assert "14 already finished (skipped), 2 to run" in out and out.count("trained ") == 1
+
+
+def test_training_a_model_that_is_no_causal_lm_fails_before_any_compute(tmp_path, tracking_uri, monkeypatch, capsys):
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"architectures": ["BertModel"], "model_type": "bert"}')
+    path = tmp_path / "g.yaml"
+    path.write_text(f"name: t\ndatasets: [emotion]\nmodels: ['{folder}']\ntraining: {{strategies: {{method: rl}}}}\n")
+    assert run_cli(monkeypatch, "--grid", str(path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot be trained: its config names no causal-LM architecture (BertModel)" in err
+    mlflow.set_tracking_uri(tracking_uri)
+    assert mlflow.search_experiments(filter_string="name = 't'") == []
