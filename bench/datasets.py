@@ -205,7 +205,6 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
 
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
     import datasets as hf_datasets
-
     from huggingface_hub.utils import logging as hub_logging
 
     hf_datasets.logging.set_verbosity_error()  # their retry warnings would precede our one-line error

@@ -118,7 +118,8 @@ def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) 
         axes: dict[str, list[str]] = {}
         for key, values in block.items():
             try:
-                axes[key] = [parse_value(key, v, dimensions) for v in (values if isinstance(values, list) else [values])]
+                listed_values = values if isinstance(values, list) else [values]
+                axes[key] = [parse_value(key, v, dimensions) for v in listed_values]
             except KeyError as exc:
                 raise UserError(f"{at}.{key}: {exc.args[0]}") from None
             except ValueError as exc:

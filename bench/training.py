@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.datasets import DatasetCache
 from bench.runspec import RunSpec
-from bench.trainspec import TrainSpec
 from bench.tracking import Tracker
+from bench.trainspec import TrainSpec
 from runners.models import cache_dir, load_model
 from runners.relabel import gold_confidence, uncertain_labels
 from runners.rl import train_rl

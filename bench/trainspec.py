@@ -87,7 +87,8 @@ class TrainSpec:
             "model": self.model,
             "strategy": self.strategy.as_dict(),
             "n_train": self.n_train,
-            **{name: getattr(self, name) and getattr(self, name).model_dump() for name in ("lora", "sft", "rl", "relabel")},
+            **{name: part.model_dump() if (part := getattr(self, name)) else None
+               for name in ("lora", "sft", "rl", "relabel")},
             "seed": self.seed,
             "dtype": self.dtype,
         }

@@ -72,7 +72,8 @@ class EstimatorGRPOTrainer(GRPOTrainer):
         model = self.accelerator.unwrap_model(self.model)
         with use_adapter(model, None) if reference else nullcontext():
             logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, mask, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size)
+                self.model, ids, mask, batch["completion_ids"].size(1),
+                batch_size=self.args.per_device_train_batch_size)
         return logps
 
     def _generate_and_score_completions(self, inputs):

@@ -12,8 +12,8 @@ import pytest
 from cli_runner import flat, run_cli
 
 import runners.rl
-from bench.trainspec import TRAIN_HASH_TAG
 from bench.tracking import ERROR_TAG, KIND_TAG
+from bench.trainspec import TRAIN_HASH_TAG
 
 GRID = """
 name: train_e2e

@@ -9,7 +9,7 @@ import pytest
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.grid import read_grid, train_blocks
-from bench.trainspec import SFTSettings, LoraSettings, train_params
+from bench.trainspec import LoraSettings, SFTSettings, train_params
 from strategies.example import Category, Example, TaskCard
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.registry import Strategy
@@ -105,7 +105,8 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
     settings = SFTSettings(epochs=4, learning_rate=5e-3, batch_size=8, warmup_ratio=0.0)
     cost = train_sft(lm, rows, settings, LoraSettings(r=8, alpha=16), 0, tmp_path / "adapter", logger)
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
-    assert len(losses) == 16 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.2  # random 2-layer model: slow but steady
+    # a random 2-layer model learns slowly but steadily
+    assert len(losses) == 16 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.2
     assert cost.tokens > 0 and cost.wall_time_s > 0
 
     before, after = load_model("tiny-random", "float32"), load_model("tiny-random", "float32", [tmp_path / "adapter"])
@@ -115,3 +116,16 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
     assert (tuned.argmax(1) != base.argmax(1)).any() or (tuned - base).__abs__().max() > 1.0
     gold = [builder.answers.index(builder.completion(e.label)) for e in examples[:8]]
     assert sum(tuned[i, g] for i, g in enumerate(gold)) > sum(base[i, g] for i, g in enumerate(gold))
+
+
+def test_a_nan_loss_fails_the_job_with_its_step():
+    from types import SimpleNamespace
+
+    from runners.train_common import StepLogger, TrainingDiverged
+
+    seen: list[dict] = []
+    logger = StepLogger("rl.", lambda metrics, step: seen.append(metrics), lambda step, total: None)
+    logger.on_log(None, SimpleNamespace(global_step=1), None, logs={"loss": 0.5, "reward": 0.25, "kl/mean": 0.1})
+    assert seen == [{"rl.loss": 0.5, "rl.reward": 0.25, "rl.kl.mean": 0.1}]
+    with pytest.raises(TrainingDiverged, match="rl.loss is nan at step 3"):
+        logger.on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": float("nan")})
