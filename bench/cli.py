@@ -43,7 +43,7 @@ def _results_table(outcomes) -> Table:
         cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("accuracy", "macro_f1", "invalid_rate", "uncertain_rate")]
         speed = f"{m['examples_per_s']:.1f}" if "examples_per_s" in m else "-"
         status = o.status if o.status != "skipped" else "earlier"
-        table.add_row(*(get(o) for _, get in varying), o.spec.strategy.tag(), *cells, speed, status)
+        table.add_row(*(get(o) for _, get in varying), o.spec.strategy_label, *cells, speed, status)
     return table
 
 
@@ -111,6 +111,39 @@ def run(
     if failed:
         console.print(f"[red]{failed} run(s) failed[/red]; their MLflow runs carry the reason in tag genclsbench.error")
         raise typer.Exit(1)
+
+
+@app.command()
+@_one_line_errors
+def report(
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the most recent one)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("report"),
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")] = None,
+    baseline: Annotated[str | None, typer.Option(help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
+) -> None:
+    """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
+    from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
+    from reports.render import Report, write_report
+    from reports.store import log_report, read_store
+
+    data = read_store(tracking_uri, experiment)
+    boards = build_boards(data, baseline)
+    result = Report(data.experiment, tracking_uri or "default store", boards, strategy_effects(boards),
+                    reference_deltas(boards), data.unfinished)
+    md, page = write_report(result, out)
+    for board in boards:
+        frame = board_frame(board)
+        table = Table(title=board.title)
+        for column in frame.columns:
+            table.add_column(column, no_wrap=column in ("training", "strategy"))
+        for row in frame.iter_rows():
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+    if data.unfinished:
+        console.print(f"[yellow]{len(data.unfinished)} run(s) not finished[/yellow] (left out); re-run the grid")
+    if data.parent_run_id:
+        log_report(data.parent_run_id, out)
+    console.print(f"wrote {md} and {page}" + (f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""))
 
 
 @app.command("list")

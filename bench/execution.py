@@ -19,6 +19,7 @@ from bench.runspec import RunSpec
 from bench.tracking import RunRecord, Tracker
 from bench.training import TrainingContext, ensure_trained
 from bench.trainspec import TrainSpec
+from runners.baselines import BASELINES
 from runners.models import check_trainable, load_model, model_folder
 from runners.predict import DecodeSettings, predict
 from strategies.example import Example
@@ -56,10 +57,14 @@ def _progress(console: Console) -> Progress:
 def evaluate_spec(spec: RunSpec, lm, dataset: Dataset, examples: list[Example], batch_size: int,
                   on_progress) -> RunRecord:
     """Predict and score one RunSpec on its evaluation `examples` (no tracking here)."""
-    builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
     started = time.perf_counter()
-    predictions = predict(lm, builder, examples, DecodeSettings(batch_size, spec.max_new_tokens, spec.seed),
-                          on_progress)
+    if spec.baseline:
+        predictions = BASELINES[spec.baseline].predict(dataset.card, dataset.pool, examples, spec.seed)
+        on_progress(len(examples))
+    else:
+        builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
+        predictions = predict(lm, builder, examples, DecodeSettings(batch_size, spec.max_new_tokens, spec.seed),
+                              on_progress)
     wall = time.perf_counter() - started
     report = classification_report([e.label for e in examples], [p.label for p in predictions],
                                    [c.value for c in dataset.card.categories])
@@ -81,7 +86,7 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
     outcomes = {s.key(): Outcome(s, "skipped", plan.done[s.key()]) for s in plan.specs if s.key() in plan.done}
     if not plan.todo:
         return list(outcomes.values())
-    for name in dict.fromkeys(s.model for s in plan.todo):  # pull/convert first: a failure here is one clear line
+    for name in dict.fromkeys(s.model for s in plan.todo if not s.baseline):  # pull/convert first: one clear line
         with console.status(f"preparing model {name} (first use downloads and converts it)"):
             model_folder(name)
             if any(s.train for s in plan.todo if s.model == name):
@@ -100,7 +105,7 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
             failure = None
             try:
                 stages = ensure_trained(train, context) if train else []
-                lm = load_model(name, specs[0].dtype, stages)
+                lm = None if specs[0].baseline else load_model(name, specs[0].dtype, stages)
             except Exception as exc:  # a failed training fails the evaluations that need it, nothing else
                 failure = exc
                 console.print(f"[red]FAILED[/red] {train.run_name if train else name}: {type(exc).__name__}: {exc}")

@@ -79,6 +79,17 @@ class GridFile(BaseModel):
     inference: InferenceConfig = InferenceConfig()
     training: TrainingConfig | None = None
     strategies: Blocks = Field(default_factory=dict)
+    baselines: list[str] = ["tfidf-logreg"]  # classical baselines evaluated on the same splits ([] for none)
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, names: list[str]) -> list[str]:
+        from runners.baselines import BASELINES
+
+        unknown = [n for n in names if n not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline '{unknown[0]}'; registered: {', '.join(BASELINES)}")
+        return names
 
 
 def _where(loc: tuple) -> str:
@@ -206,6 +217,9 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
                           max(recipe.prompt.shots + 1, grid.training.n_train))
         dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early on a bad split
         evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
+        specs += [RunSpec(dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=name,
+                          strategy=Strategy(), eval=evaluation, seed=seed, dtype="none", max_new_tokens=0,
+                          baseline=name) for name, seed in itertools.product(grid.baselines, grid.seeds)]
         for model, seed in itertools.product(grid.models, grid.seeds):
             untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
             for train, strategy in itertools.product(

@@ -38,6 +38,7 @@ class RunSpec:
     dtype: str
     max_new_tokens: int
     train: TrainSpec | None = None
+    baseline: str | None = None  # a registered classical baseline (then `model` is its name, no LLM involved)
 
     def key(self) -> str:
         """A stable hash of everything that can change the result (not batch size, not tracking)."""
@@ -54,12 +55,19 @@ class RunSpec:
         }
         if self.train is not None:  # absent for untrained runs, so their hashes predate training support
             identity["train"] = self.train.key()
+        if self.baseline is not None:
+            identity["baseline"] = self.baseline
         return stable_hash(identity)
 
     @property
     def run_name(self) -> str:
         trained = f"{self.train.strategy.tag()}/" if self.train else ""
-        return f"{self.dataset_name}/{self.model}/{trained}{self.strategy.tag()}"
+        return f"{self.dataset_name}/{self.model}/{trained}{self.strategy_label}"
+
+    @property
+    def strategy_label(self) -> str:
+        """The inference strategy's tag, or `baseline:<name>` for a classical baseline."""
+        return f"baseline:{self.baseline}" if self.baseline else self.strategy.tag()
 
     def params(self) -> dict[str, str]:
         """The flat MLflow param vocabulary: the same keys on every run, "none" where a value does not apply."""
@@ -76,6 +84,7 @@ class RunSpec:
             "infer.icl_method": self.strategy.icl_method,
             "infer.shots": self.strategy.shots,
             "infer.max_new_tokens": self.max_new_tokens,
+            "baseline": self.baseline,
             "spec_hash": self.key(),
         }
         return {k: "none" if v is None else str(v) for k, v in params.items()}

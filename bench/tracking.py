@@ -52,12 +52,17 @@ class RunRecord:
     skipped_rows: int
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's and alembic's INFO lines (store creation, migrations) out of the user's terminal."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 class Tracker:
     """Reads finished runs for resume and writes parent and child runs for one experiment."""
 
     def __init__(self, uri: str | None, experiment: str) -> None:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        quiet_mlflow()
         self.uri = tracking_uri(uri)
         self.experiment = experiment
         mlflow.set_tracking_uri(self.uri)

@@ -115,12 +115,13 @@ class TrainSpec:
             "relabel.fraction": self.relabel.fraction if self.relabel else None,
             "relabel.scorers": ",".join(self.relabel.scorers) if self.relabel else None,
             "hash": self.key(),
+            "warmup_hash": warmup.key() if (warmup := self.warmup()) else None,
         }
 
 
 _UNTRAINED_KEYS = tuple(TRAIN_DIMENSIONS) + ("n_train",) + tuple(f"lora.{k}" for k in LoraSettings.model_fields) \
     + tuple(f"sft.{k}" for k in SFTSettings.model_fields) + tuple(f"rl.{k}" for k in RLSettings.model_fields) \
-    + ("relabel.fraction", "relabel.scorers", "hash")
+    + ("relabel.fraction", "relabel.scorers", "hash", "warmup_hash")
 
 
 def train_params(spec: TrainSpec | None) -> dict[str, object]:

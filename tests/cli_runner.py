@@ -7,7 +7,12 @@ from bench.cli import main
 
 def run_cli(monkeypatch, *args: str) -> int:
     """The exit code of `bench run ARGS`."""
-    monkeypatch.setattr(sys, "argv", ["bench", "run", *args])
+    return bench(monkeypatch, "run", *args)
+
+
+def bench(monkeypatch, *args: str) -> int:
+    """The exit code of `bench ARGS`."""
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
     try:
         main()
     except SystemExit as exc:

@@ -15,6 +15,7 @@ datasets: [emotion]
 models: [tiny-random]
 eval: {split: test, limit: 6}
 inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
+baselines: []
 strategies:
   - icl: [zero, similar-2]
     decoding: [generate, ppl]
@@ -90,3 +91,15 @@ def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, monkeyp
     monkeypatch.setattr("bench.execution.predict", real)
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0  # the re-run does only the failed one
     assert "5 already finished (skipped), 1 to run" in flat(capsys.readouterr().out)
+
+
+def test_the_classical_baseline_runs_on_the_same_examples(tmp_path, tracking_uri, monkeypatch):
+    path = tmp_path / "b.yaml"
+    path.write_text("name: e2e\ndatasets: [sst2]\nmodels: [tiny-random]\neval: {limit: 40}\n", encoding="utf-8")
+    assert run_cli(monkeypatch, "--grid", str(path)) == 0
+    logged = {r.data.params["baseline"]: r for r in runs(tracking_uri) if SPEC_HASH_TAG in r.data.tags}
+    assert set(logged) == {"none", "tfidf-logreg"}
+    baseline = logged["tfidf-logreg"]
+    assert baseline.info.run_name == "sst2/tfidf-logreg/baseline:tfidf-logreg"
+    assert baseline.data.metrics["accuracy"] >= 0.6 and baseline.data.metrics["invalid_rate"] == 0
+    assert set(baseline.data.params) == set(logged["none"].data.params)

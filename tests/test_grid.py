@@ -16,6 +16,7 @@ name: t
 datasets: [emotion]
 models: [tiny-random]
 eval: {limit: 4}
+baselines: []
 """
 
 
@@ -40,6 +41,17 @@ def test_blocks_expand_to_the_union_without_duplicates(tmp_path):
     assert [s.strategy.tag() for s in specs] == ["zero", "zero+ppl", "random-2", "random-2+ppl"]
     assert len({s.key() for s in specs}) == 4
     assert all(s.max_new_tokens == 16 and s.dtype == "float32" for s in specs)
+
+
+def test_the_classical_baseline_is_on_by_default_and_checked(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("name: t\ndatasets: [emotion, sst2]\nmodels: [tiny-random]\n", encoding="utf-8")
+    baselines = [s for s in specs_of(path) if s.baseline]
+    assert [(s.dataset_name, s.strategy_label) for s in baselines] == [
+        ("emotion", "baseline:tfidf-logreg"), ("sst2", "baseline:tfidf-logreg")]
+    path.write_text("name: t\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: [bert]\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"baselines: Value error, unknown baseline 'bert'; registered: tfidf-logreg"):
+        read_grid(path)
 
 
 def test_spec_hash_is_stable_and_sensitive():

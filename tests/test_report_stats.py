@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from reports.stats import bootstrap, holm, macro_f1, mcnemar, paired_bootstrap_p
+from reports.stats import bootstrap, holm, macro_f1, mcnemar, paired_bootstrap_p, weights_of
 
 
 def test_macro_f1_matches_scikit_learn_with_uncertain_and_invalid_answers():
@@ -14,13 +14,17 @@ def test_macro_f1_matches_scikit_learn_with_uncertain_and_invalid_answers():
     gold = rng.integers(0, 4, size=(20, 50))
     pred = rng.integers(0, 6, size=(20, 50))  # 4 = uncertain, 5 = invalid
     expected = [f1_score(g, p, labels=range(4), average="macro", zero_division=0) for g, p in zip(gold, pred)]
-    assert macro_f1(gold, pred, 4) == pytest.approx(expected)
+    assert [macro_f1(g, p, 4) for g, p in zip(gold, pred)] == pytest.approx(expected)
+    draws = rng.integers(0, 50, size=(30, 50))  # weighted resamples equal scikit-learn on the resampled arrays
+    resampled = [f1_score(gold[0][d], pred[0][d], labels=range(4), average="macro", zero_division=0) for d in draws]
+    assert macro_f1(gold[0], pred[0], 4, weights_of(draws, 50)).tolist() == pytest.approx(resampled)
 
 
 def test_bootstrap_percentile_interval_by_hand():
     gold, pred = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])
     draws = np.array([[0, 0, 0, 0], [2, 2, 2, 2], [0, 1, 2, 3]])  # replicate accuracies 1, 0, .75
-    acc, _ = bootstrap(gold, pred, 2, draws)
+    acc, _, replicates, _ = bootstrap(gold, pred, 2, weights_of(draws, 4))
+    assert replicates.tolist() == [1.0, 0.0, 0.75]
     # numpy's linear percentile of [0, .75, 1]: 2.5% -> .05 of the way to .75; 97.5% -> .95 of the way to 1
     assert (acc.value, acc.low, acc.high) == pytest.approx((0.75, 0.0375, 0.9875))
 

@@ -21,6 +21,7 @@ datasets: [emotion]
 models: [tiny-random]
 eval: {limit: 4}
 inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
+baselines: []
 training:
   n_train: 8
   lora: {r: 2, alpha: 4}

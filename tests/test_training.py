@@ -21,7 +21,7 @@ CARD = TaskCard("en", "Classify the emotion.", "Text",
 
 def _grid(tmp_path: Path, training: str) -> Path:
     path = tmp_path / "g.yaml"
-    path.write_text(f"name: t\ndatasets: [emotion]\nmodels: [tiny-random]\ntraining:\n{training}")
+    path.write_text(f"name: t\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: []\ntraining:\n{training}")
     return path
 
 

@@ -1,0 +1,256 @@
+"""From finished runs and their predictions to the report's tables: leaderboards with intervals, paired tests
+against a baseline row, strategy effects with the other dimensions held equal, and paper reference deltas.
+
+Runs are compared only on the same evaluation examples: a *board* is one (dataset, model, evaluation split,
+limit, sample seed); its rows share one bootstrap draw of example indices, so every interval and every paired
+difference in a board comes from the same resamples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from reports.stats import Interval, bootstrap, holm, interval, mcnemar, paired_bootstrap_p, resamples
+from reports.store import StoreData
+from strategies.prompts import INVALID, UNCERTAIN
+from strategies.registry import DIMENSIONS, NOT_APPLICABLE
+from strategies.training import TRAIN_DIMENSIONS
+
+BOARD_KEYS = ("dataset", "model", "param.eval.split", "param.eval.limit", "param.eval.sample_seed")
+
+
+@dataclass
+class Row:
+    """One strategy combination on one board, with its per-example correctness and bootstrap replicates."""
+
+    run_id: str
+    training: str
+    strategy: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    accuracy: Interval
+    macro_f1: Interval
+    correct: np.ndarray
+    acc_replicates: np.ndarray
+    f1_replicates: np.ndarray
+    p_accuracy: float | None = None  # McNemar against the board's baseline row, Holm-adjusted
+    p_macro_f1: float | None = None  # paired bootstrap against the baseline row, Holm-adjusted
+
+    @property
+    def label(self) -> str:
+        return self.strategy if self.training == "none" else f"{self.training} / {self.strategy}"
+
+
+@dataclass
+class Board:
+    """A leaderboard: every row evaluated on the same examples, sorted by accuracy."""
+
+    dataset: str
+    model: str
+    evaluation: str
+    n_examples: int
+    rows: list[Row]
+    baseline: Row | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} / {self.model} ({self.evaluation}, {self.n_examples} examples)"
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The mean paired gain of `value` over the dimension's reference value, other dimensions held equal."""
+
+    dimension: str
+    value: str
+    reference: str
+    pairs: int
+    accuracy: Interval
+    macro_f1: Interval
+
+
+def _encode(gold: Sequence[str], pred: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer labels: the real classes (seen as gold or predicted) 0..n-1, uncertain n, invalid n + 1."""
+    classes = sorted(set(gold) | (set(pred) - {UNCERTAIN, INVALID}))
+    index = {c: i for i, c in enumerate(classes)} | {UNCERTAIN: len(classes), INVALID: len(classes) + 1}
+    return np.array([index[g] for g in gold]), np.array([index[p] for p in pred]), len(classes)
+
+
+def _default_baseline(rows: list[Row]) -> Row | None:
+    """The plainest row: plain SFT with zero-shot inference when the board has training, else zero-shot."""
+    for training in ("sft", "none"):
+        found = [r for r in rows if r.training == training and r.strategy == "zero"]
+        if found:
+            return found[0]
+    return None
+
+
+def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) -> list[Board]:
+    """One board per (dataset, model, evaluation settings); rows with intervals and tests against the baseline
+    (`baseline`: a row label such as `zero` or `sft / zero`; default the plainest row)."""
+    boards = []
+    classical = data.runs.filter(pl.col("is_baseline"))
+    for key, frame in data.runs.filter(~pl.col("is_baseline")).group_by(BOARD_KEYS, maintain_order=True):
+        dataset, model, split, limit, sample_seed = key
+        same_examples = (pl.col("dataset") == dataset) & (pl.col("param.eval.split") == split) & \
+            (pl.col("param.eval.limit") == limit) & (pl.col("param.eval.sample_seed") == sample_seed)
+        frame = pl.concat([frame, classical.filter(same_examples)], how="diagonal_relaxed")  # on every board
+        first = data.predictions[frame["run_id"][0]].sort("id")
+        ids = first["id"].to_list()
+        weights = resamples(len(ids), seed=seed)
+        rows, notes = [], []
+        for record in frame.iter_rows(named=True):
+            predictions = data.predictions[record["run_id"]].sort("id")
+            if predictions["id"].to_list() != ids:
+                notes.append(f"{record['run_name']}: evaluated on other examples, left out of this board")
+                continue
+            gold, pred, n_classes = _encode(first["gold"].to_list(), predictions["prediction"].to_list())
+            acc, f1, acc_replicates, f1_replicates = bootstrap(gold, pred, n_classes, weights)
+            rows.append(Row(
+                record["run_id"], record["training"], record["strategy"],
+                {k.removeprefix("param."): v for k, v in record.items() if k.startswith("param.") and v is not None},
+                {k.removeprefix("metric."): v for k, v in record.items() if k.startswith("metric.") and v is not None},
+                acc, f1, gold == pred, acc_replicates, f1_replicates,
+            ))
+        rows.sort(key=lambda r: (-r.accuracy.value, -r.macro_f1.value, r.label))
+        board = Board(dataset, model, f"{split}, limit {limit}, sample seed {sample_seed}", len(ids), rows,
+                      notes=notes)
+        _test_against_baseline(board, baseline)
+        boards.append(board)
+    return boards
+
+
+def _test_against_baseline(board: Board, name: str | None) -> None:
+    chosen = [r for r in board.rows if r.label == name] if name else []
+    if name and not chosen:
+        board.notes.append(f"baseline '{name}' is not a row of this board; using the plainest row instead")
+    board.baseline = chosen[0] if chosen else _default_baseline(board.rows)
+    others = [r for r in board.rows if r is not board.baseline]
+    if board.baseline is None or not others:
+        return
+    base = board.baseline
+    p_acc = holm([mcnemar(r.correct, base.correct) for r in others])
+    p_f1 = holm([paired_bootstrap_p(r.f1_replicates - base.f1_replicates) for r in others])
+    for row, pa, pf in zip(others, p_acc, p_f1):
+        row.p_accuracy, row.p_macro_f1 = pa, pf
+
+
+def _dimension_columns() -> dict[str, str]:
+    """Dimension name in the report -> param key: inference dimensions, then training dimensions."""
+    return {**{d: f"infer.{d}" for d in DIMENSIONS}, **{f"train.{d}": f"train.{d}" for d in TRAIN_DIMENSIONS}}
+
+
+def _reference(dimension: str) -> str:
+    return TRAIN_DIMENSIONS[dimension.removeprefix("train.")].default if dimension.startswith("train.") \
+        else DIMENSIONS[dimension].default
+
+
+def _conditional(column: str) -> bool:
+    """Dimensions that only apply under another's value (ppl_norm under ppl, rl_algo with RL)."""
+    name = column.removeprefix("infer.").removeprefix("train.")
+    registry = TRAIN_DIMENSIONS if column.startswith("train.") else DIMENSIONS
+    return registry[name].applies is not None
+
+
+def _comparable(a: Row, b: Row, columns: list[str]) -> bool:
+    """Equal on every column, except that a conditional dimension not applying to one of them is ignored."""
+    for column in columns:
+        x, y = a.params.get(column, NOT_APPLICABLE), b.params.get(column, NOT_APPLICABLE)
+        if x != y and not (_conditional(column) and NOT_APPLICABLE in (x, y)):
+            return False
+    return True
+
+
+def strategy_effects(boards: list[Board]) -> list[Effect]:
+    """For every dimension and non-reference value: the mean paired gain over all pairs of rows (on any board)
+    that differ only in that dimension, one at the value and one at the reference; intervals from the boards'
+    shared bootstrap draws (replicate differences averaged over pairs)."""
+    columns = _dimension_columns()
+    effects = []
+    for dimension, column in columns.items():
+        reference = _reference(dimension)
+        others = [c for c in columns.values() if c != column]
+        gains: dict[str, list[tuple[Row, Row]]] = {}
+        for board in boards:
+            controls = [r for r in board.rows if r.params.get(column) == reference]
+            for row in board.rows:
+                value = row.params.get(column, NOT_APPLICABLE)
+                if value in (reference, NOT_APPLICABLE):
+                    continue
+                gains.setdefault(value, []).extend((row, c) for c in controls if _comparable(row, c, others))
+        for value, pairs in gains.items():
+            if not pairs:
+                continue
+            acc = np.mean([a.acc_replicates - b.acc_replicates for a, b in pairs], axis=0)
+            f1 = np.mean([a.f1_replicates - b.f1_replicates for a, b in pairs], axis=0)
+            point_acc = float(np.mean([a.accuracy.value - b.accuracy.value for a, b in pairs]))
+            point_f1 = float(np.mean([a.macro_f1.value - b.macro_f1.value for a, b in pairs]))
+            effects.append(Effect(dimension, value, reference, len(pairs), interval(point_acc, acc),
+                                  interval(point_f1, f1)))
+    return effects
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published delta the grid can reproduce, and how to measure the same delta on a board."""
+
+    claim: str
+    source: str
+    setting: str
+    delta_points: float
+    treatment: str  # row label pattern: training tag prefix of the treated rows ("sft+" = any SFT+RL)
+    control: str  # exact row label of the control
+
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("SFT+RL (best algorithm and prompt) over plain SFT, accuracy", "GenCLS++, arXiv 2504.19898",
+              "mean over 7 datasets (5 public, 2 in-house), full training sets, a 7B-scale instruct model",
+              3.46, "sft+", "sft / zero"),
+)
+
+
+@dataclass(frozen=True)
+class ReferenceDelta:
+    reference: Reference
+    board: str
+    treatment: str
+    measured: Interval
+
+
+def reference_deltas(boards: list[Board]) -> list[ReferenceDelta]:
+    """Each reference measured on every board that has its control and treatment rows (best treatment row)."""
+    found = []
+    for ref in REFERENCES:
+        for board in boards:
+            control = next((r for r in board.rows if r.label == ref.control), None)
+            treated = [r for r in board.rows if r.training.startswith(ref.treatment)]
+            if control and treated:
+                best = max(treated, key=lambda r: r.accuracy.value)
+                found.append(ReferenceDelta(ref, board.title, best.label, interval(
+                    100 * (best.accuracy.value - control.accuracy.value),
+                    100 * (best.acc_replicates - control.acc_replicates))))
+    return found
+
+
+def board_frame(board: Board) -> pl.DataFrame:
+    """The leaderboard as a frame (for the terminal and the markdown)."""
+    def fmt(i: Interval) -> str:
+        return f"{i.value:.3f} [{i.low:.3f}, {i.high:.3f}]"
+
+    def p(value: float | None) -> str:
+        return "baseline" if value is None else f"{value:.3g}"
+
+    return pl.DataFrame([{
+        "training": r.training, "strategy": r.strategy, "accuracy [95% CI]": fmt(r.accuracy),
+        "macro-F1 [95% CI]": fmt(r.macro_f1),
+        "invalid": f"{r.metrics.get('invalid_rate', 0):.3f}", "uncertain": f"{r.metrics.get('uncertain_rate', 0):.3f}",
+        "p acc (McNemar, Holm)": p(r.p_accuracy) if r is not board.baseline else "baseline",
+        "p F1 (bootstrap, Holm)": p(r.p_macro_f1) if r is not board.baseline else "baseline",
+        "train s": f"{r.metrics['train_wall_time_s']:.0f}" if r.metrics.get("train_wall_time_s") else "-",
+        "eval ex/s": f"{r.metrics.get('examples_per_s', 0):.1f}",
+    } for r in board.rows])

@@ -1,0 +1,164 @@
+"""Writing a report: `report.md` and one self-contained `report.html` (inline CSS, inline SVG charts, a few lines of
+inline JavaScript to sort tables; nothing fetched when it is opened)."""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from jinja2 import Environment
+
+from reports.analysis import Board, Effect, ReferenceDelta, board_frame
+from reports.charts import heatmap, pareto
+from reports.stats import B_DEFAULT, Interval
+
+METHOD = (f"Intervals: 95% percentile bootstrap over the evaluation examples ({B_DEFAULT} resamples, shared by every "
+          "row of a board, so differences are paired). p acc: exact McNemar test against the board's baseline row; "
+          "p F1: paired bootstrap; both Holm-corrected across the rows of the board.")
+
+
+@dataclass
+class Report:
+    experiment: str
+    store: str
+    boards: list[Board]
+    effects: list[Effect]
+    references: list[ReferenceDelta]
+    unfinished: list[str]
+
+
+def _ci(i: Interval, scale: float = 1.0, signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{i.value * scale:{sign}.3f} [{i.low * scale:{sign}.3f}, {i.high * scale:{sign}.3f}]"
+
+
+def effects_frame(effects: list[Effect]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "dimension": e.dimension, "value": e.value, "vs reference": e.reference, "pairs": e.pairs,
+        "Δ accuracy [95% CI]": _ci(e.accuracy, signed=True), "Δ macro-F1 [95% CI]": _ci(e.macro_f1, signed=True),
+    } for e in effects], schema=["dimension", "value", "vs reference", "pairs", "Δ accuracy [95% CI]",
+                                 "Δ macro-F1 [95% CI]"])
+
+
+def references_frame(references: list[ReferenceDelta]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "claim": r.reference.claim, "paper": f"{r.reference.source}: {r.reference.setting}",
+        "paper Δ (points)": f"{r.reference.delta_points:+.2f}",
+        "measured Δ (points) [95% CI]": _ci(r.measured, signed=True), "measured on": f"{r.board}, {r.treatment}",
+    } for r in references], schema=["claim", "paper", "paper Δ (points)", "measured Δ (points) [95% CI]",
+                                    "measured on"])
+
+
+def markdown_table(frame: pl.DataFrame) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def _intro(report: Report) -> list[str]:
+    runs = sum(len(b.rows) for b in report.boards)
+    lines = [f"Experiment `{report.experiment}` in `{report.store}`: {runs} finished evaluation runs on "
+             f"{len(report.boards)} board(s); generated {time.strftime('%Y-%m-%d %H:%M')}."]
+    if report.unfinished:
+        lines.append(f"Not finished (not reported): {len(report.unfinished)} run(s): "
+                     f"{', '.join(report.unfinished[:10])}{' ...' if len(report.unfinished) > 10 else ''}. "
+                     "Re-run `bench run` on the grid to finish them.")
+    return lines
+
+
+def to_markdown(report: Report) -> str:
+    parts = [f"# genclsbench report: {report.experiment}", "", *_intro(report), "", METHOD, ""]
+    for board in report.boards:
+        baseline = board.baseline.label if board.baseline else "none"
+        parts += [f"## {board.title}", "", f"Baseline row: `{baseline}`.", "", markdown_table(board_frame(board)), ""]
+        parts += [f"- {note}" for note in board.notes] + ([""] if board.notes else [])
+    parts += ["## Strategy effects", "", "Mean paired gain of each value over the dimension's reference value, "
+              "all other dimensions equal (where they apply).", ""]
+    parts += [markdown_table(effects_frame(report.effects)) if report.effects else "No pairs of runs differ in "
+              "exactly one dimension.", ""]
+    if report.references:
+        parts += ["## Reference deltas from the papers", "", "The papers' numbers come from other models and data "
+                  "sizes; they are context, not targets.", "", markdown_table(references_frame(report.references)), ""]
+    return "\n".join(parts)
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genclsbench report: {{ r.experiment|e }}</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
+th{background:#f2f2f2;cursor:pointer;user-select:none} th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
+tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.charts svg{max-width:100%;height:auto} .note{color:#666}
+</style></head><body data-rows="{{ rows }}">
+<h1>genclsbench report: {{ r.experiment|e }}</h1>
+{% for line in intro %}<p>{{ line }}</p>{% endfor %}
+<p class="note">{{ method }}</p>
+{% for b in boards %}
+<h2>{{ b.title }}</h2><p>Baseline row: <code>{{ b.baseline }}</code>. Click a column to sort.</p>
+{{ b.table }}
+{% for note in b.notes %}<p class="note">{{ note }}</p>{% endfor %}
+<div class="charts">{{ b.pareto }}{{ b.heatmap }}</div>
+{% endfor %}
+<h2>Strategy effects</h2><p>Mean paired gain of each value over the dimension's reference value, all other
+dimensions equal (where they apply).</p>{{ effects }}
+{% if references %}<h2>Reference deltas from the papers</h2><p>The papers' numbers come from other models and data
+sizes; they are context, not targets.</p>{{ references }}{% endif %}
+<script>
+window.addEventListener("error", e => { document.body.dataset.errors = (document.body.dataset.errors || "") + e.message; });
+function key(text) { const n = parseFloat(text); return isNaN(n) ? text : n; }
+document.querySelectorAll("table.sortable").forEach(table => {
+  table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {
+    const body = table.tBodies[0], rows = Array.from(body.rows);
+    const descending = !th.classList.contains("sorted-desc");
+    table.querySelectorAll("th").forEach(h => h.classList.remove("sorted-asc", "sorted-desc"));
+    th.classList.add(descending ? "sorted-desc" : "sorted-asc");
+    rows.sort((a, b) => {
+      const x = key(a.cells[column].textContent), y = key(b.cells[column].textContent);
+      return (x > y ? 1 : x < y ? -1 : 0) * (descending ? -1 : 1);
+    });
+    rows.forEach(row => body.appendChild(row));
+  }));
+});
+document.body.dataset.ready = "yes";
+</script></body></html>
+"""
+
+
+def html_table(frame: pl.DataFrame, baseline_index: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    rows = []
+    for i, row in enumerate(frame.iter_rows()):
+        cls = ' class="baseline"' if i == baseline_index else ""
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
+    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def to_html(report: Report) -> str:
+    boards = []
+    for board in report.boards:
+        index = board.rows.index(board.baseline) if board.baseline else None
+        boards.append({"title": board.title, "baseline": board.baseline.label if board.baseline else "none",
+                       "table": html_table(board_frame(board), index), "notes": board.notes,
+                       "pareto": pareto(board), "heatmap": heatmap(board) or ""})
+    template = Environment(autoescape=False).from_string(TEMPLATE)  # tables and SVG are escaped/trusted above
+    return template.render(
+        r=report, intro=[html.escape(line) for line in _intro(report)], method=METHOD, boards=boards,
+        rows=sum(len(b.rows) for b in report.boards), effects=html_table(effects_frame(report.effects)),
+        references=html_table(references_frame(report.references)) if report.references else "",
+    )
+
+
+def write_report(report: Report, out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(report), encoding="utf-8")
+    page.write_text(to_html(report), encoding="utf-8")
+    return md, page

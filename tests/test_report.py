@@ -1,0 +1,133 @@
+"""`bench report` on a synthetic store with known predictions: leaderboard values, paired tests and effects checked
+by hand, the files it writes, its one-line errors, and the HTML opened in real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from cli_runner import bench, flat
+
+from bench.runspec import SPEC_HASH_TAG
+from bench.tracking import GRID_TAG, KIND_TAG
+from reports.analysis import build_boards, strategy_effects
+from reports.store import read_store
+from strategies.registry import Strategy
+
+N = 20
+GOLD = ["a", "b"] * 10
+# zero: right on the first 10; zero+ppl: right on the first 14; similar-3: right on 4..17 (14 right)
+CORRECT = {"zero": set(range(10)), "zero+ppl": set(range(14)), "similar-3": set(range(4, 18))}
+STRATEGIES = {"zero": Strategy(), "zero+ppl": Strategy(decoding="ppl"), "similar-3": Strategy(icl="similar-3")}
+
+
+def _wrong(label: str) -> str:
+    return "b" if label == "a" else "a"
+
+
+def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True) -> None:
+    with mlflow.start_run(run_name=name, nested=True, tags={SPEC_HASH_TAG: name, KIND_TAG: "eval"}):
+        params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none",
+                  "eval.sample_seed": "0", "train.method": "none", "baseline": "none",
+                  **{f"infer.{k}": v for k, v in strategy.as_dict().items()}}
+        mlflow.log_params(params)
+        accuracy = len(right) / N
+        mlflow.log_metrics({"accuracy": accuracy, "examples_per_s": 10.0 + len(right), "invalid_rate": 0.0})
+        if with_predictions:
+            predictions = [g if i in right else _wrong(g) for i, g in enumerate(GOLD)]
+            mlflow.log_table({"id": [f"test-{i:02d}" for i in range(N)], "text": ["t"] * N, "gold": GOLD,
+                              "prediction": predictions, "raw_output": predictions, "candidate_scores": [""] * N},
+                             artifact_file="predictions.json")
+
+
+@pytest.fixture
+def store(tracking_uri, tmp_path, monkeypatch) -> str:
+    monkeypatch.setenv("GENCLSBENCH_CACHE", str(tmp_path / "cache"))
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("synthetic")
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "synthetic"}):
+        for name, strategy in STRATEGIES.items():
+            _log_eval(name, strategy, CORRECT[name])
+    return tracking_uri
+
+
+def test_leaderboard_tests_and_effects_by_hand(store):
+    boards = build_boards(read_store(store, "synthetic"))
+    assert len(boards) == 1
+    board = boards[0]
+    rows = {r.strategy: r for r in board.rows}
+    assert board.baseline is rows["zero"]
+    assert [r.accuracy.value for r in board.rows] == [0.7, 0.7, 0.5]  # sorted by accuracy (then F1, then name)
+    assert rows["zero+ppl"].accuracy.value == 0.7 and rows["zero"].accuracy.value == 0.5
+    # interval: percentiles of the accuracy over the shared resamples of the 20 examples
+    draws = np.random.default_rng(0).integers(0, N, size=(1000, N))  # resamples(N): the board's seeded draw
+    correct = np.array([i in CORRECT["zero+ppl"] for i in range(N)])
+    replicates = correct[draws].mean(axis=1)
+    assert (rows["zero+ppl"].accuracy.low, rows["zero+ppl"].accuracy.high) == pytest.approx(
+        tuple(np.percentile(replicates, [2.5, 97.5])))
+    # McNemar vs zero: zero+ppl has 4 discordant pairs, all in its favour: p = 2 / 2^4 = .125;
+    # similar-3 has 8 discordant (4 only-zero: 0..3, 4 only-similar: 10..13... and 14..17): 4 vs 8 ->
+    # p = 2 * P(X <= 4 | n=12) = 2 * (1 + 12 + 66 + 220 + 495) / 4096 = .3877; Holm: .125 x 2 = .25, .3877 x 1
+    assert rows["zero+ppl"].p_accuracy == pytest.approx(0.25)
+    assert rows["similar-3"].p_accuracy == pytest.approx(2 * (1 + 12 + 66 + 220 + 495) / 4096)
+    effects = {(e.dimension, e.value): e for e in strategy_effects(boards)}
+    assert effects[("decoding", "ppl")].accuracy.value == pytest.approx(0.2) and effects[("decoding", "ppl")].pairs == 1
+    assert effects[("icl", "similar-3")].accuracy.value == pytest.approx(0.2)
+
+
+def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rep"
+    assert bench(monkeypatch, "report", "--experiment", "synthetic", "--out", str(out)) == 0
+    printed = flat(capsys.readouterr().out)
+    assert "zero+ppl" in printed and "0.700" in printed and f"wrote {out}/report.md and {out}/report.html" in printed
+    markdown = (out / "report.md").read_text()
+    assert "| none | zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+    parent = mlflow.search_runs(experiment_names=["synthetic"], filter_string=f"tags.`{GRID_TAG}` = 'synthetic'",
+                                output_format="list")[0]
+    logged = [a.path for a in mlflow.MlflowClient(store).list_artifacts(parent.info.run_id, "report")]
+    assert sorted(logged) == ["report/report.html", "report/report.md"]
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["--experiment", "nope"], "experiment 'nope' does not exist"),
+    ("empty", ["--experiment", "empty"], "experiment 'empty' has no finished evaluation runs"),
+    ("no-predictions", ["--experiment", "bare"], "have no predictions.json artifact"),
+])
+def test_report_errors_are_one_line(tracking_uri, tmp_path, monkeypatch, capsys, setup, args, message):
+    mlflow.set_tracking_uri(tracking_uri)
+    if setup == "empty":
+        mlflow.create_experiment("empty")
+    if setup == "no-predictions":
+        mlflow.set_experiment("bare")
+        with mlflow.start_run(run_name="grid", tags={GRID_TAG: "bare"}):
+            _log_eval("zero", Strategy(), CORRECT["zero"], with_predictions=False)
+    assert bench(monkeypatch, "report", *args, "--out", str(tmp_path / "rep")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (installed by .ci/run)")
+def test_html_report_in_headless_chromium(store, tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    assert bench(monkeypatch, "report", "--experiment", "synthetic", "--out", str(out)) == 0
+    page = (out / "report.html").resolve().as_uri()
+    flags = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []  # no console message at all, errors included
+    assert 'data-ready="yes"' in dom.stdout and "data-errors" not in dom.stdout
+    first_table = dom.stdout.split("<tbody>")[1].split("</tbody>")[0]
+    assert first_table.count("<tr") == 3 and "zero+ppl" in first_table
+    assert dom.stdout.count("<svg") >= 1
+    shot = Path("report_screenshot.png").resolve()
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,1800", page], capture_output=True,
+                   timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
