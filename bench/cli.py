@@ -124,18 +124,20 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
     from reports.render import Report, write_report
+    from bench.tracking import tracking_uri as resolve_uri
     from reports.store import log_report, read_store
 
     data = read_store(tracking_uri, experiment)
     boards = build_boards(data, baseline)
-    result = Report(data.experiment, tracking_uri or "default store", boards, strategy_effects(boards),
+    result = Report(data.experiment, resolve_uri(tracking_uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished)
     md, page = write_report(result, out)
+    shown = ("training", "strategy", "accuracy [95% CI]", "macro-F1 [95% CI]", "p acc (McNemar, Holm)")
     for board in boards:
-        frame = board_frame(board)
-        table = Table(title=board.title)
+        frame = board_frame(board).select(shown)
+        table = Table(title=f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}")
         for column in frame.columns:
-            table.add_column(column, no_wrap=column in ("training", "strategy"))
+            table.add_column(column, no_wrap=True)
         for row in frame.iter_rows():
             table.add_row(*(str(v) for v in row))
         console.print(table)

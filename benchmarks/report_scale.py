@@ -1,0 +1,82 @@
+"""How long `bench report` takes on a large store: builds a synthetic experiment of N evaluation runs (random
+predictions for M examples, one dataset and model, N strategy combinations), then times reading it (cold, then
+with the predictions cache warm), the analysis and the rendering.
+
+    python benchmarks/report_scale.py [--runs 1000] [--examples 1000] [--dir /tmp/report_scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build_store(uri: str, runs: int, examples: int) -> None:
+    import mlflow
+
+    from bench.runspec import SPEC_HASH_TAG
+    from bench.tracking import GRID_TAG, KIND_TAG
+    from strategies.registry import Strategy
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("scale")
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 6, examples)
+    ids = [f"test-{i:05d}" for i in range(examples)]
+    points = itertools.product(["zero", "random-1", "random-3", "fixed-3", "similar-3", "similar-5"],
+                               ["off", "on"], ["off", "on"], ["names", "numeric"], ["generate", "ppl"],
+                               [str(s) for s in range(100)])
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "scale"}):
+        for n, (icl, definitions, uncertain, labels, decoding, seed) in zip(range(runs), points):
+            strategy = Strategy(icl=icl, definitions=definitions, uncertain=uncertain, labels=labels,
+                                decoding=decoding, ppl_norm="mean" if decoding == "ppl" else "none")
+            skill = rng.uniform(0.2, 0.8)
+            pred = np.where(rng.random(examples) < skill, gold, rng.integers(0, 6, examples))
+            with mlflow.start_run(run_name=f"r{n}", nested=True, tags={SPEC_HASH_TAG: f"h{n}", KIND_TAG: "eval"}):
+                mlflow.log_params({"dataset": "synthetic", "model": "m", "seed": seed, "eval.split": "test",
+                                   "eval.limit": "none", "eval.sample_seed": "0", "train.method": "none",
+                                   "baseline": "none", **{f"infer.{k}": v for k, v in strategy.as_dict().items()}})
+                mlflow.log_metrics({"accuracy": float((pred == gold).mean()), "examples_per_s": float(skill * 10)})
+                mlflow.log_table({"id": ids, "gold": gold.astype(str).tolist(), "prediction": pred.astype(str).tolist()},
+                                 artifact_file="predictions.json")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/report_scale"))
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GENCLSBENCH_CACHE"] = str(args.dir / "cache")
+    uri = f"sqlite:///{args.dir / 'mlflow.db'}"
+    if not (args.dir / "mlflow.db").exists():
+        started = time.perf_counter()
+        build_store(uri, args.runs, args.examples)
+        print(f"built a store of {args.runs} runs x {args.examples} examples in {time.perf_counter() - started:.0f} s")
+
+    from reports.analysis import build_boards, reference_deltas, strategy_effects
+    from reports.render import Report, write_report
+    from reports.store import read_store
+
+    for label in ("cold predictions cache", "warm predictions cache"):
+        started = time.perf_counter()
+        data = read_store(uri, "scale")
+        read = time.perf_counter() - started
+        boards = build_boards(data)
+        analysed = time.perf_counter() - started
+        effects = strategy_effects(boards)
+        effected = time.perf_counter() - started
+        write_report(Report("scale", uri, boards, effects, reference_deltas(boards), data.unfinished), args.dir / "out")
+        total = time.perf_counter() - started
+        print(f"{label}: read {read:.1f} s, leaderboards {analysed - read:.1f} s, effects {effected - analysed:.1f} s, "
+              f"render {total - effected:.1f} s, total {total:.1f} s for {len(data.runs)} runs")
+
+
+if __name__ == "__main__":
+    main()
