@@ -122,9 +122,9 @@ def report(
     baseline: Annotated[str | None, typer.Option(help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
 ) -> None:
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
+    from bench.tracking import tracking_uri as resolve_uri
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
     from reports.render import Report, write_report
-    from bench.tracking import tracking_uri as resolve_uri
     from reports.store import log_report, read_store
 
     data = read_store(tracking_uri, experiment)

@@ -42,8 +42,8 @@ def build_store(uri: str, runs: int, examples: int) -> None:
                                    "eval.limit": "none", "eval.sample_seed": "0", "train.method": "none",
                                    "baseline": "none", **{f"infer.{k}": v for k, v in strategy.as_dict().items()}})
                 mlflow.log_metrics({"accuracy": float((pred == gold).mean()), "examples_per_s": float(skill * 10)})
-                mlflow.log_table({"id": ids, "gold": gold.astype(str).tolist(), "prediction": pred.astype(str).tolist()},
-                                 artifact_file="predictions.json")
+                table = {"id": ids, "gold": gold.astype(str).tolist(), "prediction": pred.astype(str).tolist()}
+                mlflow.log_table(table, artifact_file="predictions.json")
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import polars as pl
 from reports.stats import Interval, bootstrap, holm, interval, mcnemar, paired_bootstrap_p, resamples
 from reports.store import StoreData
 from strategies.prompts import INVALID, UNCERTAIN
-from strategies.registry import DIMENSIONS, NOT_APPLICABLE
-from strategies.training import TRAIN_DIMENSIONS
+from strategies.registry import DIMENSIONS, NOT_APPLICABLE, Strategy
+from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 BOARD_KEYS = ("dataset", "model", "param.eval.split", "param.eval.limit", "param.eval.sample_seed")
 
@@ -150,39 +150,40 @@ def _reference(dimension: str) -> str:
         else DIMENSIONS[dimension].default
 
 
-def _conditional(column: str) -> bool:
-    """Dimensions that only apply under another's value (ppl_norm under ppl, rl_algo with RL)."""
-    name = column.removeprefix("infer.").removeprefix("train.")
-    registry = TRAIN_DIMENSIONS if column.startswith("train.") else DIMENSIONS
-    return registry[name].applies is not None
-
-
-def _comparable(a: Row, b: Row, columns: list[str]) -> bool:
-    """Equal on every column, except that a conditional dimension not applying to one of them is ignored."""
-    for column in columns:
-        x, y = a.params.get(column, NOT_APPLICABLE), b.params.get(column, NOT_APPLICABLE)
-        if x != y and not (_conditional(column) and NOT_APPLICABLE in (x, y)):
-            return False
-    return True
+def _gated_by(column: str, columns: dict[str, str]) -> set[str]:
+    """The conditional dimensions whose applicability `column`'s value decides (ppl_norm by decoding, rl_algo by
+    method): they are left out of the context when `column` varies, since they cannot be held equal."""
+    registry, point = (TRAIN_DIMENSIONS, TrainStrategy) if column.startswith("train.") else (DIMENSIONS, Strategy)
+    name = column.removeprefix("train.").removeprefix("infer.")
+    values = [v.name for v in registry[name].values if not v.name.endswith("-K")]
+    gated = set()
+    for other, dim in registry.items():
+        if dim.applies and other != name and len({dim.applies(point(**{name: v})) for v in values}) > 1:
+            gated.add(next(c for c in columns.values() if c.endswith(f".{other}") and c[:5] == column[:5]))
+    return gated
 
 
 def strategy_effects(boards: list[Board]) -> list[Effect]:
     """For every dimension and non-reference value: the mean paired gain over all pairs of rows (on any board)
     that differ only in that dimension, one at the value and one at the reference; intervals from the boards'
-    shared bootstrap draws (replicate differences averaged over pairs)."""
+    shared bootstrap draws (replicate differences averaged over pairs). Rows are bucketed by their other
+    dimensions, so this is linear in the number of rows."""
     columns = _dimension_columns()
     effects = []
     for dimension, column in columns.items():
         reference = _reference(dimension)
-        others = [c for c in columns.values() if c != column]
+        context = [c for c in columns.values() if c != column and c not in _gated_by(column, columns)]
         gains: dict[str, list[tuple[Row, Row]]] = {}
         for board in boards:
-            controls = [r for r in board.rows if r.params.get(column) == reference]
+            buckets: dict[tuple, dict[str, list[Row]]] = {}
             for row in board.rows:
-                value = row.params.get(column, NOT_APPLICABLE)
-                if value in (reference, NOT_APPLICABLE):
-                    continue
-                gains.setdefault(value, []).extend((row, c) for c in controls if _comparable(row, c, others))
+                key = tuple(row.params.get(c, NOT_APPLICABLE) for c in context)
+                buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
+            for by_value in buckets.values():
+                controls = by_value.get(reference, [])
+                for value, rows in by_value.items():
+                    if value not in (reference, NOT_APPLICABLE):
+                        gains.setdefault(value, []).extend((r, c) for r in rows for c in controls)
         for value, pairs in gains.items():
             if not pairs:
                 continue
@@ -209,7 +210,7 @@ class Reference:
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("SFT+RL (best algorithm and prompt) over plain SFT, accuracy", "GenCLS++, arXiv 2504.19898",
-              "mean over 7 datasets (5 public, 2 in-house), full training sets, a 7B-scale instruct model",
+              "mean over 7 datasets (5 public, 2 in-house), full training sets, the paper's LLM",
               3.46, "sft+", "sft / zero"),
 )
 
@@ -239,15 +240,12 @@ def reference_deltas(boards: list[Board]) -> list[ReferenceDelta]:
 
 def board_frame(board: Board) -> pl.DataFrame:
     """The leaderboard as a frame (for the terminal and the markdown)."""
-    def fmt(i: Interval) -> str:
-        return f"{i.value:.3f} [{i.low:.3f}, {i.high:.3f}]"
-
     def p(value: float | None) -> str:
         return "baseline" if value is None else f"{value:.3g}"
 
     return pl.DataFrame([{
-        "training": r.training, "strategy": r.strategy, "accuracy [95% CI]": fmt(r.accuracy),
-        "macro-F1 [95% CI]": fmt(r.macro_f1),
+        "training": r.training, "strategy": r.strategy, "accuracy [95% CI]": r.accuracy.text(),
+        "macro-F1 [95% CI]": r.macro_f1.text(),
         "invalid": f"{r.metrics.get('invalid_rate', 0):.3f}", "uncertain": f"{r.metrics.get('uncertain_rate', 0):.3f}",
         "p acc (McNemar, Holm)": p(r.p_accuracy) if r is not board.baseline else "baseline",
         "p F1 (bootstrap, Holm)": p(r.p_macro_f1) if r is not board.baseline else "baseline",

@@ -13,7 +13,7 @@ from jinja2 import Environment
 
 from reports.analysis import Board, Effect, ReferenceDelta, board_frame
 from reports.charts import heatmap, pareto
-from reports.stats import B_DEFAULT, Interval
+from reports.stats import B_DEFAULT
 
 METHOD = (f"Intervals: 95% percentile bootstrap over the evaluation examples ({B_DEFAULT} resamples, shared by every "
           "row of a board, so differences are paired). p acc: exact McNemar test against the board's baseline row; "
@@ -30,15 +30,10 @@ class Report:
     unfinished: list[str]
 
 
-def _ci(i: Interval, scale: float = 1.0, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    return f"{i.value * scale:{sign}.3f} [{i.low * scale:{sign}.3f}, {i.high * scale:{sign}.3f}]"
-
-
 def effects_frame(effects: list[Effect]) -> pl.DataFrame:
     return pl.DataFrame([{
         "dimension": e.dimension, "value": e.value, "vs reference": e.reference, "pairs": e.pairs,
-        "Δ accuracy [95% CI]": _ci(e.accuracy, signed=True), "Δ macro-F1 [95% CI]": _ci(e.macro_f1, signed=True),
+        "Δ accuracy [95% CI]": e.accuracy.text(signed=True), "Δ macro-F1 [95% CI]": e.macro_f1.text(signed=True),
     } for e in effects], schema=["dimension", "value", "vs reference", "pairs", "Δ accuracy [95% CI]",
                                  "Δ macro-F1 [95% CI]"])
 
@@ -47,7 +42,8 @@ def references_frame(references: list[ReferenceDelta]) -> pl.DataFrame:
     return pl.DataFrame([{
         "claim": r.reference.claim, "paper": f"{r.reference.source}: {r.reference.setting}",
         "paper Δ (points)": f"{r.reference.delta_points:+.2f}",
-        "measured Δ (points) [95% CI]": _ci(r.measured, signed=True), "measured on": f"{r.board}, {r.treatment}",
+        "measured Δ (points) [95% CI]": r.measured.text(signed=True, digits=1),
+        "measured on": f"{r.board}, {r.treatment}",
     } for r in references], schema=["claim", "paper", "paper Δ (points)", "measured Δ (points) [95% CI]",
                                     "measured on"])
 
@@ -94,7 +90,8 @@ TEMPLATE = """<!doctype html>
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
-th{background:#f2f2f2;cursor:pointer;user-select:none} th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
+th{background:#f2f2f2;cursor:pointer;user-select:none}
+th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
 tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 .charts svg{max-width:100%;height:auto} .note{color:#666}
 </style></head><body data-rows="{{ rows }}">
@@ -112,7 +109,9 @@ dimensions equal (where they apply).</p>{{ effects }}
 {% if references %}<h2>Reference deltas from the papers</h2><p>The papers' numbers come from other models and data
 sizes; they are context, not targets.</p>{{ references }}{% endif %}
 <script>
-window.addEventListener("error", e => { document.body.dataset.errors = (document.body.dataset.errors || "") + e.message; });
+window.addEventListener("error", e => {
+  document.body.dataset.errors = (document.body.dataset.errors || "") + e.message;
+});
 function key(text) { const n = parseFloat(text); return isNaN(n) ? text : n; }
 document.querySelectorAll("table.sortable").forEach(table => {
   table.querySelectorAll("th").forEach((th, column) => th.addEventListener("click", () => {

@@ -29,6 +29,11 @@ class Interval:
     low: float
     high: float
 
+    def text(self, signed: bool = False, digits: int = 3) -> str:
+        """`0.550 [0.450, 0.640]`; signed for differences (`+0.020 [...]`)."""
+        form = f"{'+' if signed else ''}.{digits}f"
+        return f"{self.value:{form}} [{self.low:{form}}, {self.high:{form}}]"
+
 
 def resamples(n: int, b: int = B_DEFAULT, seed: int = 0) -> np.ndarray:
     """[b, n] bootstrap weights: how often each of n examples is drawn in each of b resamples (with replacement).
