@@ -102,7 +102,7 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
 
         context = TrainingContext(datasets, tracker, batch_size, on_step, progress.console.print)
         for (name, train), specs in _groups(plan.todo).items():
-            failure = None
+            failure, lm = None, None  # drop the previous group's model before training the next one
             try:
                 stages = ensure_trained(train, context) if train else []
                 lm = None if specs[0].baseline else load_model(name, specs[0].dtype, stages)
@@ -112,8 +112,7 @@ def run_plan(plan: Plan, tracker: Tracker, datasets: DatasetCache, grid_name: st
             for job in list(jobs):
                 progress.remove_task(jobs.pop(job))
             for spec in specs:
-                outcomes[spec.key()] = _evaluate(spec, lm if failure is None else None, failure, datasets, tracker,
-                                                 batch_size, progress)
+                outcomes[spec.key()] = _evaluate(spec, lm, failure, datasets, tracker, batch_size, progress)
                 progress.advance(overall)
     return [outcomes[s.key()] for s in plan.specs]
 

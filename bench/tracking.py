@@ -121,9 +121,8 @@ class Tracker:
 
     @staticmethod
     def log_training_data(spec: TrainSpec, examples: list[Example]) -> None:
-        frame = pd.DataFrame({"id": [e.id for e in examples], "text": [e.text for e in examples],
-                              "label": [e.label for e in examples]})
-        _log_dataset(frame[["text", "label"]], spec.dataset_identity, f"{spec.dataset_name}:train", "training")
+        frame = pd.DataFrame({"text": [e.text for e in examples], "label": [e.label for e in examples]})
+        _log_dataset(frame, spec.dataset_identity, f"{spec.dataset_name}:train", "training")
 
     @staticmethod
     def log_relabel(rows: dict[str, dict]) -> None:

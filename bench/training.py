@@ -34,10 +34,15 @@ def stage_folder(spec: TrainSpec) -> Path:
     return cache_dir() / "trained" / spec.key()
 
 
+def is_trained(spec: TrainSpec) -> bool:
+    """The disk cache holds the complete stage of `spec`."""
+    return (stage_folder(spec) / COMPLETE).is_file()
+
+
 def training_jobs(specs: Sequence[RunSpec]) -> tuple[list[TrainSpec], int]:
     """The training jobs `specs` need (warm-ups included, each once) and how many the disk cache already holds."""
     jobs = {t.key(): t for s in specs if s.train for t in (s.train.warmup(), s.train) if t}
-    return list(jobs.values()), sum((stage_folder(t) / COMPLETE).is_file() for t in jobs.values())
+    return list(jobs.values()), sum(is_trained(t) for t in jobs.values())
 
 
 @dataclass
@@ -56,7 +61,7 @@ def ensure_trained(spec: TrainSpec, ctx: TrainingContext) -> list[Path]:
     warmup = spec.warmup()
     chain = ensure_trained(warmup, ctx) if warmup else []
     folder = stage_folder(spec)
-    if (folder / COMPLETE).is_file():
+    if is_trained(spec):
         return [*chain, folder]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key()}-", dir=folder.parent))

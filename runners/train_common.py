@@ -41,7 +41,6 @@ def load_trainable(model: str, dtype: str, stages: Sequence[Path]) -> LoadedMode
     """The base model with earlier stages merged in, in train mode; fp32 on CPU (bf16 training there is lossy)."""
     lm = load_model(model, dtype if torch.cuda.is_available() else "float32", stages)
     lm.model.train()
-    lm.tokenizer.padding_side = "left"
     return lm
 
 
