@@ -153,17 +153,22 @@ def report(
 def list_registry() -> None:
     """Print every strategy dimension with its values and docs, the datasets and the models."""
     from bench.datasets import DatasetConfig, bundled_names, load_dataset
+    from runners.baselines import BASELINES
     from runners.models import MODELS
     from strategies.registry import CONSTRAINTS, DIMENSIONS
+    from strategies.training import PROMPT_DIMENSIONS, TRAIN_DIMENSIONS
 
-    table = Table(title="strategy dimensions")
-    for column in ("dimension", "value", "doc"):
-        table.add_column(column)
-    for dim in DIMENSIONS.values():
-        table.add_row(f"[bold]{dim.name}[/bold]", f"(default {dim.default})", dim.doc)
-        for value in dim.values:
-            table.add_row("", value.name, value.doc)
-    console.print(table)
+    for title, dimensions in (("inference strategy dimensions (grid: strategies)", DIMENSIONS),
+                              ("training dimensions (grid: training.strategies; the prompt ones as above)",
+                               {n: d for n, d in TRAIN_DIMENSIONS.items() if n not in PROMPT_DIMENSIONS})):
+        table = Table(title=title)
+        for column in ("dimension", "value", "doc"):
+            table.add_column(column)
+        for dim in dimensions.values():
+            table.add_row(f"[bold]{dim.name}[/bold]", f"(default {dim.default})", dim.doc)
+            for value in dim.values:
+                table.add_row("", value.name, value.doc)
+        console.print(table)
     for constraint in CONSTRAINTS:
         console.print(f"constraint: {constraint.reason}")
     data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
@@ -181,6 +186,8 @@ def list_registry() -> None:
     for name, entry in MODELS.items():
         models.add_row(name, entry.doc)
     console.print(models)
+    for name, baseline in BASELINES.items():
+        console.print(f"baseline (grid: baselines): {name}: {baseline.doc}")
 
 
 def main() -> None:

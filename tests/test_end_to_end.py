@@ -103,3 +103,13 @@ def test_the_classical_baseline_runs_on_the_same_examples(tmp_path, tracking_uri
     assert baseline.info.run_name == "sst2/tfidf-logreg/baseline:tfidf-logreg"
     assert baseline.data.metrics["accuracy"] >= 0.6 and baseline.data.metrics["invalid_rate"] == 0
     assert set(baseline.data.params) == set(logged["none"].data.params)
+
+
+def test_list_shows_every_registry(monkeypatch, capsys):
+    from cli_runner import bench
+
+    assert bench(monkeypatch, "list") == 0
+    out = flat(capsys.readouterr().out)
+    for name in ("similar-K", "ppl_norm", "rl_algo", "reinforce_pp_baseline", "sft+rl", "emotion", "iflytek_fewclue",
+                 "smollm2-135m", "tfidf-logreg"):
+        assert name in out
