@@ -130,7 +130,7 @@ def report(
     data = read_store(tracking_uri, experiment)
     boards = build_boards(data, baseline)
     result = Report(data.experiment, resolve_uri(tracking_uri), boards, strategy_effects(boards),
-                    reference_deltas(boards), data.unfinished)
+                    reference_deltas(boards), data.unfinished, data.never_started)
     md, page = write_report(result, out)
     shown = ("training", "strategy", "accuracy [95% CI]", "macro-F1 [95% CI]", "p acc (McNemar, Holm)")
     for board in boards:
@@ -141,8 +141,9 @@ def report(
         for row in frame.iter_rows():
             table.add_row(*(str(v) for v in row))
         console.print(table)
-    if data.unfinished:
-        console.print(f"[yellow]{len(data.unfinished)} run(s) not finished[/yellow] (left out); re-run the grid")
+    if data.unfinished or data.never_started:
+        console.print(f"[yellow]{len(data.unfinished)} run(s) not finished, {data.never_started} never started"
+                      "[/yellow] (left out); re-run the grid")
     if data.parent_run_id:
         log_report(data.parent_run_id, out)
     console.print(f"wrote {md} and {page}" + (f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""))

@@ -28,6 +28,7 @@ class Report:
     effects: list[Effect]
     references: list[ReferenceDelta]
     unfinished: list[str]
+    never_started: int = 0
 
 
 def effects_frame(effects: list[Effect]) -> pl.DataFrame:
@@ -65,6 +66,9 @@ def _intro(report: Report) -> list[str]:
         lines.append(f"Not finished (not reported): {len(report.unfinished)} run(s): "
                      f"{', '.join(report.unfinished[:10])}{' ...' if len(report.unfinished) > 10 else ''}. "
                      "Re-run `bench run` on the grid to finish them.")
+    if report.never_started:
+        lines.append(f"The latest `bench run` of this experiment planned {report.never_started} more run(s) that "
+                     "never started (interrupted?); re-run the grid to do them.")
     return lines
 
 

@@ -35,6 +35,7 @@ class StoreData:
     predictions: dict[str, pl.DataFrame]
     unfinished: list[str]  # "name (STATUS)" of evaluation runs that did not finish
     parent_run_id: str | None
+    never_started: int = 0  # runs the latest `bench run` planned but never began (interrupted)
 
 
 def _tag(params: dict[str, str], prefix: str, cls) -> str:
@@ -116,8 +117,13 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
             "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # warm-up included
         })
     parents = [r for r in runs if GRID_TAG in r.data.tags]
-    parent = max(parents, key=lambda r: r.info.start_time).info.run_id if parents else None
-    return StoreData(chosen.name, pl.DataFrame(rows, infer_schema_length=None), predictions, unfinished, parent)
+    latest = max(parents, key=lambda r: r.info.start_time) if parents else None
+    never_started = 0
+    if latest is not None:
+        begun = sum(r.data.tags.get("mlflow.parentRunId") == latest.info.run_id for r in evals)
+        never_started = max(0, int(latest.data.metrics.get("runs_planned", 0)) - begun)
+    return StoreData(chosen.name, pl.DataFrame(rows, infer_schema_length=None), predictions, unfinished,
+                     latest.info.run_id if latest else None, never_started)
 
 
 def log_report(parent_run_id: str, folder: Path) -> None:

@@ -51,8 +51,12 @@ def store(tracking_uri, tmp_path, monkeypatch) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("synthetic")
     with mlflow.start_run(run_name="grid", tags={GRID_TAG: "synthetic"}):
+        mlflow.log_metric("runs_planned", 5)  # 3 finish, 1 fails, 1 never starts
         for name, strategy in STRATEGIES.items():
             _log_eval(name, strategy, CORRECT[name])
+        with pytest.raises(RuntimeError), mlflow.start_run(run_name="toy/m/random-2", nested=True,
+                                                          tags={SPEC_HASH_TAG: "x", KIND_TAG: "eval"}):
+            raise RuntimeError("crash")
     return tracking_uri
 
 
@@ -87,6 +91,9 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
     assert "zero+ppl" in printed and "0.700" in printed and f"wrote {out}/report.md and {out}/report.html" in printed
     markdown = (out / "report.md").read_text()
     assert "| none | zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    assert "Not finished (not reported): 1 run(s): toy/m/random-2 (FAILED)" in markdown
+    assert "planned 1 more run(s) that never started" in markdown
+    assert "1 run(s) not finished, 1 never started" in printed
     page = (out / "report.html").read_text()
     assert "<svg" in page and not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
     parent = mlflow.search_runs(experiment_names=["synthetic"], filter_string=f"tags.`{GRID_TAG}` = 'synthetic'",
