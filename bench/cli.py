@@ -156,7 +156,7 @@ def list_registry() -> None:
     from bench.datasets import DatasetConfig, bundled_names, load_dataset
     from runners.baselines import BASELINES
     from runners.models import MODELS
-    from strategies.registry import CONSTRAINTS, DIMENSIONS
+    from strategies.registry import DIMENSIONS
     from strategies.training import PROMPT_DIMENSIONS, TRAIN_DIMENSIONS
 
     for title, dimensions in (("inference strategy dimensions (grid: strategies)", DIMENSIONS),
@@ -170,8 +170,6 @@ def list_registry() -> None:
             for value in dim.values:
                 table.add_row("", value.name, value.doc)
         console.print(table)
-    for constraint in CONSTRAINTS:
-        console.print(f"constraint: {constraint.reason}")
     data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
     for column in ("dataset", "language", "classes", "pool", "evaluation"):
         data.add_column(column)

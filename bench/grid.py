@@ -22,7 +22,7 @@ from bench.errors import UserError
 from bench.runspec import EvalSettings, RunSpec
 from bench.trainspec import LoraSettings, RelabelSettings, RLSettings, SFTSettings, TrainSpec
 from runners.models import check_model_ref
-from strategies.registry import DIMENSIONS, Dimension, Strategy, check_strategy, normalise, parse_value
+from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, parse_value
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -141,11 +141,7 @@ def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) 
 
 
 def _strategy(values: dict[str, str], at: str) -> Strategy:
-    strategy = normalise(Strategy(**values))
-    reason = check_strategy(strategy)
-    if reason:
-        raise UserError(f"{at}: impossible combination {strategy.tag()}: {reason}; drop one of the values")
-    return strategy
+    return normalise(Strategy(**values))
 
 
 def _train_strategy(values: dict[str, str], at: str) -> TrainStrategy:
@@ -153,7 +149,7 @@ def _train_strategy(values: dict[str, str], at: str) -> TrainStrategy:
 
 
 def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
-    """The grid's inference strategies; impossible combinations fail with the block they came from."""
+    """The grid's inference strategies."""
     return _points(grid.strategies, f"{path}: strategies", DIMENSIONS, _strategy)
 
 

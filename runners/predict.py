@@ -40,13 +40,21 @@ def _decode_generate(lm, builder, prompts, settings, on_progress):
 
 
 def _decode_ppl(lm, builder, prompts, settings, on_progress):
+    """Score every candidate completion after the prompt; with reasoning on, first generate the reasoning and score
+    each `Answer: <label>` after it (the raw output is then the generated text)."""
+    outputs = None
+    if builder.strategy.reasoning == "on":
+        outputs = generate(lm, prompts, settings.max_new_tokens, settings.batch_size, on_progress)
+        reasonings = [builder.reasoning_of(text) for text in outputs]
+        prompts = [p + f"{r}\n" if r else p for p, r in zip(prompts, reasonings)]
+        on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
     scores = score_candidates(lm, prompts, builder.candidates(), settings.batch_size, on_progress)
     table = scores.normalised(builder.strategy.ppl_norm)
     rows = []
-    for row in table:
+    for i, row in enumerate(table):
         best = builder.answers[int(row.argmax())]
         evidence = json.dumps({a: round(float(s), 5) for a, s in zip(builder.answers, row)}, ensure_ascii=False)
-        rows.append((builder.label_of_answer(best), best, evidence))
+        rows.append((builder.label_of_answer(best), outputs[i] if outputs else best, evidence))
     return rows
 
 

@@ -22,13 +22,23 @@ def normalise(text: str) -> str:
     return _EDGE.sub("", " ".join(text.split()).casefold())
 
 
+def _markers(output: str, marker: str) -> list[re.Match[str]]:
+    return list(re.finditer(re.escape(marker.rstrip(":：")) + r"\s*[:：]", output, flags=re.IGNORECASE))
+
+
 def answer_part(output: str, marker: str) -> str:
     """The text after the last `marker` (e.g. "Answer:"), or the last non-empty line if there is none."""
-    found = list(re.finditer(re.escape(marker.rstrip(":：")) + r"\s*[:：]", output, flags=re.IGNORECASE))
+    found = _markers(output, marker)
     if found:
         return output[found[-1].end() :]
     lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def reasoning_part(output: str, marker: str) -> str:
+    """The text before the last `marker`, stripped (the whole output when it has no marker)."""
+    found = _markers(output, marker)
+    return (output[: found[-1].start()] if found else output).strip()
 
 
 def _pattern(answer: str) -> re.Pattern[str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from strategies.demos import demo_selector
 from strategies.example import Example, TaskCard
-from strategies.parsing import parse_answer
+from strategies.parsing import parse_answer, reasoning_part
 from strategies.registry import Strategy
 from strategies.verbalizers import VERBALIZERS
 
@@ -128,6 +128,10 @@ class PromptBuilder:
         turns.append(self._user(example))
         turns[0] = {"role": "user", "content": f"{self.instructions}\n\n{turns[0]['content']}"}
         return turns
+
+    def reasoning_of(self, output: str) -> str:
+        """The reasoning part of a generated `output`: the text before its last answer marker (all of it if none)."""
+        return reasoning_part(output, self.template.answer_marker)
 
     def candidates(self) -> list[str]:
         """Every possible completion, in `answers` order, for perplexity decoding."""

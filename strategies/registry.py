@@ -1,7 +1,7 @@
 """The strategy dimensions: every dimension and value is registered once, with a doc and its constraints.
 
 A `Strategy` is one point in the space (a canonical string per dimension). Grids name values; `parse_value`
-validates them against this registry, and `check_strategy` rejects impossible combinations with a reason.
+validates them against this registry. Every combination runs (a dimension that does not apply is `"none"`).
 Pure Python: no torch here.
 """
 
@@ -113,7 +113,8 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "reasoning",
             "the model writes a short reasoning before the label",
-            _on_off("reasoning", "reasoning first, then a final 'Answer:' line", "label only", "reason"),
+            _on_off("reasoning", "reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
+                    "generated, then each 'Answer: <label>' is scored after it)", "label only", "reason"),
             default="off",
         ),
     )
@@ -181,24 +182,3 @@ def normalise(strategy, dimensions: dict[str, Dimension] = DIMENSIONS):
     """Set dimensions that do not apply to `"none"`, so equal behaviour means equal identity."""
     changes = {n: NOT_APPLICABLE for n, d in dimensions.items() if d.applies and not d.applies(strategy)}
     return replace(strategy, **changes)
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """A rule between dimensions: `violated` returns True for combinations that cannot run."""
-
-    reason: str
-    violated: Callable[[Strategy], bool]
-
-
-CONSTRAINTS: tuple[Constraint, ...] = (
-    Constraint(
-        "reasoning 'on' needs decoding 'generate' (ppl scores the label directly, with no room for a reasoning)",
-        lambda s: s.reasoning == "on" and s.decoding == "ppl",
-    ),
-)
-
-
-def check_strategy(strategy: Strategy) -> str | None:
-    """The reason `strategy` is impossible, or None."""
-    return next((c.reason for c in CONSTRAINTS if c.violated(strategy)), None)

@@ -1,6 +1,6 @@
 import pytest
 
-from strategies.parsing import parse_answer
+from strategies.parsing import parse_answer, reasoning_part
 
 EMOTIONS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
 
@@ -36,3 +36,9 @@ def test_chinese_substrings_prefer_the_longer_label():
 
 def test_uncertain_is_an_answer_like_any_other():
     assert parse_answer("Uncertain.", EMOTIONS + ["uncertain"]) == "uncertain"
+
+
+def test_reasoning_part_is_the_text_before_the_last_marker():
+    assert reasoning_part("Sad words.\nAnswer: joy? no.\nanswer: sadness", "Answer:") == "Sad words.\nAnswer: joy? no."
+    assert reasoning_part("  no marker at all ", "Answer:") == "no marker at all"
+    assert reasoning_part("理由。\n答案：体育", "答案：") == "理由。"

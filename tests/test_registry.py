@@ -1,7 +1,7 @@
 import pytest
 
 from runners.predict import DECODERS
-from strategies.registry import DIMENSIONS, Strategy, check_strategy, normalise, parse_value
+from strategies.registry import DIMENSIONS, Strategy, normalise, parse_value
 
 
 @pytest.mark.parametrize(
@@ -31,9 +31,9 @@ def test_ppl_norm_is_none_unless_ppl():
     assert normalise(Strategy(decoding="ppl", ppl_norm="sum")).ppl_norm == "sum"
 
 
-def test_reasoning_with_ppl_is_impossible():
-    assert "reasoning" in check_strategy(Strategy(decoding="ppl", reasoning="on"))
-    assert check_strategy(Strategy(decoding="generate", reasoning="on")) is None
+def test_reasoning_combines_with_either_decoding():
+    assert normalise(Strategy(decoding="ppl", reasoning="on")).tag() == "zero+ppl+reason"
+    assert normalise(Strategy(reasoning="on")).tag() == "zero+reason"
 
 
 def test_tag_names_non_defaults_only():

@@ -37,3 +37,27 @@ def test_batching_does_not_change_generation(tiny_lm):
     one = generate(tiny_lm, PROMPTS, max_new_tokens=5, batch_size=1)
     batched = generate(tiny_lm, PROMPTS, max_new_tokens=5, batch_size=3)
     assert one == batched and all(isinstance(t, str) for t in one)
+
+
+def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(tiny_lm, monkeypatch):
+    import runners.predict as predict_module
+    from runners.predict import DecodeSettings, predict
+    from strategies.example import Category, Example, TaskCard
+    from strategies.prompts import PromptBuilder
+    from strategies.registry import Strategy
+
+    card = TaskCard("en", "Classify.", "Text", (Category("0", "sadness"), Category("1", "joy")))
+    builder = PromptBuilder(card, Strategy(decoding="ppl", reasoning="on"), [], 0)
+    examples = [Example("a", "so sad", "0"), Example("b", "so happy", "1")]
+    generated = ["It sounds sad.\nAnswer: joy", "Happy words"]
+    seen: list[list[str]] = []
+    real_score = predict_module.score_candidates
+    monkeypatch.setattr(predict_module, "generate", lambda lm, prompts, *a, **k: generated)
+    monkeypatch.setattr(predict_module, "score_candidates",
+                        lambda lm, prompts, *a, **k: seen.append(list(prompts)) or real_score(lm, prompts, *a, **k))
+    predictions = predict(tiny_lm, builder, examples, DecodeSettings(2, 8, 0))
+    prompts = [inference.prompt_text(tiny_lm, builder.messages(e)) for e in examples]
+    assert seen == [[prompts[0] + "It sounds sad.\n", prompts[1] + "Happy words\n"]]
+    assert builder.candidates() == ["Answer: sadness", "Answer: joy"]
+    assert [p.raw_output for p in predictions] == generated
+    assert all(p.label in ("0", "1") and p.candidate_scores for p in predictions)
