@@ -136,28 +136,21 @@ def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) 
             except ValueError as exc:
                 raise UserError(f"{at}.{key}: {exc}") from None
         for combo in itertools.product(*axes.values()):
-            seen[make(dict(zip(axes, combo)), at)] = None
+            seen[make(dict(zip(axes, combo)))] = None
     return list(seen)
-
-
-def _strategy(values: dict[str, str], at: str) -> Strategy:
-    return normalise(Strategy(**values))
-
-
-def _train_strategy(values: dict[str, str], at: str) -> TrainStrategy:
-    return normalise(TrainStrategy(**values), TRAIN_DIMENSIONS)
 
 
 def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
     """The grid's inference strategies."""
-    return _points(grid.strategies, f"{path}: strategies", DIMENSIONS, _strategy)
+    return _points(grid.strategies, f"{path}: strategies", DIMENSIONS, lambda v: normalise(Strategy(**v)))
 
 
 def train_blocks(grid: GridFile, path: Path) -> list[TrainStrategy]:
     """The grid's training recipes (none without a `training` section)."""
     if grid.training is None:
         return []
-    return _points(grid.training.strategies, f"{path}: training.strategies", TRAIN_DIMENSIONS, _train_strategy)
+    return _points(grid.training.strategies, f"{path}: training.strategies", TRAIN_DIMENSIONS,
+                   lambda v: normalise(TrainStrategy(**v), TRAIN_DIMENSIONS))
 
 
 @contextmanager
