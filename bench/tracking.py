@@ -68,15 +68,17 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
 
-    def finished(self) -> dict[str, dict[str, float]]:
-        """spec hash -> metrics of every finished child run of the experiment (nothing if it does not exist)."""
+    def _finished_runs(self, condition: str, max_results: int = 50000) -> list:
+        """FINISHED runs of the experiment matching `condition` (none if the experiment does not exist yet)."""
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
-            return {}
-        runs = self.client.search_runs(
-            [found.experiment_id], filter_string=f"attributes.status = 'FINISHED' and tags.`{SPEC_HASH_TAG}` != ''",
-            max_results=50000,
-        )
+            return []
+        return self.client.search_runs([found.experiment_id], max_results=max_results,
+                                       filter_string=f"attributes.status = 'FINISHED' and {condition}")
+
+    def finished(self) -> dict[str, dict[str, float]]:
+        """spec hash -> metrics of every finished evaluation run of the experiment."""
+        runs = self._finished_runs(f"tags.`{SPEC_HASH_TAG}` != ''")
         return {r.data.tags[SPEC_HASH_TAG]: r.data.metrics for r in runs}
 
     @contextmanager
@@ -136,13 +138,7 @@ class Tracker:
 
     def download_trained(self, train_hash: str, into: Path) -> bool:
         """Fetch the trained stage of an earlier finished training run of this experiment; False if there is none."""
-        found = self.client.get_experiment_by_name(self.experiment)
-        if found is None:
-            return False
-        runs = self.client.search_runs(
-            [found.experiment_id],
-            filter_string=f"attributes.status = 'FINISHED' and tags.`{TRAIN_HASH_TAG}` = '{train_hash}' "
-                          f"and tags.`{KIND_TAG}` = 'train'", max_results=1)
+        runs = self._finished_runs(f"tags.`{TRAIN_HASH_TAG}` = '{train_hash}' and tags.`{KIND_TAG}` = 'train'", 1)
         if not runs:
             return False
         with tempfile.TemporaryDirectory() as work:

@@ -8,9 +8,6 @@ written beside its final place and renamed when complete, so an interrupted job 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,7 @@ from bench.datasets import DatasetCache
 from bench.runspec import RunSpec
 from bench.tracking import Tracker
 from bench.trainspec import TrainSpec
-from runners.models import cache_dir, load_model
+from runners.models import build_once, cache_dir, load_model
 from runners.relabel import gold_confidence, uncertain_labels
 from runners.rl import train_rl
 from runners.sft import sft_rows, train_sft
@@ -60,24 +57,20 @@ def ensure_trained(spec: TrainSpec, ctx: TrainingContext) -> list[Path]:
     """The stage folders to load, in order (warm-up first); trains and logs only what no cache holds yet."""
     warmup = spec.warmup()
     chain = ensure_trained(warmup, ctx) if warmup else []
-    folder = stage_folder(spec)
-    if is_trained(spec):
-        return [*chain, folder]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.key()}-", dir=folder.parent))
-    try:
-        if not ctx.tracker.download_trained(spec.key(), staging):
-            with ctx.tracker.train_run(spec):
-                summary = _train_stage(spec, chain, staging, ctx)
-                (staging / COMPLETE).write_text(json.dumps(summary | {"train_hash": spec.key()}, indent=1))
-                ctx.tracker.log_trained(summary, staging)
-            ctx.report(f"trained {spec.run_name} ({summary['train_wall_time_s']:.0f} s, "
-                       f"{summary['train_tokens_per_s']:.0f} tokens/s)")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    folder = build_once(stage_folder(spec), COMPLETE, lambda staging: _fetch_or_train(spec, chain, staging, ctx))
     return [*chain, folder]
+
+
+def _fetch_or_train(spec: TrainSpec, chain: list[Path], staging: Path, ctx: TrainingContext) -> None:
+    """Fill `staging` with the stage: downloaded from an earlier training run, else trained now and logged."""
+    if ctx.tracker.download_trained(spec.key(), staging):
+        return
+    with ctx.tracker.train_run(spec):
+        summary = _train_stage(spec, chain, staging, ctx)
+        (staging / COMPLETE).write_text(json.dumps(summary | {"train_hash": spec.key()}, indent=1))
+        ctx.tracker.log_trained(summary, staging)
+    ctx.report(f"trained {spec.run_name} ({summary['train_wall_time_s']:.0f} s, "
+               f"{summary['train_tokens_per_s']:.0f} tokens/s)")
 
 
 def _relabelled(spec: TrainSpec, examples: list[Example], ctx: TrainingContext) -> list[str]:
@@ -112,14 +105,13 @@ def _train_stage(spec: TrainSpec, chain: list[Path], out: Path, ctx: TrainingCon
     builder = PromptBuilder(dataset.card, spec.strategy.prompt, dataset.pool, spec.seed)
     stage = "rl" if spec.strategy.has_rl else "sft"
     logger = StepLogger(f"{stage}.", ctx.tracker.log_step, lambda step, total: ctx.on_step(spec.run_name, step, total))
+    labels = _relabelled(spec, examples, ctx) if stage == "sft" else []  # scorers load before the trainee
+    lm = load_trainable(spec.model, spec.dtype, chain)
     if stage == "sft":
-        labels = _relabelled(spec, examples, ctx)
-        lm = load_trainable(spec.model, spec.dtype, chain)
         rows = sft_rows(lm, builder, examples, labels, spec.sft.max_length)
         cost = train_sft(lm, rows, spec.sft, spec.lora, spec.seed, out, logger)
         extra = {"uncertain_fraction": sum(label == UNCERTAIN for label in labels) / len(labels)}
     else:
-        lm = load_trainable(spec.model, spec.dtype, chain)
         cost = train_rl(lm, builder, examples, spec.strategy.rl_algo, spec.rl, spec.lora, spec.seed, out, logger)
         extra = {}
     final = {f"{stage}.final_{k}": v for k, v in logger.last.items() if k in ("loss", "reward", "kl")}

@@ -97,8 +97,7 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
     classical = data.runs.filter(pl.col("is_baseline"))
     for key, frame in data.runs.filter(~pl.col("is_baseline")).group_by(BOARD_KEYS, maintain_order=True):
         dataset, model, split, limit, sample_seed = key
-        same_examples = (pl.col("dataset") == dataset) & (pl.col("param.eval.split") == split) & \
-            (pl.col("param.eval.limit") == limit) & (pl.col("param.eval.sample_seed") == sample_seed)
+        same_examples = [pl.col(k) == v for k, v in zip(BOARD_KEYS, key) if k != "model"]
         frame = pl.concat([frame, classical.filter(same_examples)], how="diagonal_relaxed")  # on every board
         first = data.predictions[frame["run_id"][0]].sort("id")
         ids = first["id"].to_list()

@@ -131,17 +131,21 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
-def _build_once(name: str, build: Callable[[Path], None]) -> Path:
-    target = cache_dir() / "models" / name
-    if (target / "config.json").is_file():
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`target`, built once: `build` fills a staging folder beside it, which is renamed into place when complete, so
+    an interrupted build never leaves a half folder. A folder holding the file `marker` is complete; an incomplete
+    one left by an older crash is replaced."""
+    if (target / marker).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(staging)
+        if target.exists():
+            shutil.rmtree(target)
         os.replace(staging, target)
     except OSError:
-        if not (target / "config.json").is_file():  # lost a race to another process? then theirs is fine
+        if not (target / marker).is_file():  # lost a race to another process? then theirs is fine
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -158,7 +162,7 @@ def model_folder(name: str) -> Path:
     """The local folder of a model alias, local folder, or Hub id (pulled/converted on first use)."""
     check_model_ref(name)
     if name in MODELS:
-        return _build_once(name, MODELS[name].build)
+        return build_once(cache_dir() / "models" / name, "config.json", MODELS[name].build)
     if Path(name).is_dir():
         return Path(name)
     from huggingface_hub import snapshot_download
