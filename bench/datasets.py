@@ -131,7 +131,7 @@ class _RowReader:
         return None
 
 
-def _rows(path: Path) -> Iterator[tuple[str, dict]]:
+def table_rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(file:line, row) for a JSONL (optionally .gz) or CSV file."""
     if path.suffix == ".csv":
         import polars as pl
@@ -151,7 +151,7 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:{i}", row
 
 
-def _fingerprint(*paths: Path) -> str:
+def fingerprint(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.read_bytes())
@@ -173,8 +173,8 @@ def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
         raise UserError(f"{card_path}: malformed dataset card ({exc}); see bench/data/emotion/card.yaml") from None
     if pool_split not in files:
         raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
-    splits = {split: reader.read(_rows(path), split) for split, path in files.items()}
-    identity = card["name"] if folder.parent == BUNDLED_DIR else f"card:{_fingerprint(*files.values())}"
+    splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
+    identity = card["name"] if folder.parent == BUNDLED_DIR else f"card:{fingerprint(*files.values())}"
     return Dataset(card["name"], identity, task, splits.pop(pool_split), splits,
                    config.eval_split or card["eval_split"], reader.skipped)
 
@@ -186,7 +186,7 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
         if p is not None and not p.is_file():
             raise UserError(f"dataset file '{p}' does not exist")
     reader = _RowReader(config.text_field, config.label_field, None, config.skip_invalid_rows)
-    rows = reader.read(_rows(path), "pool")
+    rows = reader.read(table_rows(path), "pool")
     if eval_path is None:
         held_out = {e.id for e in rows if int(hashlib.sha256(e.text.encode()).hexdigest(), 16) % EVAL_FRACTION == 0}
         pool = [e for e in rows if e.id not in held_out]
@@ -194,12 +194,12 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
     else:
         pool = rows
         reader.labels = {e.label for e in pool}
-        evaluation = reader.read(_rows(eval_path), "eval")
+        evaluation = reader.read(table_rows(eval_path), "eval")
     labels = sorted({e.label for e in pool})
     if len(labels) < 2 or not evaluation:
         raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(labels)} labels)")
     card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
-    identity = f"file:{_fingerprint(*(p for p in (path, eval_path) if p))}"
+    identity = f"file:{fingerprint(*(p for p in (path, eval_path) if p))}"
     return Dataset(path.stem, identity, card, pool, {"eval": evaluation}, "eval", reader.skipped)
 
 

@@ -19,8 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
+from bench.reasoning_corpora import load_corpus
 from bench.runspec import EvalSettings, RunSpec
-from bench.trainspec import LoraSettings, RelabelSettings, RLSettings, SFTSettings, TrainSpec
+from bench.trainspec import (
+    LoraSettings,
+    ReasonerSpec,
+    RelabelSettings,
+    RGenSettings,
+    RGenSpec,
+    RLSettings,
+    SFTSettings,
+    TrainSpec,
+)
 from runners.models import check_model_ref
 from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, parse_value
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
@@ -63,6 +73,7 @@ class TrainingConfig(BaseModel):
     sft: SFTSettings = SFTSettings()
     rl: RLSettings = RLSettings()
     relabel: RelabelSettings = RelabelSettings()
+    rgen: RGenSettings = RGenSettings()
     evaluate_base: bool = True  # also evaluate the untrained model under every inference strategy
 
 
@@ -170,14 +181,37 @@ def _check_prompt(strategy: Strategy, dataset, where: str, pool_needed: int) -> 
         raise UserError(f"{where}: the dataset has no category definitions; add a card.yaml or drop definitions")
 
 
-def _train_specs(grid: GridFile, recipes: list[TrainStrategy], config: DatasetConfig, dataset, model: str, seed: int,
-                 dtype: str) -> list[TrainSpec]:
+def _rgen_spec(training: TrainingConfig, path: Path, model: str, seed: int, dtype: str) -> RGenSpec:
+    """Stage 1 for `model`: the R-Gen training job (its corpora loaded and checked now, before anything runs)."""
+    corpora = []
+    for c, ref in enumerate(training.rgen.corpora):
+        with _located(f"{path}: training.rgen.corpora[{c}]"):
+            corpora.append((ref, load_corpus(ref, training.rgen.skip_invalid).identity))
+    return RGenSpec(model=training.rgen.model or model, corpora=tuple(corpora), per_corpus=training.rgen.per_corpus,
+                    sft=training.rgen.sft, lora=training.lora, skip_invalid=training.rgen.skip_invalid, seed=seed,
+                    dtype=dtype)
+
+
+def _reasoner(recipe: TrainStrategy, training: TrainingConfig, path: Path, model: str, seed: int,
+              dtype: str) -> ReasonerSpec | None:
+    """Who writes the recipe's training reasonings (None when its SFT targets carry none)."""
+    if recipe.reasoning_source not in ("rgen", "self"):
+        return None
+    rgen = _rgen_spec(training, path, model, seed, dtype) if recipe.reasoning_source == "rgen" else None
+    return ReasonerSpec(source=recipe.reasoning_source, model=rgen.model if rgen else model, dtype=dtype, rgen=rgen,
+                        max_new_tokens=training.rgen.max_new_tokens)
+
+
+def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], config: DatasetConfig, dataset,
+                 model: str, seed: int, dtype: str) -> list[TrainSpec]:
     training = grid.training
     return [TrainSpec(
         dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model, strategy=recipe,
         n_train=training.n_train, lora=training.lora, sft=training.sft if recipe.has_sft else None,
         rl=training.rl if recipe.has_rl else None,
         relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
+        reasoner=(reasoner := _reasoner(recipe, training, path, model, seed, dtype)),
+        mask_labels=training.rgen.mask_labels and reasoner is not None,
     ) for recipe in recipes]
 
 
@@ -192,6 +226,9 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
     for s, scorer in enumerate(grid.training.relabel.scorers if grid.training else ()):
         with _located(f"{path}: training.relabel.scorers[{s}]"):
             scorer == "base" or check_model_ref(scorer)
+    if grid.training and grid.training.rgen.model:
+        with _located(f"{path}: training.rgen.model"):
+            check_model_ref(grid.training.rgen.model)
     dtype = resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype
     specs = []
     for d, ref in enumerate(grid.datasets):
@@ -212,7 +249,7 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
         for model, seed in itertools.product(grid.models, grid.seeds):
             untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
             for train, strategy in itertools.product(
-                    untrained + _train_specs(grid, recipes, config, dataset, model, seed, dtype), strategies):
+                    untrained + _train_specs(grid, path, recipes, config, dataset, model, seed, dtype), strategies):
                 tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
                     else grid.inference.max_new_tokens
                 specs.append(RunSpec(

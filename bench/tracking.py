@@ -23,8 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from bench.metrics import ClassificationReport, metric_key
 from bench.runspec import SPEC_HASH_TAG, RunSpec
-from bench.trainspec import TRAIN_HASH_TAG, TrainSpec, train_params
+from bench.trainspec import TRAIN_HASH_TAG, RGenSpec, TrainSpec, train_params
 from strategies.example import Example
+from strategies.reasoning import ReasoningExample
 
 DEFAULT_STORE_FILE = "mlflow.db"
 DEFAULT_TRACKING_URI = f"sqlite:///{DEFAULT_STORE_FILE}"
@@ -117,6 +118,10 @@ class Tracker:
                   **train_params(spec)}
         return self._nested(spec.run_name, tags, params)
 
+    def rgen_run(self, spec: RGenSpec):
+        """The training run of a reasoning generator (stage 1 of two-stage reasoning)."""
+        return self._nested(spec.run_name, {TRAIN_HASH_TAG: spec.key(), KIND_TAG: "train"}, spec.params())
+
     @staticmethod
     def log_step(metrics: dict[str, float], step: int) -> None:
         mlflow.log_metrics(metrics, step=step)
@@ -125,6 +130,25 @@ class Tracker:
     def log_training_data(spec: TrainSpec, examples: list[Example]) -> None:
         frame = pd.DataFrame({"text": [e.text for e in examples], "label": [e.label for e in examples]})
         _log_dataset(frame, spec.dataset_identity, f"{spec.dataset_name}:train", "training")
+
+    @staticmethod
+    def log_rgen_data(spec: RGenSpec, examples: list[ReasoningExample]) -> None:
+        frame = pd.DataFrame({"question": [e.question for e in examples], "answer": [e.answer for e in examples],
+                              "reasoning": [e.reasoning for e in examples], "source": [e.where for e in examples]})
+        _log_dataset(frame, ",".join(i for _, i in spec.corpora), "rgen-mixture", "training", targets="reasoning")
+
+    @staticmethod
+    def log_reasonings(spec: TrainSpec, examples: list[Example], reasonings: list[str],
+                       stats: dict[str, float]) -> None:
+        """The reasonings written for the training examples (a dataset input and a browsable table), with their
+        length distribution and leakage rate as `reasoning.*` metrics."""
+        source = spec.reasoner.source
+        frame = pd.DataFrame({"id": [e.id for e in examples], "text": [e.text for e in examples],
+                              "label": [e.label for e in examples], "reasoning": reasonings})
+        _log_dataset(frame, f"{spec.dataset_identity}/reasonings-{spec.reasoner.key()}",
+                     f"{spec.dataset_name}:train+reasonings({source})", "reasonings")
+        mlflow.log_table(frame, artifact_file="reasonings.json")
+        mlflow.log_metrics({f"reasoning.{k}": v for k, v in stats.items()})
 
     @staticmethod
     def log_relabel(rows: dict[str, dict]) -> None:
@@ -178,10 +202,10 @@ class Tracker:
         return metrics
 
 
-def _log_dataset(frame: pd.DataFrame, identity: str, name: str, context: str) -> None:
+def _log_dataset(frame: pd.DataFrame, identity: str, name: str, context: str, targets: str = "label") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow: "source can be interpreted in multiple ways" (harmless)
-        dataset = mlflow.data.from_pandas(frame, source=identity, targets="label", name=name)
+        dataset = mlflow.data.from_pandas(frame, source=identity, targets=targets, name=name)
     mlflow.log_input(dataset, context=context)
 
 

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.datasets import DatasetConfig
 from bench.hashing import stable_hash
+from strategies.reasoning import RGEN_INSTRUCTION
+from strategies.registry import NOT_APPLICABLE
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 TRAIN_SCHEMA = 1  # bump when the meaning of a training field changes
@@ -61,6 +63,70 @@ class RelabelSettings(_Settings):
     scorers: tuple[str, ...] = Field(default=("base",), min_length=1)
 
 
+class RGenSettings(_Settings):
+    """Two-stage reasoning (recipes with reasoning_source rgen or self): the reasoning generator R-Gen is trained
+    on `per_corpus` rows of each corpus (bundled name or a question/answer/reasoning file), then writes a reasoning
+    of at most `max_new_tokens` for every training example; `mask_labels` hides category names in them."""
+
+    corpora: tuple[str, ...] = Field(default=("cose", "esnli", "gsm8k"), min_length=1)
+    per_corpus: int = Field(default=64, ge=1)
+    model: str | None = None  # the base model R-Gen is trained from; default: the classifier's own model
+    sft: SFTSettings = SFTSettings(max_length=512)
+    max_new_tokens: int = Field(default=64, ge=1)
+    mask_labels: bool = False
+    skip_invalid: bool = False  # skip (and count) empty or over-long corpus rows instead of stopping
+
+
+@dataclass(frozen=True)
+class RGenSpec:
+    """Stage 1: the reasoning generator's training job ((question, answer) -> reasoning SFT on a corpus mixture)."""
+
+    model: str
+    corpora: tuple[tuple[str, str], ...]  # (reference, identity)
+    per_corpus: int
+    sft: SFTSettings
+    lora: LoraSettings
+    skip_invalid: bool
+    seed: int
+    dtype: str
+
+    def key(self) -> str:
+        return stable_hash({
+            "schema": TRAIN_SCHEMA, "kind": "rgen", "model": self.model, "corpora": [i for _, i in self.corpora],
+            "per_corpus": self.per_corpus, "sft": self.sft.model_dump(), "lora": self.lora.model_dump(),
+            "skip_invalid": self.skip_invalid, "seed": self.seed, "dtype": self.dtype, "prompt": RGEN_INSTRUCTION,
+        })
+
+    @property
+    def run_name(self) -> str:
+        return f"rgen {self.model} ({'+'.join(ref for ref, _ in self.corpora)})"
+
+    def params(self) -> dict[str, object]:
+        return {
+            "model": self.model, "seed": self.seed, "dtype": self.dtype,
+            "rgen.corpora": ",".join(ref for ref, _ in self.corpora), "rgen.per_corpus": self.per_corpus,
+            "rgen.skip_invalid": self.skip_invalid, **{f"sft.{k}": v for k, v in self.sft.model_dump().items()},
+            **{f"lora.{k}": v for k, v in self.lora.model_dump().items()}, "hash": self.key(),
+        }
+
+
+@dataclass(frozen=True)
+class ReasonerSpec:
+    """Who writes the training reasonings: `rgen` (the model R-Gen trained) or `self` (the base model as it is).
+    Its hash keys the reasoning cache, with the dataset and the example id."""
+
+    source: str
+    model: str
+    dtype: str
+    rgen: RGenSpec | None
+    max_new_tokens: int
+
+    def key(self) -> str:
+        return stable_hash({"schema": TRAIN_SCHEMA, "source": self.source, "model": self.model, "dtype": self.dtype,
+                            "rgen": self.rgen.key() if self.rgen else None, "max_new_tokens": self.max_new_tokens,
+                            "prompt": RGEN_INSTRUCTION})
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """One training job: (dataset, base model, recipe, hyperparameters, n_train, seed)."""
@@ -77,21 +143,28 @@ class TrainSpec:
     relabel: RelabelSettings | None
     seed: int
     dtype: str
+    reasoner: ReasonerSpec | None = None  # two-stage reasoning: who writes the reasonings of the SFT targets
+    mask_labels: bool = False  # category names in those reasonings replaced by a mask
 
     def key(self) -> str:
-        """A stable hash of everything that can change the trained weights."""
+        """A stable hash of everything that can change the trained weights (keys added by two-stage reasoning are
+        left out when unused, so earlier specs keep their hashes)."""
+        strategy = {k: v for k, v in self.strategy.as_dict().items()
+                    if k != "reasoning_source" or v != NOT_APPLICABLE}
         identity = {
             "schema": TRAIN_SCHEMA,
             "dataset": self.dataset_identity,
             "dataset_options": self.dataset.options(),
             "model": self.model,
-            "strategy": self.strategy.as_dict(),
+            "strategy": strategy,
             "n_train": self.n_train,
             **{name: part.model_dump() if (part := getattr(self, name)) else None
                for name in ("lora", "sft", "rl", "relabel")},
             "seed": self.seed,
             "dtype": self.dtype,
         }
+        if self.reasoner:
+            identity |= {"reasoner": self.reasoner.key(), "mask_labels": self.mask_labels}
         return stable_hash(identity)
 
     def warmup(self) -> TrainSpec | None:
@@ -116,12 +189,17 @@ class TrainSpec:
             "relabel.scorers": ",".join(self.relabel.scorers) if self.relabel else None,
             "hash": self.key(),
             "warmup_hash": warmup.key() if (warmup := self.warmup()) else None,
+            "reasoner_hash": self.reasoner.key() if self.reasoner else None,
+            "rgen.hash": self.reasoner.rgen.key() if self.reasoner and self.reasoner.rgen else None,
+            "rgen.max_new_tokens": self.reasoner.max_new_tokens if self.reasoner else None,
+            "rgen.mask_labels": self.mask_labels if self.reasoner else None,
         }
 
 
 _UNTRAINED_KEYS = tuple(TRAIN_DIMENSIONS) + ("n_train",) + tuple(f"lora.{k}" for k in LoraSettings.model_fields) \
     + tuple(f"sft.{k}" for k in SFTSettings.model_fields) + tuple(f"rl.{k}" for k in RLSettings.model_fields) \
-    + ("relabel.fraction", "relabel.scorers", "hash", "warmup_hash")
+    + ("relabel.fraction", "relabel.scorers", "hash", "warmup_hash", "reasoner_hash", "rgen.hash",
+       "rgen.max_new_tokens", "rgen.mask_labels")
 
 
 def train_params(spec: TrainSpec | None) -> dict[str, object]:

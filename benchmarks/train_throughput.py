@@ -71,7 +71,7 @@ def main() -> None:
     builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
     sft, lora = SFTSettings(epochs=1, batch_size=args.batch_size), LoraSettings()
     lm = load_trainable(args.model, "float32", [])
-    rows = sft_rows(lm, builder, examples, [e.label for e in examples], sft.max_length)
+    rows = sft_rows(lm, builder, examples, [e.label for e in examples], sft.max_length, [None] * len(examples))
     tokens = sum(len(lm.tokenizer(r["prompt"] + r["completion"], add_special_tokens=False).input_ids) + 1
                  for r in rows) * int(sft.epochs)
 

@@ -102,7 +102,7 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
     rows = []
     for r in finished:
         params = r.data.params
-        chain = [params.get("train.warmup_hash", "none"), params.get("train.hash", "none")]
+        chain = [params.get(f"train.{k}", "none") for k in ("rgen.hash", "warmup_hash", "hash")]
         rows.append({
             "run_id": r.info.run_id, "run_name": r.info.run_name, "dataset": params.get("dataset", "?"),
             "model": params.get("model", "?"),
@@ -114,7 +114,7 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
             "train_hash": params.get("train.hash", "none"),
             **{f"param.{k}": v for k, v in params.items()},
             **{f"metric.{k}": float(v) for k, v in r.data.metrics.items()},
-            "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # warm-up included
+            "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # R-Gen, warm-up included
         })
     parents = [r for r in runs if GRID_TAG in r.data.tags]
     latest = max(parents, key=lambda r: r.info.start_time) if parents else None

@@ -20,15 +20,17 @@ from strategies.prompts import PromptBuilder
 
 
 def sft_rows(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], labels: Sequence[str],
-             max_length: int) -> list[dict[str, str]]:
-    """One {prompt, completion} row per example; `labels` may differ from the gold (relabelled "uncertain")."""
-    rows = [{"id": e.id, "prompt": prompt_text(lm, builder.messages(e)), "completion": builder.completion(label)}
-            for e, label in zip(examples, labels)]
+             max_length: int, reasonings: Sequence[str | None]) -> list[dict[str, str]]:
+    """One {prompt, completion} row per example; `labels` may differ from the gold (relabelled "uncertain"), and a
+    reasoning, where given, precedes the answer line (Q -> R, A)."""
+    rows = [{"id": e.id, "prompt": prompt_text(lm, builder.messages(e)), "completion": builder.completion(label, r)}
+            for e, label, r in zip(examples, labels, reasonings)]
     for row in rows:
         length = len(lm.tokenizer(row["prompt"] + row["completion"], add_special_tokens=False).input_ids) + 1
         if length > max_length:
             raise ValueError(f"training example {row['id']} is {length} tokens, over training.sft.max_length "
-                             f"{max_length}; raise it or use fewer shots in the training prompt")
+                             f"{max_length}; raise it, use fewer shots in the training prompt, or shorten the "
+                             "reasonings (training.rgen.max_new_tokens)")
     return rows
 
 

@@ -2,7 +2,8 @@
 
 A `TrainStrategy` is one point of the training space: `method` (SFT, SFT then RL, RL alone), `rl_algo`, and the
 prompt dimensions that shape the training prompts (demos inside them, definitions, numeric labels, the uncertain
-label, reasoning). Decoding is an inference-only choice, so it is not a training dimension. Pure Python.
+label, reasoning), and, for reasoning-on SFT, where the targets' reasonings come from. Decoding is an inference-only
+choice, so it is not a training dimension. Pure Python.
 """
 
 from __future__ import annotations
@@ -41,6 +42,19 @@ TRAIN_DIMENSIONS: dict[str, Dimension] = {
         applies=lambda t: "rl" in t.method,
     ),
     **{name: DIMENSIONS[name] for name in PROMPT_DIMENSIONS},
+    "reasoning_source": Dimension(
+        "reasoning_source",
+        "where the reasonings in reasoning-on SFT targets come from (two-stage reasoning, arXiv 2507.00214)",
+        (
+            Value("none", "no reasoning in the SFT target: the 'Answer:' line alone"),
+            Value("rgen", "a reasoning generator (R-Gen), fine-tuned on (question, answer) -> reasoning corpora, "
+                  "writes one for every training example: Q -> R, A", "rgen"),
+            Value("self", "the base model, untrained, writes them for (Q, A): the ablation that shows what R-Gen's "
+                  "training buys", "self-r"),
+        ),
+        default="none",
+        applies=lambda t: t.has_sft and t.reasoning == "on",
+    ),
 }
 
 
@@ -55,6 +69,7 @@ class TrainStrategy:
     uncertain: str = "off"
     labels: str = "names"
     reasoning: str = "off"
+    reasoning_source: str = "none"
 
     @property
     def has_sft(self) -> bool:

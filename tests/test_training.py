@@ -98,7 +98,7 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
     examples = training_examples(dataset.pool, 32, 0)
     builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
     lm = load_trainable("tiny-random", "float32", [])
-    rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512)
+    rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512, [None] * len(examples))
     losses: list[float] = []
     logger = StepLogger("sft.", lambda metrics, step: losses.extend(v for k, v in metrics.items() if k == "sft.loss"),
                         lambda step, total: None)
