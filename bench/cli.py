@@ -124,23 +124,22 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     from bench.tracking import tracking_uri as resolve_uri
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
-    from reports.render import Report, write_report
+    from reports.render import Report, references_frame, write_report
     from reports.store import log_report, read_store
 
     data = read_store(tracking_uri, experiment)
     boards = build_boards(data, baseline)
     result = Report(data.experiment, resolve_uri(tracking_uri), boards, strategy_effects(boards),
-                    reference_deltas(boards), data.unfinished, data.never_started)
+                    reference_deltas(boards), data.unfinished, data.never_started, data.reasonings)
     md, page = write_report(result, out)
     shown = ("training", "strategy", "accuracy [95% CI]", "macro-F1 [95% CI]", "p acc (McNemar, Holm)")
     for board in boards:
-        frame = board_frame(board).select(shown)
-        table = Table(title=f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}")
-        for column in frame.columns:
-            table.add_column(column, no_wrap=True)
-        for row in frame.iter_rows():
-            table.add_row(*(str(v) for v in row))
-        console.print(table)
+        _print_frame(f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}",
+                     board_frame(board).select(shown))
+    if result.references:
+        _print_frame("reference deltas from the papers (context, not targets)", references_frame(
+            result.references).select("claim", "paper Δ (points)", "measured Δ (points) [95% CI]",
+                                      "p (McNemar, Holm)", "measured on"))
     if data.unfinished or data.never_started:
         console.print(f"[yellow]{len(data.unfinished)} run(s) not finished, {data.never_started} never started"
                       "[/yellow] (left out); re-run the grid")
@@ -149,11 +148,21 @@ def report(
     console.print(f"wrote {md} and {page}" + (f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""))
 
 
+def _print_frame(title: str, frame) -> None:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(column, no_wrap=column != "claim")
+    for row in frame.iter_rows():
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
 @app.command("list")
 @_one_line_errors
 def list_registry() -> None:
     """Print every strategy dimension with its values and docs, the datasets and the models."""
     from bench.datasets import DatasetConfig, bundled_names, load_dataset
+    from bench.reasoning_corpora import BUNDLED_CORPORA
     from runners.baselines import BASELINES
     from runners.models import MODELS
     from strategies.registry import DIMENSIONS
@@ -187,6 +196,8 @@ def list_registry() -> None:
     console.print(models)
     for name, baseline in BASELINES.items():
         console.print(f"baseline (grid: baselines): {name}: {baseline.doc}")
+    console.print(f"reasoning corpora (grid: training.rgen.corpora; or a question/answer/reasoning JSONL/CSV file): "
+                  f"{', '.join(BUNDLED_CORPORA)}")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ difference in a board comes from the same resamples.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,45 +195,87 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
     return effects
 
 
+RowTest = Callable[[Row], bool]
+INFERENCE_CONTEXT = tuple(f"infer.{d}" for d in DIMENSIONS if d != "reasoning")
+TRAINING_CONTEXT = tuple(f"train.{d}" for d in TRAIN_DIMENSIONS if d not in ("reasoning", "reasoning_source"))
+
+
 @dataclass(frozen=True)
 class Reference:
-    """A published delta the grid can reproduce, and how to measure the same delta on a board."""
+    """A published delta the grid can reproduce, and how to measure the same delta on a board: the treated rows,
+    and for each the control row that shares its `paired_on` params (the best treated row only, if `best_only`)."""
 
     claim: str
     source: str
     setting: str
-    delta_points: float
-    treatment: str  # row label pattern: training tag prefix of the treated rows ("sft+" = any SFT+RL)
-    control: str  # exact row label of the control
+    delta_points: float | None  # None: the paper reports no figure for this comparison (an ablation)
+    treatment: RowTest
+    control: RowTest
+    paired_on: tuple[str, ...] = ()
+    best_only: bool = False
 
+
+def _param(name: str, *values: str) -> RowTest:
+    return lambda row: row.params.get(name, NOT_APPLICABLE) in values
+
+
+def _q_to_ra(source: str) -> RowTest:
+    """Trained to write reasonings from `source` first, and asked for them at inference (Q -> R, A)."""
+    return lambda row: _param("train.reasoning_source", source)(row) and _param("infer.reasoning", "on")(row)
+
+
+def _q_to_a(row: Row) -> bool:
+    """Trained and evaluated label-only (Q -> A)."""
+    return row.training != "none" and _param("train.reasoning", "off")(row) and _param("infer.reasoning", "off")(row)
+
+
+_TWO_STAGE = ("Two-stage reasoning, arXiv 2507.00214", "dair-ai/emotion, Llama-3.2-1B-Instruct, full training set, "
+              "R-Gen trained on syvai/reasoning-gen")
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("SFT+RL (best algorithm and prompt) over plain SFT, accuracy", "GenCLS++, arXiv 2504.19898",
               "mean over 7 datasets (5 public, 2 in-house), full training sets, the paper's LLM",
-              3.46, "sft+", "sft / zero"),
+              3.46, lambda row: row.training.startswith("sft+"), lambda row: row.label == "sft / zero",
+              best_only=True),
+    Reference("Q->RA (R-Gen reasonings) over Q->A, accuracy", *_TWO_STAGE, 8.7, _q_to_ra("rgen"), _q_to_a,
+              INFERENCE_CONTEXT + TRAINING_CONTEXT),
+    Reference("Q->RA (the base model's own reasonings) over Q->A, accuracy: what R-Gen's training buys",
+              *_TWO_STAGE, None, _q_to_ra("self"), _q_to_a, INFERENCE_CONTEXT + TRAINING_CONTEXT),
 )
 
 
 @dataclass(frozen=True)
 class ReferenceDelta:
+    """One measured counterpart of a reference: accuracy delta in points, its interval and McNemar p (Holm-adjusted
+    over the reference's comparisons on the board)."""
+
     reference: Reference
     board: str
     treatment: str
+    control: str
     measured: Interval
+    p_value: float
 
 
 def reference_deltas(boards: list[Board]) -> list[ReferenceDelta]:
-    """Each reference measured on every board that has its control and treatment rows (best treatment row)."""
+    """Each reference measured on every board that has its treated rows and their controls."""
     found = []
     for ref in REFERENCES:
         for board in boards:
-            control = next((r for r in board.rows if r.label == ref.control), None)
-            treated = [r for r in board.rows if r.training.startswith(ref.treatment)]
-            if control and treated:
-                best = max(treated, key=lambda r: r.accuracy.value)
-                found.append(ReferenceDelta(ref, board.title, best.label, interval(
-                    100 * (best.accuracy.value - control.accuracy.value),
-                    100 * (best.acc_replicates - control.acc_replicates))))
+            treated = [r for r in board.rows if ref.treatment(r)]
+            if ref.best_only and treated:
+                treated = [max(treated, key=lambda r: r.accuracy.value)]
+            pairs = []
+            for row in treated:
+                control = next((c for c in board.rows if ref.control(c) and c is not row
+                                and all(c.params.get(k) == row.params.get(k) for k in ref.paired_on)), None)
+                if control:
+                    pairs.append((row, control))
+            p_values = holm([mcnemar(row.correct, control.correct) for row, control in pairs])
+            for (row, control), p in zip(pairs, p_values):
+                delta = interval(100 * (row.accuracy.value - control.accuracy.value),
+                                 100 * (row.acc_replicates - control.acc_replicates))
+                found.append(ReferenceDelta(ref, board.title, row.label, control.label, delta, p))
     return found
 
 

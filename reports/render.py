@@ -29,6 +29,7 @@ class Report:
     references: list[ReferenceDelta]
     unfinished: list[str]
     never_started: int = 0
+    reasonings: pl.DataFrame | None = None  # see reports.store: written training reasonings, per training run
 
 
 def effects_frame(effects: list[Effect]) -> pl.DataFrame:
@@ -42,11 +43,22 @@ def effects_frame(effects: list[Effect]) -> pl.DataFrame:
 def references_frame(references: list[ReferenceDelta]) -> pl.DataFrame:
     return pl.DataFrame([{
         "claim": r.reference.claim, "paper": f"{r.reference.source}: {r.reference.setting}",
-        "paper Δ (points)": f"{r.reference.delta_points:+.2f}",
+        "paper Δ (points)": "-" if r.reference.delta_points is None else f"{r.reference.delta_points:+.2f}",
         "measured Δ (points) [95% CI]": r.measured.text(signed=True, digits=1),
-        "measured on": f"{r.board}, {r.treatment}",
+        "p (McNemar, Holm)": f"{r.p_value:.3g}",
+        "measured on": f"{r.board}: {r.treatment} vs {r.control}",
     } for r in references], schema=["claim", "paper", "paper Δ (points)", "measured Δ (points) [95% CI]",
-                                    "measured on"])
+                                    "p (McNemar, Holm)", "measured on"])
+
+
+REASONINGS_NOTE = ("Reasonings written for the training examples (two-stage reasoning): length in words, the share "
+                   "that came out empty, and leakage = the share that names the gold label verbatim.")
+
+
+def reasonings_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("n").cast(pl.Int64), pl.col("empty_rate", "leakage_rate").round(3)).rename(
+        {"n": "examples", "words_p50": "words median", "words_p90": "words p90", "words_max": "words max",
+         "empty_rate": "empty", "leakage_rate": "leakage"})
 
 
 def markdown_table(frame: pl.DataFrame) -> str:
@@ -85,6 +97,9 @@ def to_markdown(report: Report) -> str:
     if report.references:
         parts += ["## Reference deltas from the papers", "", "The papers' numbers come from other models and data "
                   "sizes; they are context, not targets.", "", markdown_table(references_frame(report.references)), ""]
+    if report.reasonings is not None:
+        parts += ["## Training reasonings", "", REASONINGS_NOTE, "",
+                  markdown_table(reasonings_frame(report.reasonings)), ""]
     return "\n".join(parts)
 
 
@@ -112,6 +127,7 @@ tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em
 dimensions equal (where they apply).</p>{{ effects }}
 {% if references %}<h2>Reference deltas from the papers</h2><p>The papers' numbers come from other models and data
 sizes; they are context, not targets.</p>{{ references }}{% endif %}
+{% if reasonings %}<h2>Training reasonings</h2><p>{{ reasonings_note }}</p>{{ reasonings }}{% endif %}
 <script>
 window.addEventListener("error", e => {
   document.body.dataset.errors = (document.body.dataset.errors || "") + e.message;
@@ -156,6 +172,8 @@ def to_html(report: Report) -> str:
         r=report, intro=[html.escape(line) for line in _intro(report)], method=METHOD, boards=boards,
         rows=sum(len(b.rows) for b in report.boards), effects=html_table(effects_frame(report.effects)),
         references=html_table(references_frame(report.references)) if report.references else "",
+        reasonings=html_table(reasonings_frame(report.reasonings)) if report.reasonings is not None else "",
+        reasonings_note=REASONINGS_NOTE,
     )
 
 

@@ -36,6 +36,20 @@ class StoreData:
     unfinished: list[str]  # "name (STATUS)" of evaluation runs that did not finish
     parent_run_id: str | None
     never_started: int = 0  # runs the latest `bench run` planned but never began (interrupted)
+    reasonings: pl.DataFrame | None = None  # per training run with written reasonings: length and leakage figures
+
+
+REASONING_FIGURES = ("n", "words_p50", "words_p90", "words_max", "empty_rate", "leakage_rate")
+
+
+def _reasoning_frame(runs: list) -> pl.DataFrame | None:
+    """The `reasoning.*` figures of finished training runs whose SFT targets carried written reasonings."""
+    rows = [{"training run": r.info.run_name, "source": r.data.params.get("train.reasoning_source", "none"),
+             "labels masked": r.data.params.get("train.rgen.mask_labels", "none"),
+             **{k: r.data.metrics.get(f"reasoning.{k}") for k in REASONING_FIGURES}}
+            for r in runs if r.data.tags.get(KIND_TAG) == "train" and r.info.status == "FINISHED"
+            and "reasoning.n" in r.data.metrics]
+    return pl.DataFrame(rows).sort("training run") if rows else None
 
 
 def _tag(params: dict[str, str], prefix: str, cls) -> str:
@@ -123,7 +137,7 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
         begun = sum(r.data.tags.get("mlflow.parentRunId") == latest.info.run_id for r in evals)
         never_started = max(0, int(latest.data.metrics.get("runs_planned", 0)) - begun)
     return StoreData(chosen.name, pl.DataFrame(rows, infer_schema_length=None), predictions, unfinished,
-                     latest.info.run_id if latest else None, never_started)
+                     latest.info.run_id if latest else None, never_started, _reasoning_frame(runs))
 
 
 def log_report(parent_run_id: str, folder: Path) -> None:

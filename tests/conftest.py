@@ -26,3 +26,20 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """A model cache of the test's own (trained stages and reasonings start empty; the tiny model is shared)."""
+    import os
+    from pathlib import Path
+
+    from runners.models import model_folder
+
+    shared = Path(os.environ["GENCLSBENCH_CACHE"]) / "models" / "tiny-random"
+    model_folder("tiny-random")
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / "tiny-random").symlink_to(shared)
+    monkeypatch.setenv("GENCLSBENCH_CACHE", str(cache))
+    return cache

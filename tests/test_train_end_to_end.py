@@ -41,16 +41,8 @@ TRAIN_JOBS = {"sft", "sft+grpo", "sft+reinforce_pp_baseline", "sft+reinforce_pp"
 
 
 @pytest.fixture
-def grid_file(tmp_path: Path, monkeypatch) -> Path:
-    """The grid, and a model cache of its own (trained stages start empty; the tiny model is shared)."""
-    cache = tmp_path / "cache"
-    (cache / "models").mkdir(parents=True)
-    shared = Path(os.environ["GENCLSBENCH_CACHE"]) / "models" / "tiny-random"
-    from runners.models import model_folder
-
-    model_folder("tiny-random")
-    (cache / "models" / "tiny-random").symlink_to(shared)
-    monkeypatch.setenv("GENCLSBENCH_CACHE", str(cache))
+def grid_file(tmp_path: Path, fresh_cache) -> Path:
+    """The grid, with a model cache of its own."""
     path = tmp_path / "train.yaml"
     path.write_text(GRID, encoding="utf-8")
     return path
