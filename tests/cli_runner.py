@@ -22,3 +22,22 @@ def bench(monkeypatch, *args: str) -> int:
 
 def flat(text: str) -> str:
     return " ".join(text.split())  # the console wraps long lines
+
+
+def tiny_training_grid(name: str, training: str, strategies: str) -> str:
+    """A grid on tiny-random, 4 emotion test examples, 8 training examples and LoRA r=2; `training` holds the
+    further `training:` lines (indented two spaces), `strategies` the inference blocks."""
+    return f"""name: {name}
+datasets: [emotion]
+models: [tiny-random]
+eval: {{limit: 4}}
+inference: {{batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}}
+baselines: []
+training:
+  n_train: 8
+  lora: {{r: 2, alpha: 4}}
+  sft: {{batch_size: 4}}
+{training}
+strategies:
+{strategies}
+"""

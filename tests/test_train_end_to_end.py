@@ -9,33 +9,20 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from cli_runner import flat, run_cli
+from cli_runner import flat, run_cli, tiny_training_grid
 
 import runners.rl
 from bench.tracking import ERROR_TAG, KIND_TAG
 from bench.trainspec import TRAIN_HASH_TAG
 
-GRID = """
-name: train_e2e
-datasets: [emotion]
-models: [tiny-random]
-eval: {limit: 4}
-inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
-baselines: []
-training:
-  n_train: 8
-  lora: {r: 2, alpha: 4}
-  sft: {batch_size: 4}
+GRID = tiny_training_grid("train_e2e", """\
   rl: {steps: 2, prompts_per_step: 2, num_generations: 2, max_completion_length: 4, reasoning_max_completion_length: 6}
   relabel: {fraction: 0.25}
   strategies:
     - method: [sft, sft+rl]
       rl_algo: [grpo, reinforce_pp_baseline, reinforce_pp, rloo]
     - {method: sft+rl, rl_algo: reinforce_pp, reasoning: on}
-    - {method: sft, uncertain: on}
-strategies:
-  - decoding: [generate, ppl]
-"""
+    - {method: sft, uncertain: on}""", "  - decoding: [generate, ppl]")
 TRAIN_JOBS = {"sft", "sft+grpo", "sft+reinforce_pp_baseline", "sft+reinforce_pp", "sft+rloo", "sft(zero+reason)",
               "sft+reinforce_pp(zero+reason)", "sft(zero+uncertain)"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from cli_runner import bench, flat, run_cli
+from cli_runner import bench, flat, run_cli, tiny_training_grid
 
 from bench import training as bench_training
 from bench.errors import UserError
@@ -97,26 +97,13 @@ def test_the_label_is_read_after_a_reasoning_that_names_other_labels():
     assert builder.completion("joy", "R.") == "R.\nAnswer: joy"
 
 
-GRID = """
-name: two_stage_e2e
-datasets: [emotion]
-models: [tiny-random]
-eval: {limit: 4}
-inference: {batch_size: 4, max_new_tokens: 4, reasoning_max_new_tokens: 8}
-baselines: []
-training:
-  n_train: 8
-  lora: {r: 2, alpha: 4}
-  sft: {batch_size: 4}
+GRID = tiny_training_grid("two_stage_e2e", """\
   rl: {steps: 1, prompts_per_step: 2, num_generations: 2, reasoning_max_completion_length: 6}
   rgen: {per_corpus: 4, max_new_tokens: 6, sft: {batch_size: 4, max_length: 2048}, mask_labels: MASK}
   strategies:
     - {reasoning: off}
     - {reasoning: on, reasoning_source: [rgen, self]}
-    - {method: sft+rl, reasoning: on, reasoning_source: rgen}
-strategies:
-  - {reasoning: [off, on]}
-"""
+    - {method: sft+rl, reasoning: on, reasoning_source: rgen}""", "  - {reasoning: [off, on]}")
 
 
 def _runs(uri: str, kind: str) -> list:
