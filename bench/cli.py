@@ -138,8 +138,8 @@ def report(
                      board_frame(board).select(shown))
     if result.references:
         _print_frame("reference deltas from the papers (context, not targets)", references_frame(
-            result.references).select("claim", "paper Δ (points)", "measured Δ (points) [95% CI]",
-                                      "p (McNemar, Holm)", "measured on"))
+            result.references).select("claim", "comparison", "paper Δ (points)", "measured Δ (points) [95% CI]",
+                                      "p (McNemar, Holm)"))
     if data.unfinished or data.never_started:
         console.print(f"[yellow]{len(data.unfinished)} run(s) not finished, {data.never_started} never started"
                       "[/yellow] (left out); re-run the grid")
@@ -151,7 +151,7 @@ def report(
 def _print_frame(title: str, frame) -> None:
     table = Table(title=title)
     for column in frame.columns:
-        table.add_column(column, no_wrap=column != "claim")
+        table.add_column(column, no_wrap=column not in ("claim", "comparison"))
     for row in frame.iter_rows():
         table.add_row(*(str(v) for v in row))
     console.print(table)

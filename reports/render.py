@@ -46,9 +46,10 @@ def references_frame(references: list[ReferenceDelta]) -> pl.DataFrame:
         "paper Δ (points)": "-" if r.reference.delta_points is None else f"{r.reference.delta_points:+.2f}",
         "measured Δ (points) [95% CI]": r.measured.text(signed=True, digits=1),
         "p (McNemar, Holm)": f"{r.p_value:.3g}",
-        "measured on": f"{r.board}: {r.treatment} vs {r.control}",
+        "comparison": f"{r.treatment} vs {r.control}",
+        "board": r.board,
     } for r in references], schema=["claim", "paper", "paper Δ (points)", "measured Δ (points) [95% CI]",
-                                    "p (McNemar, Holm)", "measured on"])
+                                    "p (McNemar, Holm)", "comparison", "board"])
 
 
 REASONINGS_NOTE = ("Reasonings written for the training examples (two-stage reasoning): length in words, the share "

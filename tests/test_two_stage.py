@@ -158,7 +158,7 @@ def test_two_stage_grid_trains_rgen_once_and_reuses_its_reasonings(tmp_path, fre
     assert bench(monkeypatch, "report", "--out", str(tmp_path / "report")) == 0
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "| Q->RA (R-Gen reasonings) over Q->A, accuracy | Two-stage reasoning, arXiv 2507.00214" in md
-    assert "sft(zero+reason+rgen) / zero+reason vs sft / zero" in md
+    assert "| sft(zero+reason+rgen) / zero+reason vs sft / zero | emotion / tiny-random" in md
     assert "## Training reasonings" in md and md.count("| train emotion/tiny-random/sft(zero+reason+") == 4
 
 
