@@ -45,7 +45,6 @@ _USER_FILE = CorpusFormat("", FIELDS, lambda r: r["question"])
 class ReasoningCorpus:
     """A loaded corpus: its valid rows, its identity (bundled name or content hash) and the rows skipped."""
 
-    name: str
     identity: str
     examples: tuple[ReasoningExample, ...]
     skipped: int
@@ -79,7 +78,7 @@ def load_corpus(ref: str, skip_invalid: bool) -> ReasoningCorpus:
                             "and count it")
     if not examples:
         raise UserError(f"{path}: no usable (question, answer, reasoning) rows")
-    return ReasoningCorpus(ref, identity, tuple(examples), skipped)
+    return ReasoningCorpus(identity, tuple(examples), skipped)
 
 
 def rgen_mixture(corpora: Sequence[ReasoningCorpus], per_corpus: int, seed: int) -> list[ReasoningExample]:
