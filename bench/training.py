@@ -108,14 +108,22 @@ def _train_logged(spec: TrainSpec | RGenSpec, staging: Path, ctx: TrainingContex
                f"{summary['train_tokens_per_s']:.0f} tokens/s)")
 
 
+def _per_example(cache: Path, examples: Sequence[Example], compute: Callable[[list[Example]], Sequence]) -> list:
+    """One value per example from a JSON cache keyed by example id: `compute` runs on the missing examples only, and
+    the cache is rewritten atomically with what it returns."""
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    missing = [e for e in examples if e.id not in known]
+    if missing:
+        known |= dict(zip((e.id for e in missing), compute(missing)))
+        _write_json(cache, known)
+    return [known[e.id] for e in examples]
+
+
 def ensure_reasonings(reasoner: ReasonerSpec, dataset: Dataset, examples: Sequence[Example],
                       ctx: TrainingContext) -> list[str]:
     """Stage 2: the reasoner's reasoning for every (example, gold label), cached by (reasoner hash, dataset, example
     id), so a re-run, or another recipe with the same reasoner, writes only the ones it lacks."""
-    cache = cache_dir() / "reasonings" / reasoner.key() / f"{dataset.identity.replace('/', '__')}.json"
-    known = json.loads(cache.read_text()) if cache.is_file() else {}
-    missing = [e for e in examples if e.id not in known]
-    if missing:
+    def write(missing: list[Example]) -> list[str]:
         stages = [ensure_rgen(reasoner.rgen, ctx)] if reasoner.rgen else []
         lm = load_model(reasoner.model, reasoner.dtype, stages)
         job, done = f"reasonings ({reasoner.source}) {dataset.name}", [0]
@@ -124,12 +132,12 @@ def ensure_reasonings(reasoner: ReasonerSpec, dataset: Dataset, examples: Sequen
             done[0] += n
             ctx.on_step(job, done[0], len(missing))
 
-        written = write_reasonings(lm, [classification_question(dataset.card, e) for e in missing],
-                                   [category_name(dataset.card, e.label) for e in missing], reasoner.max_new_tokens,
-                                   ctx.batch_size, progress)
-        known |= {e.id: text for e, text in zip(missing, written)}
-        _write_json(cache, known)
-    return [known[e.id] for e in examples]
+        return write_reasonings(lm, [classification_question(dataset.card, e) for e in missing],
+                                [category_name(dataset.card, e.label) for e in missing], reasoner.max_new_tokens,
+                                ctx.batch_size, progress)
+
+    cache = cache_dir() / "reasonings" / reasoner.key() / f"{dataset.identity.replace('/', '__')}.json"
+    return _per_example(cache, examples, write)
 
 
 def _reasonings(spec: TrainSpec, ctx: TrainingContext) -> list[str]:
@@ -146,13 +154,8 @@ def _relabelled(spec: TrainSpec, examples: list[Example], ctx: TrainingContext) 
     for scorer in spec.relabel.scorers:
         model = spec.model if scorer == "base" else scorer
         cache = cache_dir() / "relabel" / f"{model.replace('/', '__')}-{spec.dataset_identity}-{spec.dtype}.json"
-        known = json.loads(cache.read_text()) if cache.is_file() else {}
-        missing = [e for e in examples if e.id not in known]
-        if missing:
-            lm = load_model(model, spec.dtype)
-            known |= dict(zip((e.id for e in missing), gold_confidence(lm, dataset.card, missing, ctx.batch_size)))
-            _write_json(cache, known)
-        per_scorer.append([known[e.id] for e in examples])
+        per_scorer.append(_per_example(cache, examples, lambda missing, model=model: gold_confidence(
+            load_model(model, spec.dtype), dataset.card, missing, ctx.batch_size)))
     confidence = [sum(c) / len(c) for c in zip(*per_scorer)]
     labels = uncertain_labels(examples, confidence, spec.relabel.fraction)
     ctx.tracker.log_relabel({e.id: {"gold": e.label, "confidence": c, "uncertain": label == UNCERTAIN}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from runners.inference import OnProgress, generate, prompt_text
 from runners.models import LoadedModel
+from runners.sft import row_tokens
 from strategies.reasoning import ReasoningExample, rgen_messages
 
 
@@ -24,8 +25,7 @@ def rgen_rows(lm: LoadedModel, examples: Sequence[ReasoningExample], max_length:
     for e in examples:
         row = {"id": e.id, "prompt": prompt_text(lm, rgen_messages(e.question, e.answer)),
                "completion": e.reasoning.strip()}
-        length = len(lm.tokenizer(row["prompt"] + row["completion"], add_special_tokens=False).input_ids) + 1
-        if length <= limit:
+        if (length := row_tokens(lm, row)) <= limit:
             rows.append(row)
         elif skip_too_long:
             skipped += 1

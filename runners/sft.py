@@ -19,6 +19,11 @@ from strategies.example import Example
 from strategies.prompts import PromptBuilder
 
 
+def row_tokens(lm: LoadedModel, row: dict[str, str]) -> int:
+    """Tokens an SFT row trains on: prompt, completion, and the end-of-turn token TRL appends."""
+    return len(lm.tokenizer(row["prompt"] + row["completion"], add_special_tokens=False).input_ids) + 1
+
+
 def sft_rows(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], labels: Sequence[str],
              max_length: int, reasonings: Sequence[str | None]) -> list[dict[str, str]]:
     """One {prompt, completion} row per example; `labels` may differ from the gold (relabelled "uncertain"), and a
@@ -26,8 +31,7 @@ def sft_rows(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example
     rows = [{"id": e.id, "prompt": prompt_text(lm, builder.messages(e)), "completion": builder.completion(label, r)}
             for e, label, r in zip(examples, labels, reasonings)]
     for row in rows:
-        length = len(lm.tokenizer(row["prompt"] + row["completion"], add_special_tokens=False).input_ids) + 1
-        if length > max_length:
+        if (length := row_tokens(lm, row)) > max_length:
             raise ValueError(f"training example {row['id']} is {length} tokens, over training.sft.max_length "
                              f"{max_length}; raise it, use fewer shots in the training prompt, or shorten the "
                              "reasonings (training.rgen.max_new_tokens)")
