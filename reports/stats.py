@@ -4,21 +4,32 @@
   resamples are a few matrix products per run (a thousand runs of a thousand examples in seconds).
 - `mcnemar`: exact McNemar test of two classifiers on the same examples (two-sided binomial test on the
   discordant pairs), the standard paired test for accuracy.
-- `paired_bootstrap_p`: the paired bootstrap p-value of a metric difference (how often the resampled difference
-  falls on the other side of zero, doubled), usable for macro-F1 where McNemar does not apply.
+- `permutation_p`: the paired approximate randomization test of a macro-F1 difference (Noreen 1989; the standard
+  significance test for F1 in NLP): each example's two predictions are swapped or not with probability 1/2.
+  Exact (every swap pattern) when that is cheap; otherwise sequential Monte Carlo (Besag & Clifford 1991):
+  permutations are drawn in growing rounds until `HITS` of them reach the observed difference. Where fewer than
+  `TAIL_HITS` of `MAX_PERMUTATIONS` do, the observed difference lies in the far tail, and p is read from the normal
+  approximation of the randomization distribution (symmetric about 0, its spread estimated from the draws): the
+  smallest p-value is set by the data, never by a resample count.
 - `holm`: Holm-Bonferroni adjusted p-values across the rows compared with one baseline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+from math import erfc, sqrt
 
 import numpy as np
 from scipy.stats import binomtest
 
 B_DEFAULT = 1000
 LEVEL = 0.95
+EXACT_CONFIGURATIONS = 1 << 16  # at most this many swap-count vectors: enumerate them all (the exact p)
+HITS = 100  # Monte Carlo stops once this many permutations reach the observed difference (p within +-20%) ...
+MAX_PERMUTATIONS = 1 << 15  # ... or after about this many
+TAIL_HITS = 10  # fewer hits than this: the p-value is in the far tail, read from the normal approximation
 
 
 @dataclass(frozen=True)
@@ -51,18 +62,32 @@ def _onehot(labels: np.ndarray, size: int) -> np.ndarray:
     return np.eye(size)[labels]
 
 
-def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Macro-F1 over the `n_classes` real classes (`pred` may hold ids >= n_classes for uncertain/invalid answers,
-    wrong for every class); 0 for a class without gold or predicted examples, as scikit-learn's `zero_division=0`.
-    With `weights` [b, n]: one value per resample, from weighted per-class counts (three small matmuls)."""
-    w = np.ones((1, len(gold))) if weights is None else weights
+def f1_of_counts(tp: np.ndarray, predicted: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Macro-F1 from per-class counts ([..., classes]): the mean F1 over the classes that occur as gold or as a
+    prediction (scikit-learn's default class set; a class absent from both has no F1 and is not averaged)."""
+    denominator = gold + predicted
+    present = denominator > 0
+    f1 = np.divide(2 * tp, denominator, out=np.zeros(np.broadcast(tp, denominator).shape, dtype=denominator.dtype),
+                   where=present)
+    return f1.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
+
+
+def _counts(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-example one-hot rows over the real classes: true positives, predictions, gold (an answer that is no
+    class, uncertain or invalid, counts nowhere as a prediction)."""
+    size = n_classes + 1  # a sink column for every answer that is not a class, dropped below
     pred = np.minimum(pred, n_classes)
-    size = n_classes + 1  # one column for every answer that is not a class
-    tp = w @ _onehot(np.where(gold == pred, gold, n_classes), size)
-    denominator = w @ _onehot(gold, size) + w @ _onehot(pred, size)
-    tp, denominator = tp[:, :n_classes], denominator[:, :n_classes]
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    result = f1.mean(axis=1)
+    tp = _onehot(np.where(gold == pred, gold, n_classes), size)[:, :n_classes]
+    return tp, _onehot(pred, size)[:, :n_classes], _onehot(gold, size)[:, :n_classes]
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Macro-F1 over the classes present as gold or prediction (`gold`, `pred`: ids < `n_classes` for classes;
+    `pred` may hold larger ids for uncertain/invalid answers, wrong for every class). With `weights` [b, n]: one value
+    per resample, from weighted per-class counts (three small matmuls)."""
+    w = np.ones((1, len(gold))) if weights is None else weights
+    tp, predicted, gold_counts = (w @ c for c in _counts(gold, pred, n_classes))
+    result = f1_of_counts(tp, predicted, gold_counts)
     return result if weights is not None else result[0]
 
 
@@ -91,12 +116,63 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def paired_bootstrap_p(differences: np.ndarray) -> float:
-    """Two-sided p-value of a paired difference from its bootstrap replicates (at least 1/(b+1))."""
-    b = len(differences)
-    below = (np.sum(differences <= 0) + 1) / (b + 1)
-    above = (np.sum(differences >= 0) + 1) / (b + 1)
-    return float(min(1.0, 2 * min(below, above)))
+def _swap_grid(sizes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every vector of swap counts (k_g in 0..n_g per group) with its probability prod C(n_g, k_g) / 2^n_g, in chunks."""
+    from scipy.stats import binom
+
+    shape = [n + 1 for n in sizes]
+    probabilities = [binom.pmf(np.arange(n + 1), n, 0.5) for n in sizes]
+    total = int(np.prod(shape))
+    for start in range(0, total, 1 << 14):
+        index = np.unravel_index(np.arange(start, min(start + (1 << 14), total)), shape)
+        yield np.stack(index, axis=1).astype(np.float32), np.prod([p[i] for p, i in zip(probabilities, index)], axis=0)
+
+
+def _random_swaps(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
+    """`size` random swap patterns of `n` examples (each swapped with probability 1/2), from packed random bits."""
+    packed = rng.integers(0, 256, size=(size, (n + 7) // 8), dtype=np.uint8)
+    return np.unpackbits(packed, axis=1, count=n).astype(np.float32)
+
+
+def permutation_p(gold: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int, seed: int = 0) -> float:
+    """Two-sided paired approximate randomization p-value of macro-F1(a) - macro-F1(b) on the same examples: the
+    probability, when each example's two predictions are swapped with probability 1/2, that |difference| reaches the
+    observed one (see the module doc for how it is computed)."""
+    differ = pred_a != pred_b
+    if not differ.any():
+        return 1.0
+    tp_a, p_a, gold_counts = _counts(gold, pred_a, n_classes)
+    tp_b, p_b, _ = _counts(gold, pred_b, n_classes)
+    totals = [x.sum(axis=0).astype(np.float32) for x in (tp_a, p_a, tp_b, p_b)]
+    g = gold_counts.sum(axis=0).astype(np.float32)
+    moves = np.concatenate([tp_b - tp_a, p_b - p_a], axis=1)[differ].astype(np.float32)  # swap i: b's to a
+    # examples with the same (gold, a, b) are exchangeable: for the exact p, a swap pattern is summed up by how many
+    # of each such group are swapped
+    _, first, sizes = np.unique(np.stack([gold, pred_a, pred_b], axis=1)[differ], axis=0, return_index=True,
+                                return_counts=True)
+
+    def difference(swapped: np.ndarray, moves: np.ndarray = moves) -> np.ndarray:
+        moved = swapped @ moves
+        a = f1_of_counts(totals[0] + moved[:, :n_classes], totals[1] + moved[:, n_classes:], g)
+        b = f1_of_counts(totals[2] - moved[:, :n_classes], totals[3] - moved[:, n_classes:], g)
+        return a - b
+
+    observed = abs(float(difference(np.zeros((1, len(moves)), dtype=np.float32))[0])) - 1e-6  # ties count
+    if np.prod((sizes + 1).astype(float)) <= EXACT_CONFIGURATIONS:
+        return float(min(1.0, sum(w[np.abs(difference(k, moves[first])) >= observed].sum()
+                                  for k, w in _swap_grid(sizes))))
+    rng = np.random.default_rng(seed)
+    draws: list[np.ndarray] = []
+    hits, size = 0, 1024
+    while hits < HITS and sum(map(len, draws)) < MAX_PERMUTATIONS:
+        draws.append(difference(_random_swaps(rng, size, len(moves))))
+        hits += int(np.sum(np.abs(draws[-1]) >= observed))
+        size *= 2
+    n = sum(map(len, draws))
+    if hits >= TAIL_HITS:
+        return (hits + 1) / (n + 1)
+    spread = float(np.sqrt(np.mean(np.square(np.concatenate(draws)))))  # the distribution is symmetric about 0
+    return float(erfc(observed / (spread * sqrt(2)))) if spread > 0 else 1 / (n + 1)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

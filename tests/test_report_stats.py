@@ -6,17 +6,27 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from reports.stats import bootstrap, holm, macro_f1, mcnemar, paired_bootstrap_p, weights_of
+import reports.stats
+from reports.stats import bootstrap, holm, macro_f1, mcnemar, permutation_p, weights_of
+
+
+def _sklearn_macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """scikit-learn's default class set (gold or predicted), without the answers that are no class."""
+    classes = sorted((set(gold) | set(pred)) - set(range(n_classes, n_classes + 2)))
+    return f1_score(gold, pred, labels=classes, average="macro", zero_division=0)
 
 
 def test_macro_f1_matches_scikit_learn_with_uncertain_and_invalid_answers():
     rng = np.random.default_rng(1)
     gold = rng.integers(0, 4, size=(20, 50))
+    gold[:, :10] = rng.integers(0, 3, size=(20, 10))
     pred = rng.integers(0, 6, size=(20, 50))  # 4 = uncertain, 5 = invalid
-    expected = [f1_score(g, p, labels=range(4), average="macro", zero_division=0) for g, p in zip(gold, pred)]
+    pred[:5] = np.minimum(pred[:5], 2)  # some rows never predict class 3
+    gold[:3] = np.minimum(gold[:3], 2)  # ... and some never have it as gold: it is left out of the average
+    expected = [_sklearn_macro_f1(g, p, 4) for g, p in zip(gold, pred)]
     assert [macro_f1(g, p, 4) for g, p in zip(gold, pred)] == pytest.approx(expected)
     draws = rng.integers(0, 50, size=(30, 50))  # weighted resamples equal scikit-learn on the resampled arrays
-    resampled = [f1_score(gold[0][d], pred[0][d], labels=range(4), average="macro", zero_division=0) for d in draws]
+    resampled = [_sklearn_macro_f1(gold[0][d], pred[0][d], 4) for d in draws]
     assert macro_f1(gold[0], pred[0], 4, weights_of(draws, 50)).tolist() == pytest.approx(resampled)
 
 
@@ -36,6 +46,54 @@ def test_exact_mcnemar_by_hand():
     assert mcnemar(a, a) == 1.0
 
 
-def test_paired_bootstrap_p_and_holm_by_hand():
-    assert paired_bootstrap_p(np.array([1.0, 2, 3, -1])) == pytest.approx(2 * (1 + 1) / 5)
+def test_holm_by_hand():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_randomization_p_by_hand():
+    # two examples, a right on both, b wrong on both: of the 4 swap patterns, "none" and "both" keep |ΔF1| = 1,
+    # swapping one gives a = [1, 1], b = [0, 0]: both score macro-F1 1/3, Δ = 0. p = 2/4
+    assert permutation_p(np.array([0, 1]), np.array([0, 1]), np.array([1, 0]), 2) == pytest.approx(0.5)
+    # gold [0, 0, 0, 1], a = gold (F1 1), b = [1, 1, 0, 0] (F1 (2/5 + 0) / 2 = .2): Δ = .8. Swapping example 0 or 1
+    # gives Δ = (.8 + 2/3) / 2 - (4/7 + 0) / 2 = .448, swapping 3 gives 3/7 - .5; only "none" and "all" reach .8
+    assert permutation_p(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 1]), np.array([1, 1, 0, 0]), 2) == \
+        pytest.approx(2 / 8)
+    same = np.array([0, 1, 1])
+    assert permutation_p(same, same, same, 2) == 1.0
+
+
+def _systems(n: int, classes: int, skill_a: float, skill_b: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, classes, n)
+    a = np.where(rng.random(n) < skill_a, gold, rng.integers(0, classes + 2, n))  # + uncertain, invalid
+    b = np.where(rng.random(n) < skill_b, gold, rng.integers(0, classes + 2, n))
+    return gold, a, b
+
+
+def _brute_force_p(gold, a, b, classes: int, draws: int = 20000, seed: int = 1) -> float:
+    """Approximate randomization the plain way: swap at random, recompute both macro-F1s with the scorer itself."""
+    rng = np.random.default_rng(seed)
+    swaps = rng.random((draws, len(gold))) < 0.5
+    observed = abs(macro_f1(gold, a, classes) - macro_f1(gold, b, classes))
+    hits = sum(abs(macro_f1(gold, np.where(s, b, a), classes) - macro_f1(gold, np.where(s, a, b), classes))
+               >= observed - 1e-9 for s in swaps)
+    return hits / draws
+
+
+def test_exact_and_monte_carlo_randomization_agree_with_brute_force(monkeypatch):
+    gold, a, b = _systems(14, 3, 0.8, 0.4)  # few examples: the exact path
+    assert permutation_p(gold, a, b, 3) == pytest.approx(_brute_force_p(gold, a, b, 3), abs=0.01)
+    gold, a, b = _systems(300, 5, 0.5, 0.45, seed=2)  # many: Monte Carlo until 100 permutations reach Δ
+    expected = _brute_force_p(gold, a, b, 5, draws=4000)
+    assert 0.01 < expected < 0.5
+    assert permutation_p(gold, a, b, 5) == pytest.approx(expected, rel=0.3)
+    monkeypatch.setattr(reports.stats, "EXACT_CONFIGURATIONS", 0)  # the Monte Carlo path on the small case too
+    gold, a, b = _systems(14, 3, 0.8, 0.4)
+    assert permutation_p(gold, a, b, 3) == pytest.approx(_brute_force_p(gold, a, b, 3), abs=0.06)
+
+
+def test_randomization_p_has_no_floor_set_by_the_permutation_count():
+    gold, a, b = _systems(1000, 6, 0.9, 0.3)
+    gold2, a2, b2 = _systems(1000, 6, 0.9, 0.5)
+    far, farther = permutation_p(gold2, a2, b2, 6), permutation_p(gold, a, b, 6)
+    assert farther < far < 1 / (reports.stats.MAX_PERMUTATIONS + 1)  # read from the tail, not clipped to 1/(R+1)
