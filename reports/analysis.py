@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from reports.stats import Interval, bootstrap, holm, interval, mcnemar, paired_bootstrap_p, resamples
+from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_p, resamples
 from reports.store import StoreData
 from strategies.prompts import INVALID, UNCERTAIN
 from strategies.registry import DIMENSIONS, NOT_APPLICABLE, Strategy
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 BOARD_KEYS = ("dataset", "model", "param.eval.split", "param.eval.limit", "param.eval.sample_seed")
+ALWAYS_PAIRED = ("seed", "dtype")  # settings that are no strategy dimension but change results: equal in every pair
 
 
 @dataclass
@@ -34,15 +35,21 @@ class Row:
     metrics: dict[str, float]
     accuracy: Interval
     macro_f1: Interval
+    predicted: np.ndarray  # the board's class ids (see `_Classes`)
     correct: np.ndarray
     acc_replicates: np.ndarray
     f1_replicates: np.ndarray
     p_accuracy: float | None = None  # McNemar against the board's baseline row, Holm-adjusted
-    p_macro_f1: float | None = None  # paired bootstrap against the baseline row, Holm-adjusted
+    p_macro_f1: float | None = None  # paired approximate randomization against the baseline row, Holm-adjusted
 
     @property
     def label(self) -> str:
         return self.strategy if self.training == "none" else f"{self.training} / {self.strategy}"
+
+    @property
+    def kind(self) -> str:
+        """`classical` for a classical baseline (no LLM, no strategy), else `llm`: rows pair only with their kind."""
+        return "classical" if self.params.get("baseline", NOT_APPLICABLE) != NOT_APPLICABLE else "llm"
 
 
 @dataclass
@@ -54,6 +61,8 @@ class Board:
     evaluation: str
     n_examples: int
     rows: list[Row]
+    gold: np.ndarray
+    n_classes: int
     baseline: Row | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -74,11 +83,22 @@ class Effect:
     macro_f1: Interval
 
 
-def _encode(gold: Sequence[str], pred: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Integer labels: the real classes (seen as gold or predicted) 0..n-1, uncertain n, invalid n + 1."""
-    classes = sorted(set(gold) | (set(pred) - {UNCERTAIN, INVALID}))
-    index = {c: i for i, c in enumerate(classes)} | {UNCERTAIN: len(classes), INVALID: len(classes) + 1}
-    return np.array([index[g] for g in gold]), np.array([index[p] for p in pred]), len(classes)
+@dataclass(frozen=True)
+class _Classes:
+    """One integer coding of a board's answers: the real classes (gold or predicted by any row) 0..n-1, uncertain
+    n, invalid n + 1; every row of the board uses it, so rows can be compared example by example."""
+
+    index: dict[str, int]
+    n: int
+
+    @classmethod
+    def of(cls, gold: Sequence[str], predictions: Sequence[Sequence[str]]) -> "_Classes":
+        classes = sorted(set(gold).union(*map(set, predictions)) - {UNCERTAIN, INVALID})
+        return cls({c: i for i, c in enumerate(classes)} | {UNCERTAIN: len(classes), INVALID: len(classes) + 1},
+                   len(classes))
+
+    def encode(self, answers: Sequence[str]) -> np.ndarray:
+        return np.array([self.index[a] for a in answers])
 
 
 def _default_baseline(rows: list[Row]) -> Row | None:
@@ -100,31 +120,46 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
         same_examples = [pl.col(k) == v for k, v in zip(BOARD_KEYS, key) if k != "model"]
         frame = pl.concat([frame, classical.filter(same_examples)], how="diagonal_relaxed")  # on every board
         first = data.predictions[frame["run_id"][0]].sort("id")
-        ids = first["id"].to_list()
-        weights = resamples(len(ids), seed=seed)
-        rows, notes = [], []
+        ids, notes = first["id"].to_list(), []
+        records = []
         for record in frame.iter_rows(named=True):
             predictions = data.predictions[record["run_id"]].sort("id")
             if predictions["id"].to_list() != ids:
                 notes.append(f"{record['run_name']}: evaluated on other examples, left out of this board")
                 continue
-            gold, pred, n_classes = _encode(first["gold"].to_list(), predictions["prediction"].to_list())
-            acc, f1, acc_replicates, f1_replicates = bootstrap(gold, pred, n_classes, weights)
+            records.append((record, predictions["prediction"].to_list()))
+        classes = _Classes.of(first["gold"].to_list(), [answers for _, answers in records])
+        gold, weights = classes.encode(first["gold"].to_list()), resamples(len(ids), seed=seed)
+        rows = []
+        for record, answers in records:
+            predicted = classes.encode(answers)
+            acc, f1, acc_replicates, f1_replicates = bootstrap(gold, predicted, classes.n, weights)
             rows.append(Row(
                 record["run_id"], record["training"], record["strategy"],
                 {k.removeprefix("param."): v for k, v in record.items() if k.startswith("param.") and v is not None},
                 {k.removeprefix("metric."): v for k, v in record.items() if k.startswith("metric.") and v is not None},
-                acc, f1, gold == pred, acc_replicates, f1_replicates,
+                acc, f1, predicted, gold == predicted, acc_replicates, f1_replicates,
             ))
         rows.sort(key=lambda r: (-r.accuracy.value, -r.macro_f1.value, r.label))
-        board = Board(dataset, model, f"{split}, limit {limit}, sample seed {sample_seed}", len(ids), rows,
-                      notes=notes)
-        _test_against_baseline(board, baseline)
+        board = Board(dataset, model, f"{split}, limit {limit}, sample seed {sample_seed}", len(ids), rows, gold,
+                      classes.n, notes=notes + _class_notes(rows, gold, classes.n))
+        _test_against_baseline(board, baseline, seed)
         boards.append(board)
     return boards
 
 
-def _test_against_baseline(board: Board, name: str | None) -> None:
+def _class_notes(rows: list[Row], gold: np.ndarray, n_classes: int) -> list[str]:
+    """Which classes macro-F1 averages over, when the evaluation sample lacks some of the dataset's classes."""
+    dataset_classes = max((int(r.metrics.get("n_classes", 0)) for r in rows), default=0)
+    in_sample = len(np.unique(gold))
+    if dataset_classes <= in_sample:
+        return []
+    return [f"{dataset_classes - in_sample} of the dataset's {dataset_classes} classes never occur as gold in these "
+            f"{len(gold)} examples; macro-F1 averages over the classes that occur as gold or as a prediction "
+            f"({in_sample} as gold here), as scikit-learn does by default"]
+
+
+def _test_against_baseline(board: Board, name: str | None, seed: int) -> None:
     chosen = [r for r in board.rows if r.label == name] if name else []
     if name and not chosen:
         board.notes.append(f"baseline '{name}' is not a row of this board; using the plainest row instead")
@@ -134,7 +169,7 @@ def _test_against_baseline(board: Board, name: str | None) -> None:
         return
     base = board.baseline
     p_acc = holm([mcnemar(r.correct, base.correct) for r in others])
-    p_f1 = holm([paired_bootstrap_p(r.f1_replicates - base.f1_replicates) for r in others])
+    p_f1 = holm([permutation_p(board.gold, r.predicted, base.predicted, board.n_classes, seed) for r in others])
     for row, pa, pf in zip(others, p_acc, p_f1):
         row.p_accuracy, row.p_macro_f1 = pa, pf
 
@@ -163,19 +198,23 @@ def _gated_by(column: str, columns: dict[str, str]) -> set[str]:
 
 
 def strategy_effects(boards: list[Board]) -> list[Effect]:
-    """For every dimension and non-reference value: the mean paired gain over all pairs of rows (on any board)
-    that differ only in that dimension, one at the value and one at the reference; intervals from the boards'
-    shared bootstrap draws (replicate differences averaged over pairs). Rows are bucketed by their other
-    dimensions, so this is linear in the number of rows."""
+    """For every dimension and non-reference value: the mean paired gain over all pairs of LLM rows (on any board)
+    that differ only in that dimension, one at the value and one at the reference: every other dimension (but those
+    the varied one gates), the seed and the dtype equal, and for an inference dimension the same trained model
+    (`train.hash`). Classical baselines have no strategy and never pair. Intervals from the boards' shared
+    bootstrap draws (replicate differences averaged over pairs). Rows are bucketed by their context, so this is
+    linear in the number of rows."""
     columns = _dimension_columns()
     effects = []
     for dimension, column in columns.items():
         reference = _reference(dimension)
-        context = [c for c in columns.values() if c != column and c not in _gated_by(column, columns)]
+        same_model = () if column.startswith("train.") else ("train.hash",)
+        context = [c for c in columns.values() if c != column and c not in _gated_by(column, columns)] \
+            + [*ALWAYS_PAIRED, *same_model]
         gains: dict[str, list[tuple[Row, Row]]] = {}
         for board in boards:
             buckets: dict[tuple, dict[str, list[Row]]] = {}
-            for row in board.rows:
+            for row in (r for r in board.rows if r.kind == "llm"):
                 key = tuple(row.params.get(c, NOT_APPLICABLE) for c in context)
                 buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
             for by_value in buckets.values():
@@ -202,8 +241,9 @@ TRAINING_CONTEXT = tuple(f"train.{d}" for d in TRAIN_DIMENSIONS if d not in ("re
 
 @dataclass(frozen=True)
 class Reference:
-    """A published delta the grid can reproduce, and how to measure the same delta on a board: the treated rows,
-    and for each the control row that shares its `paired_on` params (the best treated row only, if `best_only`)."""
+    """A published delta the grid can reproduce, and how to measure the same delta on a board: the treated LLM rows,
+    and for each the control LLM row that shares its `paired_on` params and `ALWAYS_PAIRED` (the best treated row
+    only, if `best_only`)."""
 
     claim: str
     source: str
@@ -262,13 +302,14 @@ def reference_deltas(boards: list[Board]) -> list[ReferenceDelta]:
     found = []
     for ref in REFERENCES:
         for board in boards:
-            treated = [r for r in board.rows if ref.treatment(r)]
+            llm = [r for r in board.rows if r.kind == "llm"]
+            treated = [r for r in llm if ref.treatment(r)]
             if ref.best_only and treated:
                 treated = [max(treated, key=lambda r: r.accuracy.value)]
             pairs = []
             for row in treated:
-                control = next((c for c in board.rows if ref.control(c) and c is not row
-                                and all(c.params.get(k) == row.params.get(k) for k in ref.paired_on)), None)
+                control = next((c for c in llm if ref.control(c) and c is not row and all(
+                    c.params.get(k) == row.params.get(k) for k in ref.paired_on + ALWAYS_PAIRED)), None)
                 if control:
                     pairs.append((row, control))
             p_values = holm([mcnemar(row.correct, control.correct) for row, control in pairs])
@@ -289,7 +330,7 @@ def board_frame(board: Board) -> pl.DataFrame:
         "macro-F1 [95% CI]": r.macro_f1.text(),
         "invalid": f"{r.metrics.get('invalid_rate', 0):.3f}", "uncertain": f"{r.metrics.get('uncertain_rate', 0):.3f}",
         "p acc (McNemar, Holm)": p(r.p_accuracy) if r is not board.baseline else "baseline",
-        "p F1 (bootstrap, Holm)": p(r.p_macro_f1) if r is not board.baseline else "baseline",
+        "p F1 (randomization, Holm)": p(r.p_macro_f1) if r is not board.baseline else "baseline",
         "train s": f"{r.metrics['train_wall_time_s']:.0f}" if r.metrics.get("train_wall_time_s") else "-",
         "eval ex/s": f"{r.metrics.get('examples_per_s', 0):.1f}",
     } for r in board.rows])

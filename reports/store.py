@@ -10,7 +10,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import polars as pl
 from mlflow.tracking import MlflowClient
 
@@ -140,7 +139,7 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
                      latest.info.run_id if latest else None, never_started, _reasoning_frame(runs))
 
 
-def log_report(parent_run_id: str, folder: Path) -> None:
-    """Attach the report files to the grid's parent run."""
-    with mlflow.start_run(run_id=parent_run_id):
-        mlflow.log_artifacts(str(folder), artifact_path="report")
+def log_report(uri: str | None, parent_run_id: str, folder: Path) -> None:
+    """Attach the report files to the grid's parent run in the store the report was read from, leaving the run's
+    status alone (a grid may still be running)."""
+    MlflowClient(tracking_uri(uri)).log_artifacts(parent_run_id, str(folder), artifact_path="report")

@@ -30,10 +30,11 @@ def _wrong(label: str) -> str:
     return "b" if label == "a" else "a"
 
 
-def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True) -> None:
+def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True,
+              baseline: str = "none") -> None:
     with mlflow.start_run(run_name=name, nested=True, tags={SPEC_HASH_TAG: name, KIND_TAG: "eval"}):
         params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none",
-                  "eval.sample_seed": "0", "train.method": "none", "baseline": "none",
+                  "eval.sample_seed": "0", "train.method": "none", "baseline": baseline,
                   **{f"infer.{k}": v for k, v in strategy.as_dict().items()}}
         mlflow.log_params(params)
         accuracy = len(right) / N
@@ -82,6 +83,18 @@ def test_leaderboard_tests_and_effects_by_hand(store):
     effects = {(e.dimension, e.value): e for e in strategy_effects(boards)}
     assert effects[("decoding", "ppl")].accuracy.value == pytest.approx(0.2) and effects[("decoding", "ppl")].pairs == 1
     assert effects[("icl", "similar-3")].accuracy.value == pytest.approx(0.2)
+
+
+def test_a_classical_baseline_never_pairs_as_a_strategy(store):
+    """Regression: a TF-IDF run logged with the strategy params of a zero-shot generate run (as older versions did)
+    was paired as 'generate' and flipped the sign of the decoding effect."""
+    with mlflow.start_run(run_name="toy/tfidf", tags={GRID_TAG: "synthetic"}):
+        _log_eval("toy/tfidf", Strategy(), set(range(20)), baseline="tfidf-logreg")
+    boards = build_boards(read_store(store, "synthetic"))
+    assert [r.kind for r in boards[0].rows].count("classical") == 1
+    effects = {(e.dimension, e.value): e for e in strategy_effects(boards)}
+    assert effects[("decoding", "ppl")].pairs == 1 and effects[("decoding", "ppl")].accuracy.value == pytest.approx(0.2)
+    assert boards[0].baseline.strategy == "zero"  # never the classical row, though it is the most accurate
 
 
 def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, capsys):
