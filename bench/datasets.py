@@ -22,14 +22,30 @@ from strategies.example import Category, Example, TaskCard
 
 BUNDLED_DIR = Path(__file__).parent / "data"
 EVAL_FRACTION = 5  # a user file without an evaluation file: every 5th row (by text hash) is held out
+FILE_EVAL_SPLIT = "test"  # a user file's evaluation split: its `eval_path` file, else the held-out fifth
+GENERIC_STEMS = {"train", "training", "test", "dev", "valid", "validation", "eval", "data", "all", "dataset"}
 
 
 def bundled_names() -> list[str]:
     return sorted(p.parent.name for p in BUNDLED_DIR.glob("*/card.yaml"))
 
 
+class LabelsFile(BaseModel):
+    """A file listing a dataset's classes, one row each (JSONL or CSV): the label `value` as the data rows write it,
+    the `name` prompts use for it (default: the value), and an optional one-sentence `definition`. Other column
+    names are mapped with the `*_field` keys (e.g. `value_field: label_id, name_field: label`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    value_field: str = "value"
+    name_field: str = "name"
+    definition_field: str = "definition"
+
+
 class DatasetConfig(BaseModel):
-    """How a grid names a dataset: a bundled `name` (or a folder with a card.yaml), a `path`, or a Hub id."""
+    """How a grid names a dataset: a bundled `name` (or a folder with a card.yaml), a `path`, or a Hub id (`hf`).
+    Beside `path` or `hf`, `name` is the name it is shown under."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,6 +53,7 @@ class DatasetConfig(BaseModel):
     path: str | None = None
     eval_path: str | None = None
     hf: str | None = None
+    labels: LabelsFile | None = None
     text_field: str = "text"
     label_field: str = "label"
     pool_split: str | None = None
@@ -48,13 +65,23 @@ class DatasetConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> "DatasetConfig":
-        if sum(x is not None for x in (self.name, self.path, self.hf)) != 1:
-            raise ValueError("give exactly one of 'name' (bundled), 'path' (JSONL/CSV file) or 'hf' (Hub id)")
+        if self.path is not None and self.hf is not None:
+            raise ValueError("give 'path' (a JSONL/CSV file) or 'hf' (a Hub id), not both")
+        if self.name is None and self.path is None and self.hf is None:
+            raise ValueError("give 'name' (a bundled dataset), 'path' (a JSONL/CSV file) or 'hf' (a Hub id)")
+        if self.path is None and (self.eval_path is not None or self.labels is not None) and self.hf is None:
+            raise ValueError("'eval_path' and 'labels' belong to a file dataset: add 'path'")
         return self
+
+    @property
+    def is_bundled(self) -> bool:
+        """A bundled dataset (or a folder with a card.yaml): `name` alone names it."""
+        return self.path is None and self.hf is None
 
     def options(self) -> dict:
         """The settings that change what is read, without where it is read from (the content hash covers that)."""
-        return self.model_dump(exclude={"name", "path", "eval_path", "hf"})
+        return self.model_dump(exclude={"name", "path", "eval_path", "hf", "labels"}) | {
+            "labels": self.labels.model_dump(exclude={"path"}) if self.labels else None}
 
     @classmethod
     def from_ref(cls, ref: str) -> "DatasetConfig":
@@ -148,6 +175,9 @@ def table_rows(path: Path) -> Iterator[tuple[str, dict]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{i}: a JSON {type(row).__name__}, not an object; each line must be one JSON "
+                                'object such as {"text": "...", "label": "..."}')
             yield f"{path}:{i}", row
 
 
@@ -174,9 +204,37 @@ def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
     if pool_split not in files:
         raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
     splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
-    identity = card["name"] if folder.parent == BUNDLED_DIR else f"card:{fingerprint(*files.values())}"
+    identity = f"{card['name']}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
     return Dataset(card["name"], identity, task, splits.pop(pool_split), splits,
                    config.eval_split or card["eval_split"], reader.skipped)
+
+
+def _display_name(config: DatasetConfig, path: Path) -> str:
+    """`name:`, else the file's stem, else (a file called train.jsonl, test.csv, ...) its folder's name."""
+    if config.name:
+        return config.name
+    return path.parent.resolve().name if path.stem.lower() in GENERIC_STEMS else path.stem
+
+
+def _labels_file(labels: LabelsFile) -> tuple[Category, ...]:
+    """The classes a labels file lists, in its order (see `LabelsFile`)."""
+    path = Path(labels.path)
+    if not path.is_file():
+        raise UserError(f"labels file '{path}' does not exist")
+    categories, seen = [], set()
+    for where, row in table_rows(path):
+        if labels.value_field not in row:
+            raise UserError(f"{where}: no '{labels.value_field}' column (columns: {', '.join(row)}); set "
+                            "labels.value_field to the column holding the label as the data rows write it")
+        value = str(row[labels.value_field])
+        if value in seen:
+            raise UserError(f"{where}: label '{value}' is listed twice")
+        seen.add(value)
+        name = str(row.get(labels.name_field) or value)
+        categories.append(Category(value, name, str(row.get(labels.definition_field) or "")))
+    if len(categories) < 2:
+        raise UserError(f"{path}: a labels file lists at least two classes, one per row")
+    return tuple(categories)
 
 
 def _load_file_dataset(config: DatasetConfig) -> Dataset:
@@ -185,7 +243,9 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
     for p in (path, eval_path):
         if p is not None and not p.is_file():
             raise UserError(f"dataset file '{p}' does not exist")
-    reader = _RowReader(config.text_field, config.label_field, None, config.skip_invalid_rows)
+    listed = _labels_file(config.labels) if config.labels else None
+    reader = _RowReader(config.text_field, config.label_field, {c.value for c in listed} if listed else None,
+                        config.skip_invalid_rows)
     rows = reader.read(table_rows(path), "pool")
     if eval_path is None:
         held_out = {e.id for e in rows if int(hashlib.sha256(e.text.encode()).hexdigest(), 16) % EVAL_FRACTION == 0}
@@ -193,14 +253,16 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
         evaluation = [Example(f"eval-{e.id}", e.text, e.label) for e in rows if e.id in held_out]
     else:
         pool = rows
-        reader.labels = {e.label for e in pool}
+        reader.labels = reader.labels or {e.label for e in pool}
         evaluation = reader.read(table_rows(eval_path), "eval")
-    labels = sorted({e.label for e in pool})
-    if len(labels) < 2 or not evaluation:
-        raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(labels)} labels)")
-    card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
-    identity = f"file:{fingerprint(*(p for p in (path, eval_path) if p))}"
-    return Dataset(path.stem, identity, card, pool, {"eval": evaluation}, "eval", reader.skipped)
+    categories = listed or tuple(Category(v, v) for v in sorted({e.label for e in pool}))
+    if len(categories) < 2 or not evaluation:
+        raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(categories)} "
+                        "labels)")
+    card = TaskCard(config.language, config.task, config.input_name, categories)
+    sources = [p for p in (path, eval_path, Path(config.labels.path) if config.labels else None) if p]
+    return Dataset(_display_name(config, path), f"file:{fingerprint(*sources)}", card, pool,
+                   {FILE_EVAL_SPLIT: evaluation}, FILE_EVAL_SPLIT, reader.skipped)
 
 
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
@@ -233,14 +295,14 @@ def _load_hub_dataset(config: DatasetConfig) -> Dataset:
     pool = reader.read(rows(pool_split), pool_split)
     labels = list(names) if names else sorted({e.label for e in pool})
     card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
-    name = config.hf.split("/")[-1]
+    name = config.name or config.hf.split("/")[-1]
     return Dataset(name, f"hf:{config.hf}", card, pool, {eval_split: reader.read(rows(eval_split), eval_split)},
                    eval_split, reader.skipped)
 
 
 def load_dataset(config: DatasetConfig) -> Dataset:
     """Load the dataset a grid or the CLI names; every problem is a UserError naming file and line."""
-    if config.name is not None:
+    if config.is_bundled:
         folder = BUNDLED_DIR / config.name if config.name in bundled_names() else Path(config.name)
         if not (folder / "card.yaml").is_file():
             raise UserError(f"unknown dataset '{config.name}'; bundled: {', '.join(bundled_names())}")

@@ -9,10 +9,11 @@ the key and what is allowed, raised before anything runs.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -122,13 +123,35 @@ def read_grid(path: Path) -> GridFile:
     try:
         return GridFile.model_validate(raw)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(p for p in error["loc"] if p not in ("str", "DatasetConfig", "list[dict[str,any]]"))
-        allowed = ""
-        if error["type"] == "extra_forbidden":
-            parent = GridFile if len(loc) == 1 else None
-            allowed = f"; allowed: {', '.join(parent.model_fields)}" if parent else ""
-        raise UserError(f"{path}: {_where(loc)}: {error['msg']}{allowed}") from None
+        raise UserError(_validation_message(path, exc)) from None
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (inside lists, unions, optionals)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _validation_message(path: Path, exc: ValidationError) -> str:
+    """One line for the most telling error: of a union (a dataset is a string or a mapping), the branch that
+    matches what was written; for an unknown key, the keys allowed at that place."""
+    errors = exc.errors()
+    error = next((e for e in errors if not (e["type"] == "string_type" and isinstance(e["input"], dict))), errors[0])
+    model, loc = GridFile, []
+    for part in error["loc"][:-1] if error["type"] == "extra_forbidden" else error["loc"]:
+        if isinstance(part, str) and part in model.model_fields:
+            loc.append(part)
+            model = next(iter(_models_in(model.model_fields[part].annotation)), model)
+        elif isinstance(part, int):
+            loc.append(part)
+        elif isinstance(part, str) and re.search(rf"\b{model.__name__}\b|^str$", part):
+            continue  # pydantic names the union branch it tried ("DatasetConfig", "function-after[..]"): no place
+        else:
+            loc.append(part)
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {_where((*loc, error['loc'][-1]))}: unknown key; allowed: {', '.join(model.model_fields)}"
+    return f"{path}: {_where(tuple(loc))}: {error['msg']}"
 
 
 def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) -> list:

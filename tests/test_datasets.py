@@ -12,7 +12,7 @@ def test_bundled_sets_load_with_definitions():
         dataset = load_dataset(DatasetConfig(name=name))
         assert dataset.card.has_definitions, name
         assert {e.label for e in dataset.pool} <= {c.value for c in dataset.card.categories}
-        assert dataset.identity == name
+        assert dataset.identity.startswith(f"{name}:")  # the name and a fingerprint of the card and the files
     emotion = load_dataset(DatasetConfig(name="emotion"))
     assert (len(emotion.pool), len(emotion.eval_splits["test"])) == (16000, 2000)
 
@@ -41,7 +41,7 @@ def test_user_jsonl_with_bad_rows_fails_naming_file_and_line_or_skips_and_counts
     dataset = load_dataset(DatasetConfig(path=str(path), text_field="sentence", label_field="y",
                                          skip_invalid_rows=True))
     assert dataset.skipped_rows == 1
-    assert len(dataset.pool) + len(dataset.eval_splits["eval"]) == 39
+    assert len(dataset.pool) + len(dataset.eval_splits["test"]) == 39 and dataset.name == "mine"
     assert [c.value for c in dataset.card.categories] == ["neg", "pos"]
     assert dataset.identity.startswith("file:")
 
@@ -74,3 +74,41 @@ def test_hub_dataset_offline_names_the_alternatives(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(UserError, match="offline, use a bundled dataset .*emotion"):
         load_dataset(DatasetConfig(hf="some-org/surely-not-cached-dataset"))
+
+
+def test_a_user_file_is_named_after_its_folder_or_name_and_evaluates_on_split_test(tmp_path):
+    folder = tmp_path / "banking"
+    folder.mkdir()
+    train, test = folder / "train.jsonl", folder / "test.jsonl"
+    write_jsonl(train, [{"text": f"t{i}", "label": i % 3} for i in range(30)])
+    write_jsonl(test, [{"text": f"e{i}", "label": i % 3} for i in range(9)])
+    dataset = load_dataset(DatasetConfig(path=str(train), eval_path=str(test)))
+    assert dataset.name == "banking" and dataset.default_eval_split == "test"
+    assert len(dataset.evaluation("test", None, 0)) == 9
+    assert load_dataset(DatasetConfig(path=str(train), name="b77")).name == "b77"
+
+
+def test_a_labels_file_gives_names_definitions_and_the_class_list(tmp_path):
+    train, labels = tmp_path / "train.jsonl", tmp_path / "labels.jsonl"
+    write_jsonl(train, [{"text": f"t{i}", "label": i % 2} for i in range(30)])
+    write_jsonl(labels, [{"label_id": 0, "label": "card_arrival", "definition": "Asks when a card arrives."},
+                         {"label_id": 1, "label": "top_up_failed", "definition": "A top-up did not go through."},
+                         {"label_id": 2, "label": "lost_card", "definition": "The card was lost or stolen."}])
+    config = DatasetConfig(path=str(train), labels={"path": str(labels), "value_field": "label_id",
+                                                    "name_field": "label"})
+    dataset = load_dataset(config)
+    assert [(c.value, c.name) for c in dataset.card.categories] == [
+        ("0", "card_arrival"), ("1", "top_up_failed"), ("2", "lost_card")]  # every listed class, in file order
+    assert dataset.card.has_definitions
+    write_jsonl(train, [{"text": "x", "label": 7}] + [{"text": f"t{i}", "label": i % 2} for i in range(30)])
+    with pytest.raises(UserError, match=rf"{train}:1: label '7' is not one of 0, 1, 2"):
+        load_dataset(config)
+    with pytest.raises(UserError, match=rf"{labels}:1: no 'value' column \(columns: label_id, label, definition\)"):
+        load_dataset(DatasetConfig(path=str(train), labels={"path": str(labels)}))
+
+
+def test_a_json_array_row_is_named_as_such(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n["b", "y"]\n', encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{path}:2: a JSON list, not an object"):
+        load_dataset(DatasetConfig(path=str(path)))

@@ -65,7 +65,7 @@ def test_spec_hash_is_stable_and_sensitive():
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("colour: red\n", r"grid.yaml: colour: Extra inputs are not permitted; allowed: name, description"),
+        ("colour: red\n", r"grid.yaml: colour: unknown key; allowed: name, description"),
         ("strategies: {icl: [nearest-3]}\n", r"strategies.icl: 'nearest-3' is not a value of 'icl'; allowed: zero"),
         ("strategies: {temperature: 1}\n", r"strategies.temperature: unknown strategy dimension 'temperature'"),
         ("seeds: one\n", r"grid.yaml: seeds: Input should be a valid list"),

@@ -37,7 +37,7 @@ def test_recipes_tags_and_warmup(tmp_path):
 @pytest.mark.parametrize("training, message", [
     ("  rl: {num_generations: 1}\n", r"training\.rl\.num_generations: Input should be greater than or equal to 2"),
     ("  sft: {learning_rate: -1}\n", r"training\.sft\.learning_rate: Input should be greater than 0"),
-    ("  sft: {epochs: 1, lr: 3}\n", r"training\.sft\.lr: Extra inputs are not permitted"),
+    ("  sft: {epochs: 1, lr: 3}\n", r"training\.sft\.lr: unknown key; allowed: epochs, learning_rate"),
     ("  strategies: {decoding: ppl}\n", r"training\.strategies\.decoding: unknown strategy dimension 'decoding'"),
     ("  strategies: {rl_algo: ppo}\n", r"'ppo' is not a value of 'rl_algo'; allowed: grpo, reinforce_pp_baseline"),
 ])
