@@ -1,4 +1,4 @@
-"""Grid files: parsed and validated once, at the edge, then expanded into `RunSpec`s.
+"""Grid files: parsed and validated once, at the edge, then expanded into `RunSpec`s (no torch imported).
 
 A grid names datasets, models, seeds, evaluation settings and one or more *strategy blocks*; each block is a
 cross product of dimension values (a scalar is a one-value list; missing dimensions take their default), and
@@ -21,18 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.reasoning_corpora import load_corpus
-from bench.runspec import EvalSettings, RunSpec
-from bench.trainspec import (
-    LoraSettings,
-    ReasonerSpec,
-    RelabelSettings,
-    RGenSettings,
-    RGenSpec,
-    RLSettings,
-    SFTSettings,
-    TrainSpec,
-)
-from runners.models import check_model_ref
+from bench.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
+from runners.model_registry import ModelError, check_model_ref, model_revision
+from runners.relabel_config import RelabelSettings
+from runners.rl_config import RLSettings
+from runners.sft_config import LoraSettings, Settings, SFTSettings
+from strategies.prompts import prompt_format
+from strategies.reasoning import rgen_format
 from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, parse_value
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
@@ -62,6 +57,20 @@ class InferenceConfig(BaseModel):
 
 
 Blocks = list[dict[str, Any]] | dict[str, Any]
+
+
+class RGenSettings(Settings):
+    """Two-stage reasoning (recipes with reasoning_source rgen or self): the reasoning generator R-Gen is trained
+    on `per_corpus` rows of each corpus (bundled name or a question/answer/reasoning file), then writes a reasoning
+    of at most `max_new_tokens` for every training example; `mask_labels` hides category names in them."""
+
+    corpora: tuple[str, ...] = Field(default=("cose", "esnli", "gsm8k"), min_length=1)
+    per_corpus: int = Field(default=64, ge=1)
+    model: str | None = None  # the base model R-Gen is trained from; default: the classifier's own model
+    sft: SFTSettings = SFTSettings(max_length=512)
+    max_new_tokens: int = Field(default=64, ge=1)
+    mask_labels: bool = False
+    skip_invalid: bool = False  # skip (and count) empty or over-long corpus rows instead of stopping
 
 
 class TrainingConfig(BaseModel):
@@ -189,10 +198,10 @@ def train_blocks(grid: GridFile, path: Path) -> list[TrainStrategy]:
 
 @contextmanager
 def _located(where: str) -> Iterator[None]:
-    """Prefix a UserError raised inside with the grid location it came from."""
+    """Prefix a UserError (or a model that cannot be used) raised inside with the grid location it came from."""
     try:
         yield
-    except UserError as exc:
+    except (UserError, ModelError) as exc:
         raise UserError(f"{where}: {exc}") from None
 
 
@@ -209,10 +218,11 @@ def _rgen_spec(training: TrainingConfig, path: Path, model: str, seed: int, dtyp
     corpora = []
     for c, ref in enumerate(training.rgen.corpora):
         with _located(f"{path}: training.rgen.corpora[{c}]"):
-            corpora.append((ref, load_corpus(ref, training.rgen.skip_invalid).identity))
-    return RGenSpec(model=training.rgen.model or model, corpora=tuple(corpora), per_corpus=training.rgen.per_corpus,
-                    sft=training.rgen.sft, lora=training.lora, skip_invalid=training.rgen.skip_invalid, seed=seed,
-                    dtype=dtype)
+            corpora.append(CorpusRef(ref, load_corpus(ref, training.rgen.skip_invalid).identity))
+    base = training.rgen.model or model
+    return RGenSpec(model=base, model_revision=model_revision(base), corpora=tuple(corpora),
+                    per_corpus=training.rgen.per_corpus, sft=training.rgen.sft, lora=training.lora,
+                    skip_invalid=training.rgen.skip_invalid, seed=seed, dtype=dtype, prompt_format=rgen_format())
 
 
 def _reasoner(recipe: TrainStrategy, training: TrainingConfig, path: Path, model: str, seed: int,
@@ -221,28 +231,28 @@ def _reasoner(recipe: TrainStrategy, training: TrainingConfig, path: Path, model
     if recipe.reasoning_source not in ("rgen", "self"):
         return None
     rgen = _rgen_spec(training, path, model, seed, dtype) if recipe.reasoning_source == "rgen" else None
-    return ReasonerSpec(source=recipe.reasoning_source, model=rgen.model if rgen else model, dtype=dtype, rgen=rgen,
-                        max_new_tokens=training.rgen.max_new_tokens)
+    writer = rgen.model if rgen else model
+    return ReasonerSpec(source=recipe.reasoning_source, model=writer, model_revision=model_revision(writer),
+                        dtype=dtype, rgen=rgen, max_new_tokens=training.rgen.max_new_tokens,
+                        prompt_format=rgen_format())
 
 
-def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], config: DatasetConfig, dataset,
+def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], dataset: DatasetRef, language: str,
                  model: str, seed: int, dtype: str) -> list[TrainSpec]:
     training = grid.training
     return [TrainSpec(
-        dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model, strategy=recipe,
+        dataset=dataset, model=model, model_revision=model_revision(model), strategy=recipe,
         n_train=training.n_train, lora=training.lora, sft=training.sft if recipe.has_sft else None,
         rl=training.rl if recipe.has_rl else None,
         relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
+        prompt_format=prompt_format(language),
         reasoner=(reasoner := _reasoner(recipe, training, path, model, seed, dtype)),
         mask_labels=training.rgen.mask_labels and reasoner is not None,
     ) for recipe in recipes]
 
 
-def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: str) -> list[RunSpec]:
-    """All RunSpecs of the grid: datasets x models x seeds x (untrained + training recipes) x inference strategies,
-    each checked against its dataset before anything runs."""
-    strategies = strategy_blocks(grid, path)
-    recipes = train_blocks(grid, path)
+def _check_models(grid: GridFile, path: Path) -> None:
+    """Every model the grid names (classifiers, relabel scorers, R-Gen's base) is one that can be found."""
     for m, model in enumerate(grid.models):
         with _located(f"{path}: models[{m}]"):
             check_model_ref(model)
@@ -252,6 +262,14 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
     if grid.training and grid.training.rgen.model:
         with _located(f"{path}: training.rgen.model"):
             check_model_ref(grid.training.rgen.model)
+
+
+def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: str) -> list[RunSpec]:
+    """All RunSpecs of the grid: datasets x models x seeds x (untrained + training recipes) x inference strategies,
+    each checked against its dataset before anything runs."""
+    strategies = strategy_blocks(grid, path)
+    recipes = train_blocks(grid, path)
+    _check_models(grid, path)
     dtype = resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype
     specs = []
     for d, ref in enumerate(grid.datasets):
@@ -264,19 +282,22 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
         for recipe in recipes:  # a training prompt's demos come from the pool minus the example itself
             _check_prompt(recipe.prompt, dataset, f"{path}: datasets[{d}] ({dataset.name}) training {recipe.tag()}",
                           max(recipe.prompt.shots + 1, grid.training.n_train))
-        dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early on a bad split
+        with _located(f"{path}: eval"):
+            dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early: bad split
         evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
-        specs += [RunSpec(dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=name,
-                          strategy=Strategy(), eval=evaluation, seed=seed, dtype="none", max_new_tokens=0,
-                          baseline=name) for name, seed in itertools.product(grid.baselines, grid.seeds)]
+        data = DatasetRef.of(config, dataset)
+        specs += [RunSpec(dataset=data, model=name, model_revision="", strategy=None, eval=evaluation, seed=seed,
+                          dtype=None, max_new_tokens=None, prompt_format=None, baseline=name)
+                  for name, seed in itertools.product(grid.baselines, grid.seeds)]
         for model, seed in itertools.product(grid.models, grid.seeds):
             untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
-            for train, strategy in itertools.product(
-                    untrained + _train_specs(grid, path, recipes, config, dataset, model, seed, dtype), strategies):
+            trained = _train_specs(grid, path, recipes, data, dataset.card.language, model, seed, dtype)
+            for train, strategy in itertools.product(untrained + trained, strategies):
                 tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
                     else grid.inference.max_new_tokens
                 specs.append(RunSpec(
-                    dataset=config, dataset_name=dataset.name, dataset_identity=dataset.identity, model=model,
-                    strategy=strategy, eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens, train=train,
+                    dataset=data, model=model, model_revision=model_revision(model), strategy=strategy,
+                    eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens,
+                    prompt_format=prompt_format(dataset.card.language), train=train,
                 ))
     return specs

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from reports.analysis import Board  # noqa: E402
 
@@ -24,12 +25,13 @@ def _svg(figure) -> str:
 
 
 def heatmap(board: Board) -> str | None:
-    """Accuracy of every (training, inference strategy) cell; None unless the board crosses both."""
-    trainings = list(dict.fromkeys(r.training for r in board.rows))
-    strategies = list(dict.fromkeys(r.strategy for r in board.rows))
+    """Accuracy of every (training, inference strategy) cell of the board's LLM rows; None unless they cross both."""
+    llm = [r for r in board.rows if r.kind == "llm"]
+    trainings = list(dict.fromkeys(r.training for r in llm))
+    strategies = list(dict.fromkeys(r.strategy for r in llm))
     if len(trainings) < 2 or len(strategies) < 2:
         return None
-    cells = {(r.training, r.strategy): r.accuracy.value for r in board.rows}
+    cells = {(r.training, r.strategy): r.accuracy.value for r in llm}
     grid = [[cells.get((t, s), float("nan")) for s in strategies] for t in trainings]
     figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(strategies), 0.9 + 0.4 * len(trainings)))
     image = axes.imshow(grid, cmap="viridis", aspect="auto")
@@ -46,25 +48,51 @@ def heatmap(board: Board) -> str | None:
     return _svg(figure)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher is better on both), fastest first."""
+    front, best = [], float("-inf")
+    for i in sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _readable_log_ticks(axes, low: float, high: float) -> None:
+    """Major ticks at 1-2-5 steps inside the data's range, written plainly (0.5, 1, 2, ...), no minor labels."""
+    from math import floor, log10
+
+    ticks = [m * 10.0 ** e for e in range(floor(log10(low)) - 1, floor(log10(high)) + 2) for m in (1, 2, 5)]
+    inside = [t for t in ticks if low / 1.3 <= t <= high * 1.3]
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.set_xticks(inside, [f"{t:g}" for t in inside])
+
+
 def pareto(board: Board) -> str:
-    """Accuracy against evaluation throughput (examples/s, log scale); the Pareto front (no row both faster and
-    more accurate) is joined by a line."""
-    points = [(r.metrics.get("examples_per_s", 0.0), r.accuracy.value, r.label) for r in board.rows]
-    front, best = [], -1.0
-    for speed, acc, label in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if acc > best:
-            front.append((speed, acc))
-            best = acc
-    figure, axes = plt.subplots(figsize=(6.5, 4.2))
-    axes.scatter([p[0] for p in points], [p[1] for p in points], s=18, color="tab:blue")
-    axes.plot([p[0] for p in front], [p[1] for p in front], color="tab:orange", label="Pareto front")
-    for speed, acc, label in points:
-        if (speed, acc) in front:
-            axes.annotate(label, (speed, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if all(p[0] > 0 for p in points):
+    """Accuracy against evaluation throughput (examples/s, log scale). Every point is numbered, and the key beside
+    the plot says which row each number is; the Pareto front (no row both faster and more accurate) is drawn as
+    larger orange points joined by a line."""
+    rows = board.rows
+    points = [(r.metrics.get("examples_per_s", 0.0), r.accuracy.value) for r in rows]
+    front = pareto_front(points)
+    figure, (axes, key) = plt.subplots(1, 2, figsize=(10, max(4.2, 0.17 * len(rows) + 1)),
+                                       gridspec_kw={"width_ratios": [3, 2]})
+    axes.scatter([p[0] for p in points], [p[1] for p in points], s=22, color="tab:blue", zorder=2, label="run")
+    axes.plot([points[i][0] for i in front], [points[i][1] for i in front], color="tab:orange", lw=1.5, zorder=3,
+              marker="o", markersize=8, label="Pareto front")
+    for number, (speed, acc) in enumerate(points, start=1):
+        axes.annotate(str(number), (speed, acc), fontsize=7, xytext=(4, 3), textcoords="offset points", zorder=4)
+    speeds = [p[0] for p in points if p[0] > 0]
+    if len(speeds) == len(points) and speeds:
         axes.set_xscale("log")
+        _readable_log_ticks(axes, min(speeds), max(speeds))
     axes.set_xlabel("evaluation examples / s (higher is cheaper)")
     axes.set_ylabel("accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
     axes.set_title(board.title, fontsize=9)
-    axes.legend(fontsize=8)
+    key.axis("off")
+    lines = [f"{n:>2}  {'* ' if n - 1 in front else '  '}{r.label}" for n, r in enumerate(rows, start=1)]
+    key.text(0, 1, "\n".join(lines + ["", "* on the Pareto front"]), va="top", ha="left", family="monospace",
+             fontsize=7, transform=key.transAxes)
     return _svg(figure)

@@ -5,7 +5,6 @@ change), so a report over thousands of runs is a copy once and a read after that
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +13,27 @@ import polars as pl
 from mlflow.tracking import MlflowClient
 
 from bench.errors import UserError
-from bench.runspec import SPEC_HASH_TAG
-from bench.tracking import GRID_TAG, KIND_TAG, quiet_mlflow, tracking_uri
-from bench.trainspec import TRAIN_HASH_TAG
-from runners.models import cache_dir
+from bench.locations import mask, sqlite_path
+from bench.vocabulary import (
+    BASELINE,
+    DATASET,
+    GRID_TAG,
+    HASH_TAG,
+    INFER_PREFIX,
+    KIND_TAG,
+    MODEL,
+    TRAIN_HASH,
+    TRAIN_MASK_LABELS,
+    TRAIN_METHOD,
+    TRAIN_PREFIX,
+    TRAIN_REASONING_SOURCE,
+    TRAIN_RGEN_HASH,
+    TRAIN_WARMUP_HASH,
+)
 from strategies.registry import Strategy
 from strategies.training import TrainStrategy
 
 PREDICTIONS = "predictions.json"
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per run would flood the terminal
 
 
 @dataclass
@@ -43,8 +54,8 @@ REASONING_FIGURES = ("n", "words_p50", "words_p90", "words_max", "empty_rate", "
 
 def _reasoning_frame(runs: list) -> pl.DataFrame | None:
     """The `reasoning.*` figures of finished training runs whose SFT targets carried written reasonings."""
-    rows = [{"training run": r.info.run_name, "source": r.data.params.get("train.reasoning_source", "none"),
-             "labels masked": r.data.params.get("train.rgen.mask_labels", "none"),
+    rows = [{"training run": r.info.run_name, "source": r.data.params.get(TRAIN_REASONING_SOURCE, "none"),
+             "labels masked": r.data.params.get(TRAIN_MASK_LABELS, "none"),
              **{k: r.data.metrics.get(f"reasoning.{k}") for k in REASONING_FIGURES}}
             for r in runs if r.data.tags.get(KIND_TAG) == "train" and r.info.status == "FINISHED"
             and "reasoning.n" in r.data.metrics]
@@ -58,8 +69,8 @@ def _tag(params: dict[str, str], prefix: str, cls) -> str:
     return cls(**fields).tag()
 
 
-def _predictions(client: MlflowClient, run_id: str) -> pl.DataFrame | None:
-    cached = cache_dir() / "report" / f"{run_id}.parquet"
+def _predictions(client: MlflowClient, run_id: str, cache: Path) -> pl.DataFrame | None:
+    cached = cache / f"{run_id}.parquet"
     if cached.is_file():
         return pl.read_parquet(cached)
     with tempfile.TemporaryDirectory() as work:
@@ -75,25 +86,47 @@ def _predictions(client: MlflowClient, run_id: str) -> pl.DataFrame | None:
     return frame
 
 
-def read_store(uri: str | None, experiment: str | None) -> StoreData:
-    """The finished evaluation runs of `experiment` (default: the most recently created one) with predictions."""
-    quiet_mlflow()
-    client = MlflowClient(tracking_uri(uri))
+def _experiment(client: MlflowClient, uri: str, experiment: str | None):
     if experiment is None:
         found = [e for e in client.search_experiments(order_by=["creation_time DESC"]) if e.name != "Default"]
         if not found:
-            raise UserError(f"no experiments in {tracking_uri(uri)}; run `bench run` first or pass --tracking-uri")
-        chosen = found[0]
-    else:
-        chosen = client.get_experiment_by_name(experiment)
-        if chosen is None:
-            names = [e.name for e in client.search_experiments() if e.name != "Default"]
-            raise UserError(f"experiment '{experiment}' does not exist in {tracking_uri(uri)}; "
-                            f"known: {', '.join(names) or 'none'}")
+            raise UserError(f"no experiments in {mask(uri)}; run `bench run` first or pass --tracking-uri")
+        return found[0]
+    chosen = client.get_experiment_by_name(experiment)
+    if chosen is None:
+        names = [e.name for e in client.search_experiments() if e.name != "Default"]
+        raise UserError(f"experiment '{experiment}' does not exist in {mask(uri)}; known: {', '.join(names) or 'none'}")
+    return chosen
+
+
+def _newest_per_hash(runs: list) -> tuple[list, list[str]]:
+    """One run per job hash: the newest FINISHED one; and "name (STATUS)" of the hashes that never finished (their
+    newest run: FAILED, KILLED, or RUNNING while a grid is still at work)."""
+    by_hash: dict[str, list] = {}
+    for run in runs:
+        by_hash.setdefault(run.data.tags[HASH_TAG], []).append(run)
+    finished, unfinished = [], []
+    for tries in by_hash.values():
+        tries.sort(key=lambda r: r.info.start_time or 0, reverse=True)
+        done = [r for r in tries if r.info.status == "FINISHED"]
+        if done:
+            finished.append(done[0])
+        else:
+            unfinished.append(f"{tries[0].info.run_name} ({tries[0].info.status})")
+    return finished, unfinished
+
+
+def read_store(uri: str, experiment: str | None, cache: Path) -> StoreData:
+    """The finished evaluation runs of `experiment` (default: the most recently created one) in the tracking store
+    at `uri`, one per job hash, with their predictions (cached as parquet under `cache`)."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise UserError(f"no tracking store at {path}; run `bench run` here first, or pass --tracking-uri")
+    client = MlflowClient(uri)
+    chosen = _experiment(client, uri, experiment)
     runs = client.search_runs([chosen.experiment_id], max_results=50000)
-    evals = [r for r in runs if SPEC_HASH_TAG in r.data.tags and r.data.tags.get(KIND_TAG, "eval") == "eval"]
-    finished = [r for r in evals if r.info.status == "FINISHED"]
-    unfinished = [f"{r.info.run_name} ({r.info.status})" for r in evals if r.info.status != "FINISHED"]
+    evals = [r for r in runs if HASH_TAG in r.data.tags and r.data.tags.get(KIND_TAG) == "eval"]
+    finished, unfinished = _newest_per_hash(evals)
     if not finished:
         raise UserError(f"experiment '{chosen.name}' has no finished evaluation runs"
                         f"{' (' + str(len(unfinished)) + ' unfinished)' if unfinished else ''}; "
@@ -101,7 +134,7 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
     predictions: dict[str, pl.DataFrame] = {}
     missing = []
     for r in finished:
-        frame = _predictions(client, r.info.run_id)
+        frame = _predictions(client, r.info.run_id, cache)
         if frame is None:
             missing.append(r.info.run_name)
         else:
@@ -110,21 +143,20 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
         raise UserError(f"{len(missing)} finished run(s) of '{chosen.name}' have no {PREDICTIONS} artifact "
                         f"(e.g. {missing[0]}); they predate prediction logging or their artifacts were deleted: "
                         "delete those runs and re-run `bench run` to produce them")
-    train_seconds = {r.data.tags[TRAIN_HASH_TAG]: r.data.metrics.get("train_wall_time_s", 0.0) for r in runs
-                     if r.data.tags.get(KIND_TAG) == "train" and r.info.status == "FINISHED"}
+    train_seconds = {r.data.tags[HASH_TAG]: r.data.metrics.get("train_wall_time_s", 0.0) for r in runs
+                     if r.data.tags.get(KIND_TAG) in ("train", "rgen") and r.info.status == "FINISHED"}
     rows = []
     for r in finished:
         params = r.data.params
-        chain = [params.get(f"train.{k}", "none") for k in ("rgen.hash", "warmup_hash", "hash")]
+        chain = [params.get(k, "none") for k in (TRAIN_RGEN_HASH, TRAIN_WARMUP_HASH, TRAIN_HASH)]
         rows.append({
-            "run_id": r.info.run_id, "run_name": r.info.run_name, "dataset": params.get("dataset", "?"),
-            "model": params.get("model", "?"),
-            "training": "none" if params.get("train.method", "none") == "none"
-            else _tag(params, "train.", TrainStrategy),
-            "strategy": f"baseline:{params['baseline']}" if params.get("baseline", "none") != "none"
-            else _tag(params, "infer.", Strategy),
-            "is_baseline": params.get("baseline", "none") != "none",
-            "train_hash": params.get("train.hash", "none"),
+            "run_id": r.info.run_id, "run_name": r.info.run_name, "dataset": params.get(DATASET, "?"),
+            "model": params.get(MODEL, "?"),
+            "training": "none" if params.get(TRAIN_METHOD, "none") == "none"
+            else _tag(params, TRAIN_PREFIX, TrainStrategy),
+            "strategy": f"baseline:{params[BASELINE]}" if params.get(BASELINE, "none") != "none"
+            else _tag(params, INFER_PREFIX, Strategy),
+            "is_baseline": params.get(BASELINE, "none") != "none",
             **{f"param.{k}": v for k, v in params.items()},
             **{f"metric.{k}": float(v) for k, v in r.data.metrics.items()},
             "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # R-Gen, warm-up included
@@ -133,13 +165,13 @@ def read_store(uri: str | None, experiment: str | None) -> StoreData:
     latest = max(parents, key=lambda r: r.info.start_time) if parents else None
     never_started = 0
     if latest is not None:
-        begun = sum(r.data.tags.get("mlflow.parentRunId") == latest.info.run_id for r in evals)
-        never_started = max(0, int(latest.data.metrics.get("runs_planned", 0)) - begun)
+        begun = {r.data.tags[HASH_TAG] for r in evals if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id}
+        never_started = max(0, int(latest.data.metrics.get("runs_planned", 0)) - len(begun))
     return StoreData(chosen.name, pl.DataFrame(rows, infer_schema_length=None), predictions, unfinished,
                      latest.info.run_id if latest else None, never_started, _reasoning_frame(runs))
 
 
-def log_report(uri: str | None, parent_run_id: str, folder: Path) -> None:
+def log_report(uri: str, parent_run_id: str, folder: Path) -> None:
     """Attach the report files to the grid's parent run in the store the report was read from, leaving the run's
     status alone (a grid may still be running)."""
-    MlflowClient(tracking_uri(uri)).log_artifacts(parent_run_id, str(folder), artifact_path="report")
+    MlflowClient(uri).log_artifacts(parent_run_id, str(folder), artifact_path="report")

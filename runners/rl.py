@@ -22,10 +22,11 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import use_adapter
 
-from bench.trainspec import LoraSettings, RLSettings
 from runners.advantages import ESTIMATORS, AdvantageInputs, Estimator
 from runners.inference import prompt_text
 from runners.models import LoadedModel
+from runners.rl_config import RLSettings
+from runners.sft_config import LoraSettings
 from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args
 from strategies.example import Example
 from strategies.prompts import INVALID, PromptBuilder

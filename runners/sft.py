@@ -11,9 +11,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.trainspec import LoraSettings, SFTSettings
 from runners.inference import prompt_text
 from runners.models import LoadedModel
+from runners.sft_config import LoraSettings, SFTSettings
 from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args
 from strategies.example import Example
 from strategies.prompts import PromptBuilder

@@ -7,22 +7,17 @@ import math
 import random
 import resource
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from bench.trainspec import LoraSettings
 from runners.models import LoadedModel, load_model
+from runners.sft_config import LoraSettings
 from strategies.example import Example
-
-datasets.disable_progress_bars()  # TRL maps its datasets with bars per step; bench shows its own progress
-warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)  # TRL 1.16
 
 OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): where step-wise training curves go
 OnStep = Callable[[int, int], None]  # (step, max_steps): progress
@@ -37,9 +32,9 @@ def training_examples(pool: Sequence[Example], n_train: int, seed: int) -> list[
     return random.Random(f"train:{seed}").sample(list(pool), min(n_train, len(pool)))
 
 
-def load_trainable(model: str, dtype: str, stages: Sequence[Path]) -> LoadedModel:
+def load_trainable(folder: Path, dtype: str, stages: Sequence[Path]) -> LoadedModel:
     """The base model with earlier stages merged in, in train mode; fp32 on CPU (bf16 training there is lossy)."""
-    lm = load_model(model, dtype if torch.cuda.is_available() else "float32", stages)
+    lm = load_model(folder, dtype if torch.cuda.is_available() else "float32", stages)
     lm.model.train()
     return lm
 

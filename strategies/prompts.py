@@ -13,8 +13,10 @@ Instruction wording is a per-language data record (`TEMPLATES`), so a Chinese da
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from strategies.demos import demo_selector
 from strategies.example import Example, TaskCard
@@ -70,6 +72,14 @@ TEMPLATES: dict[str, Template] = {
 }
 
 _WHAT = {"en": {"names": "name", "numeric": "number"}, "zh": {"names": "名称", "numeric": "编号"}}
+PROMPT_REVISION = 1  # bump when the way a prompt is assembled changes (its wording is fingerprinted by itself)
+
+
+def prompt_format(language: str) -> str:
+    """A fingerprint of how prompts in `language` are worded and assembled: part of the identity of every run whose
+    prompts it renders, so a changed template is a new run, never a stale one."""
+    wording = [PROMPT_REVISION, asdict(TEMPLATES[language]), _WHAT.get(language, _WHAT["en"])]
+    return hashlib.sha256(json.dumps(wording, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
 def render_plain(messages: Sequence[Message]) -> str:

@@ -8,6 +8,7 @@ training example (Q = the task and the input, A = the gold category's name), and
 
 from __future__ import annotations
 
+import hashlib
 import re
 import statistics
 from collections.abc import Sequence
@@ -17,6 +18,12 @@ from strategies.example import Example, TaskCard
 from strategies.prompts import Message
 
 RGEN_INSTRUCTION = "Explain in one or two sentences why the answer is correct. Do not repeat the question."
+RGEN_REVISION = 1  # bump when the reasoning generator's prompt is assembled differently
+
+
+def rgen_format() -> str:
+    """A fingerprint of the reasoning generator's prompt (part of R-Gen's and every reasoner's identity)."""
+    return hashlib.sha256(f"{RGEN_REVISION}:{RGEN_INSTRUCTION}".encode()).hexdigest()[:12]
 LABEL_MASK = "[label]"
 
 

@@ -154,6 +154,11 @@ class Strategy:
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @staticmethod
+    def extra_params(strategy: Strategy | None) -> dict[str, object]:
+        """Params derived from the fields, for the MLflow compare view (see bench.identity.params)."""
+        return {"icl_method": strategy and strategy.icl_method, "shots": strategy and strategy.shots}
+
     def tag(self) -> str:
         """Readable name such as `similar-3+defs+numeric+ppl` (defaults are left out)."""
         return "+".join([self.icl, *value_tags(self, DIMENSIONS, skip=("icl",))])

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Keep tests away from the user's cache; tiny-random is built here once per session."""
-    import os
-
-    os.environ["GENCLSBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep tests away from the user's cache (the CLI reads $GENCLSBENCH_CACHE); tiny-random is built here once."""
+    root = tmp_path_factory.mktemp("cache")
+    os.environ["GENCLSBENCH_CACHE"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")
-def tiny_lm():
+def tiny_folder(model_cache: Path) -> Path:
+    from runners.model_registry import model_folder
+
+    return model_folder("tiny-random", model_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_folder: Path):
     from runners.models import load_model
 
-    return load_model("tiny-random", "float32")
+    return load_model(tiny_folder, "float32")
 
 
 @pytest.fixture
@@ -29,17 +39,10 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    """A model cache of the test's own (trained stages and reasonings start empty; the tiny model is shared)."""
-    import os
-    from pathlib import Path
-
-    from runners.models import model_folder
-
-    shared = Path(os.environ["GENCLSBENCH_CACHE"]) / "models" / "tiny-random"
-    model_folder("tiny-random")
+def fresh_cache(tmp_path, monkeypatch, tiny_folder):
+    """A model cache of the test's own (job outputs and reasonings start empty; the tiny model is shared)."""
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
-    (cache / "models" / "tiny-random").symlink_to(shared)
+    (cache / "models" / "tiny-random").symlink_to(tiny_folder)
     monkeypatch.setenv("GENCLSBENCH_CACHE", str(cache))
     return cache

@@ -7,7 +7,7 @@ import pytest
 from cli_runner import flat, run_cli
 
 import runners.predict
-from bench.runspec import SPEC_HASH_TAG
+from bench.vocabulary import ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
 
 GRID = """
 name: e2e
@@ -40,8 +40,8 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
     assert (Path.cwd() / "mlflow.db").exists()  # the default store is sqlite:///mlflow.db in the working dir
     logged = runs(tracking_uri)
-    parents = [r for r in logged if SPEC_HASH_TAG not in r.data.tags]
-    children = [r for r in logged if SPEC_HASH_TAG in r.data.tags]
+    parents = [r for r in logged if GRID_TAG in r.data.tags]
+    children = [r for r in logged if r.data.tags.get(KIND_TAG) == "eval"]
     assert len(parents) == 1 and len(children) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all(c.info.status == "FINISHED" for c in children)
@@ -59,22 +59,22 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"predictions.json", "per_class.json", "confusion_matrix.png"} <= artifacts
         assert len(child.inputs.dataset_inputs) == 1
-    table = mlflow.load_table("predictions.json", run_ids=[children[0].info.run_id])
+    table = client.load_table(children[0].info.experiment_id, "predictions.json", run_ids=[children[0].info.run_id])
     assert list(table.columns[:6]) == ["id", "text", "gold", "prediction", "raw_output", "candidate_scores"]
     assert len(table) == 6
     out = capsys.readouterr().out
     assert "results: emotion / tiny-random" in out and "similar-2+ppl" in out
 
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
-    assert "6 already finished (skipped), 0 to run" in flat(capsys.readouterr().out)
-    assert len(runs(tracking_uri)) == 7  # nothing new: no duplicate children, no empty parent
+    assert "6 runs, 6 already finished, 0 to run" in flat(capsys.readouterr().out)
+    assert len(runs(tracking_uri)) == 7  # nothing new: no duplicate children, the same parent
 
     assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "3", "--dry-run") == 0
-    assert "0 already finished (skipped), 6 to run" in flat(capsys.readouterr().out)  # a new limit is a new spec
+    assert "6 runs, 0 already finished, 6 to run" in flat(capsys.readouterr().out)  # a new limit is a new spec
     assert len(runs(tracking_uri)) == 7
 
 
-def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, monkeypatch, capsys):
+def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, tmp_path, monkeypatch, capsys):
     real = runners.predict.predict
 
     def flaky(lm, builder, examples, settings, on_progress=lambda n: None):
@@ -82,27 +82,33 @@ def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, monkeyp
             raise RuntimeError("simulated crash")
         return real(lm, builder, examples, settings, on_progress)
 
-    monkeypatch.setattr("bench.execution.predict", flaky)
+    monkeypatch.setattr("runners.predict.predict", flaky)
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 1
-    statuses = {r.info.run_name: r.info.status for r in runs(tracking_uri) if SPEC_HASH_TAG in r.data.tags}
+    evals = [r for r in runs(tracking_uri) if r.data.tags.get(KIND_TAG) == "eval"]
+    statuses = {r.info.run_name: r.info.status for r in evals}
     assert statuses.pop("emotion/tiny-random/similar-2+ppl") == "FAILED"
     assert set(statuses.values()) == {"FINISHED"} and len(statuses) == 5
+    failed = next(r for r in evals if r.info.status == "FAILED")
+    assert failed.data.tags[ERROR_TAG] == "RuntimeError: simulated crash"
+    trace = mlflow.MlflowClient(tracking_uri).download_artifacts(failed.info.run_id, ERROR_ARTIFACT, str(tmp_path))
+    assert "Traceback (most recent call last)" in Path(trace).read_text() and "in flaky" in Path(trace).read_text()
     assert "1 run(s) failed" in flat(capsys.readouterr().out)
-    monkeypatch.setattr("bench.execution.predict", real)
+    monkeypatch.setattr("runners.predict.predict", real)
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0  # the re-run does only the failed one
-    assert "5 already finished (skipped), 1 to run" in flat(capsys.readouterr().out)
+    assert "6 runs, 5 already finished, 1 to run" in flat(capsys.readouterr().out)
 
 
 def test_the_classical_baseline_runs_on_the_same_examples(tmp_path, tracking_uri, monkeypatch):
     path = tmp_path / "b.yaml"
     path.write_text("name: e2e\ndatasets: [sst2]\nmodels: [tiny-random]\neval: {limit: 40}\n", encoding="utf-8")
     assert run_cli(monkeypatch, "--grid", str(path)) == 0
-    logged = {r.data.params["baseline"]: r for r in runs(tracking_uri) if SPEC_HASH_TAG in r.data.tags}
+    logged = {r.data.params["baseline"]: r for r in runs(tracking_uri) if r.data.tags.get(KIND_TAG) == "eval"}
     assert set(logged) == {"none", "tfidf-logreg"}
     baseline = logged["tfidf-logreg"]
     assert baseline.info.run_name == "sst2/tfidf-logreg/baseline:tfidf-logreg"
     assert baseline.data.metrics["accuracy"] >= 0.6 and baseline.data.metrics["invalid_rate"] == 0
     assert set(baseline.data.params) == set(logged["none"].data.params)
+    assert {baseline.data.params[f"infer.{d}"] for d in ("icl", "decoding", "ppl_norm", "labels")} == {"none"}
 
 
 def test_list_shows_every_registry(monkeypatch, capsys):

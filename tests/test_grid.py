@@ -10,6 +10,8 @@ from bench.cli import main
 from bench.datasets import DatasetCache
 from bench.errors import UserError
 from bench.grid import expand, read_grid
+from bench.identity import params
+from bench.specs import RunSpec
 
 BASE = """
 name: t
@@ -39,7 +41,7 @@ def test_blocks_expand_to_the_union_without_duplicates(tmp_path):
     """)
     specs = specs_of(path)
     assert [s.strategy.tag() for s in specs] == ["zero", "zero+ppl", "random-2", "random-2+ppl"]
-    assert len({s.key() for s in specs}) == 4
+    assert len({s.key for s in specs}) == 4
     assert all(s.max_new_tokens == 16 and s.dtype == "float32" for s in specs)
 
 
@@ -47,19 +49,19 @@ def test_the_classical_baseline_is_on_by_default_and_checked(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("name: t\ndatasets: [emotion, sst2]\nmodels: [tiny-random]\n", encoding="utf-8")
     baselines = [s for s in specs_of(path) if s.baseline]
-    assert [(s.dataset_name, s.strategy_label) for s in baselines] == [
+    assert [(s.dataset.name, s.strategy_label) for s in baselines] == [
         ("emotion", "baseline:tfidf-logreg"), ("sst2", "baseline:tfidf-logreg")]
     path.write_text("name: t\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: [bert]\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"baselines: Value error, unknown baseline 'bert'; registered: tfidf-logreg"):
         read_grid(path)
 
 
-def test_spec_hash_is_stable_and_sensitive():
+def test_spec_hash_is_stable_and_every_run_has_one_param_vocabulary():
     path = Path(__file__).parent.parent / "grids" / "quick.yaml"
     first, second = specs_of(path), specs_of(path)
-    assert [s.key() for s in first] == [s.key() for s in second]
-    assert len({s.key() for s in first}) == len(first)
-    assert len({tuple(sorted(s.params())) for s in first}) == 1  # one param vocabulary for every run
+    assert [s.key for s in first] == [s.key for s in second]
+    assert len({s.key for s in first}) == len(first)
+    assert len({tuple(sorted(params(RunSpec, s))) for s in first}) == 1  # baseline and LLM runs alike
 
 
 @pytest.mark.parametrize(

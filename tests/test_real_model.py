@@ -5,6 +5,7 @@ import pytest
 
 from bench.datasets import DatasetConfig, load_dataset
 from runners.inference import candidate_ids, prompt_text, score_candidates
+from runners.model_registry import model_folder
 from runners.models import load_model
 from runners.predict import DecodeSettings, predict
 from strategies.prompts import PromptBuilder
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    return load_model("smollm2-135m", "float32")
+def smollm2(model_cache):
+    return load_model(model_folder("smollm2-135m", model_cache), "float32")
 
 
 def test_real_model_scores_equal_direct_and_beat_chance_with_demos(smollm2):

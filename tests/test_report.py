@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from cli_runner import bench, flat
 
-from bench.runspec import SPEC_HASH_TAG
-from bench.tracking import GRID_TAG, KIND_TAG
+from bench.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
 from reports.analysis import build_boards, strategy_effects
 from reports.store import read_store
 from strategies.registry import Strategy
@@ -32,7 +31,7 @@ def _wrong(label: str) -> str:
 
 def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True,
               baseline: str = "none") -> None:
-    with mlflow.start_run(run_name=name, nested=True, tags={SPEC_HASH_TAG: name, KIND_TAG: "eval"}):
+    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: name, KIND_TAG: "eval"}):
         params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none",
                   "eval.sample_seed": "0", "train.method": "none", "baseline": baseline,
                   **{f"infer.{k}": v for k, v in strategy.as_dict().items()}}
@@ -56,13 +55,13 @@ def store(tracking_uri, tmp_path, monkeypatch) -> str:
         for name, strategy in STRATEGIES.items():
             _log_eval(name, strategy, CORRECT[name])
         with pytest.raises(RuntimeError), mlflow.start_run(run_name="toy/m/random-2", nested=True,
-                                                          tags={SPEC_HASH_TAG: "x", KIND_TAG: "eval"}):
+                                                          tags={HASH_TAG: "x", KIND_TAG: "eval"}):
             raise RuntimeError("crash")
     return tracking_uri
 
 
-def test_leaderboard_tests_and_effects_by_hand(store):
-    boards = build_boards(read_store(store, "synthetic"))
+def test_leaderboard_tests_and_effects_by_hand(store, tmp_path):
+    boards = build_boards(read_store(store, "synthetic", tmp_path / "cache"))
     assert len(boards) == 1
     board = boards[0]
     rows = {r.strategy: r for r in board.rows}
@@ -85,12 +84,12 @@ def test_leaderboard_tests_and_effects_by_hand(store):
     assert effects[("icl", "similar-3")].accuracy.value == pytest.approx(0.2)
 
 
-def test_a_classical_baseline_never_pairs_as_a_strategy(store):
+def test_a_classical_baseline_never_pairs_as_a_strategy(store, tmp_path):
     """Regression: a TF-IDF run logged with the strategy params of a zero-shot generate run (as older versions did)
     was paired as 'generate' and flipped the sign of the decoding effect."""
     with mlflow.start_run(run_name="toy/tfidf", tags={GRID_TAG: "synthetic"}):
         _log_eval("toy/tfidf", Strategy(), set(range(20)), baseline="tfidf-logreg")
-    boards = build_boards(read_store(store, "synthetic"))
+    boards = build_boards(read_store(store, "synthetic", tmp_path / "cache"))
     assert [r.kind for r in boards[0].rows].count("classical") == 1
     effects = {(e.dimension, e.value): e for e in strategy_effects(boards)}
     assert effects[("decoding", "ppl")].pairs == 1 and effects[("decoding", "ppl")].accuracy.value == pytest.approx(0.2)
@@ -116,7 +115,8 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize("setup, args, message", [
-    (None, ["--experiment", "nope"], "experiment 'nope' does not exist"),
+    (None, ["--experiment", "nope"], "no tracking store at"),
+    ("empty", ["--experiment", "nope"], "experiment 'nope' does not exist in sqlite:///"),
     ("empty", ["--experiment", "empty"], "experiment 'empty' has no finished evaluation runs"),
     ("no-predictions", ["--experiment", "bare"], "have no predictions.json artifact"),
 ])
@@ -128,10 +128,12 @@ def test_report_errors_are_one_line(tracking_uri, tmp_path, monkeypatch, capsys,
         mlflow.set_experiment("bare")
         with mlflow.start_run(run_name="grid", tags={GRID_TAG: "bare"}):
             _log_eval("zero", Strategy(), CORRECT["zero"], with_predictions=False)
+    capsys.readouterr()  # what setting up the store printed
     assert bench(monkeypatch, "report", *args, "--out", str(tmp_path / "rep")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
     assert not (tmp_path / "rep").exists()
+    assert setup is not None or not (tmp_path / "mlflow.db").exists()  # no empty store left behind
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (installed by .ci/run)")

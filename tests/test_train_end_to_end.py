@@ -12,8 +12,7 @@ import pytest
 from cli_runner import flat, run_cli, tiny_training_grid
 
 import runners.rl
-from bench.tracking import ERROR_TAG, KIND_TAG
-from bench.trainspec import TRAIN_HASH_TAG
+from bench.vocabulary import ERROR_TAG, HASH_TAG, KIND_TAG
 
 GRID = tiny_training_grid("train_e2e", """\
   rl: {steps: 2, prompts_per_step: 2, num_generations: 2, max_completion_length: 4, reasoning_max_completion_length: 6}
@@ -49,7 +48,7 @@ def test_train_grid_trains_once_and_evaluates_every_cross(grid_file, tracking_ur
     for run in trains.values():
         assert run.info.status == "FINISHED"
         assert {"train_wall_time_s", "train_tokens_per_s", "train_peak_memory_mb", "n_train"} <= set(run.data.metrics)
-        assert "trained/adapter_config.json" in [a.path for a in client.list_artifacts(run.info.run_id, "trained")]
+        assert "output/adapter_config.json" in [a.path for a in client.list_artifacts(run.info.run_id, "output")]
         stage = "rl" if "rl" in run.data.params["train.method"] else "sft"
         assert len(client.get_metric_history(run.info.run_id, f"{stage}.loss")) == 2  # one point per step
         if stage == "rl":
@@ -60,23 +59,24 @@ def test_train_grid_trains_once_and_evaluates_every_cross(grid_file, tracking_ur
 
     evals = _runs(tracking_uri, "eval")
     assert len(evals) == 2 * (1 + len(TRAIN_JOBS) - 1)  # the reasoning SFT warm-up is not a grid recipe itself
-    hashes = {r.data.tags[TRAIN_HASH_TAG] for r in trains.values()}
+    hashes = {r.data.tags[HASH_TAG] for r in trains.values()}
+    warmup_of_reasoning = next(r.data.tags[HASH_TAG] for r in trains.values()
+                               if r.info.run_name.endswith("/sft(zero+reason)"))
     trained = [r for r in evals if r.data.params["train.method"] != "none"]
-    assert {r.data.tags[TRAIN_HASH_TAG] for r in trained} <= hashes
-    assert all(r.data.params["train.hash"] == r.data.tags[TRAIN_HASH_TAG] for r in trained)
+    assert {r.data.params["train.hash"] for r in trained} == hashes - {warmup_of_reasoning}
     assert {r.data.params["infer.decoding"] for r in trained} == {"generate", "ppl"}
     assert len({tuple(sorted(r.data.params)) for r in evals}) == 1  # one param vocabulary, trained or not
 
     capsys.readouterr()
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
-    assert "16 already finished (skipped), 0 to run" in flat(capsys.readouterr().out)
+    assert "16 runs, 16 already finished, 0 to run" in flat(capsys.readouterr().out)
     assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "3") == 0  # new evaluations, no training
-    assert "trained " not in capsys.readouterr().out
+    assert "start train " not in capsys.readouterr().out
     assert len(_runs(tracking_uri, "train")) == len(TRAIN_JOBS) and len(_runs(tracking_uri, "eval")) == 32
 
-    shutil.rmtree(Path(os.environ["GENCLSBENCH_CACHE"]) / "trained")  # a fresh machine sharing the store
+    shutil.rmtree(Path(os.environ["GENCLSBENCH_CACHE"]) / "jobs")  # a fresh machine sharing the store
     assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "2") == 0
-    assert "trained " not in capsys.readouterr().out
+    assert "start train " not in capsys.readouterr().out
     assert len(_runs(tracking_uri, "train")) == len(TRAIN_JOBS)
 
 
@@ -93,14 +93,14 @@ def test_a_crashing_training_fails_only_its_evaluations(grid_file, tracking_uri,
     evals = _runs(tracking_uri, "eval")
     failed = [r for r in evals if r.info.status == "FAILED"]
     assert len(failed) == 2 and all(r.data.params["train.rl_algo"] == "rloo" for r in failed)
-    assert all("training failed: RuntimeError: simulated trainer crash" in r.data.tags[ERROR_TAG] for r in failed)
+    assert all("sft+rloo failed: RuntimeError: simulated trainer crash" in r.data.tags[ERROR_TAG] for r in failed)
     assert sum(r.info.status == "FINISHED" for r in evals) == 14
 
     monkeypatch.setitem(runners.rl.ALGORITHMS, "rloo", rloo)  # fixed: the re-run does only what failed
     capsys.readouterr()
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
     out = flat(capsys.readouterr().out)
-    assert "14 already finished (skipped), 2 to run" in out and out.count("trained ") == 1
+    assert "16 runs, 14 already finished, 2 to run" in out and out.count("start train ") == 1
 
 
 def test_training_a_model_that_is_no_causal_lm_fails_before_any_compute(tmp_path, tracking_uri, monkeypatch, capsys):

@@ -9,7 +9,9 @@ import pytest
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.grid import read_grid, train_blocks
-from bench.trainspec import LoraSettings, SFTSettings, train_params
+from bench.identity import params
+from bench.specs import RunSpec, TrainSpec
+from runners.sft_config import LoraSettings, SFTSettings
 from strategies.example import Category, Example, TaskCard
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.registry import Strategy
@@ -54,12 +56,14 @@ def test_warmup_spec_is_the_plain_sft_spec(tmp_path):
     specs = expand(read_grid(path), path, DatasetCache(), "float32")
     trains = {s.train.strategy.tag(): s.train for s in specs if s.train}
     assert set(trains) == {"sft", "sft+grpo", "sft+rloo"}
-    assert trains["sft+grpo"].warmup().key() == trains["sft+rloo"].warmup().key() == trains["sft"].key()
-    assert len({s.key() for s in specs}) == len(specs) == 4  # untrained + 3 trained, zero-shot each
+    assert trains["sft+grpo"].warmup().key == trains["sft+rloo"].warmup().key == trains["sft"].key
+    assert len({s.key for s in specs}) == len(specs) == 4  # untrained + 3 trained, zero-shot each
     untrained = next(s for s in specs if s.train is None)
-    assert set(untrained.params()) == set(specs[-1].params())
-    assert untrained.params()["train.method"] == "none" and specs[-1].params()["train.rl_algo"] == "rloo"
-    assert set(train_params(None)) == {f"train.{k}" for k in trains["sft"].params()}
+    assert set(params(RunSpec, untrained)) == set(params(RunSpec, specs[-1]))  # one vocabulary
+    assert params(RunSpec, untrained)["train.method"] == "none"
+    assert params(RunSpec, specs[-1])["train.rl_algo"] == "rloo"
+    assert params(RunSpec, specs[-1])["train.hash"] == trains["sft+rloo"].key
+    assert set(params(TrainSpec, None)) == set(params(TrainSpec, trains["sft"]))
 
 
 def _builder(reasoning: str = "off") -> PromptBuilder:
@@ -88,7 +92,7 @@ def test_uncertain_relabelling_takes_the_least_confident_fraction():
     assert labels.count("1") == 8
 
 
-def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
+def test_sft_lowers_the_loss_and_changes_predictions(tmp_path, tiny_folder):
     from runners.inference import prompt_text, score_candidates
     from runners.models import load_model
     from runners.sft import sft_rows, train_sft
@@ -97,7 +101,7 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
     dataset = DatasetCache().get(DatasetConfig(name="emotion"))
     examples = training_examples(dataset.pool, 32, 0)
     builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
-    lm = load_trainable("tiny-random", "float32", [])
+    lm = load_trainable(tiny_folder, "float32", [])
     rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512, [None] * len(examples))
     losses: list[float] = []
     logger = StepLogger("sft.", lambda metrics, step: losses.extend(v for k, v in metrics.items() if k == "sft.loss"),
@@ -109,7 +113,7 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path):
     assert len(losses) == 16 and sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.2
     assert cost.tokens > 0 and cost.wall_time_s > 0
 
-    before, after = load_model("tiny-random", "float32"), load_model("tiny-random", "float32", [tmp_path / "adapter"])
+    before, after = load_model(tiny_folder, "float32"), load_model(tiny_folder, "float32", [tmp_path / "adapter"])
     prompts = [prompt_text(before, builder.messages(e)) for e in examples[:8]]
     base = score_candidates(before, prompts, builder.candidates(), 8).logprob_sum
     tuned = score_candidates(after, prompts, builder.candidates(), 8).logprob_sum

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 from cli_runner import bench, flat, run_cli, tiny_training_grid
 
-from bench import training as bench_training
+import runners.rgen
 from bench.errors import UserError
 from bench.reasoning_corpora import BUNDLED_CORPORA, load_corpus, rgen_mixture
-from bench.tracking import KIND_TAG
+from bench.vocabulary import HASH_TAG, KIND_TAG
 from runners.rgen import rgen_rows
 from strategies.example import Category, Example, TaskCard
 from strategies.prompts import PromptBuilder
@@ -106,10 +106,10 @@ GRID = tiny_training_grid("two_stage_e2e", """\
     - {method: sft+rl, reasoning: on, reasoning_source: rgen}""", "  - {reasoning: [off, on]}")
 
 
-def _runs(uri: str, kind: str) -> list:
+def _runs(uri: str, *kinds: str) -> list:
     mlflow.set_tracking_uri(uri)
     return [r for r in mlflow.search_runs(experiment_names=["two_stage_e2e"], output_format="list")
-            if r.data.tags.get(KIND_TAG) == kind]
+            if r.data.tags.get(KIND_TAG) in kinds]
 
 
 def test_two_stage_grid_trains_rgen_once_and_reuses_its_reasonings(tmp_path, fresh_cache, tracking_uri, monkeypatch,
@@ -117,7 +117,7 @@ def test_two_stage_grid_trains_rgen_once_and_reuses_its_reasonings(tmp_path, fre
     grid = tmp_path / "two_stage.yaml"
     grid.write_text(GRID.replace("MASK", "false"), encoding="utf-8")
     assert run_cli(monkeypatch, "--grid", str(grid)) == 0
-    trains = {r.info.run_name: r for r in _runs(tracking_uri, "train")}
+    trains = {r.info.run_name: r for r in _runs(tracking_uri, "train", "rgen")}
     assert set(trains) == {"rgen tiny-random (cose+esnli+gsm8k)", "train emotion/tiny-random/sft",
                            "train emotion/tiny-random/sft(zero+reason+rgen)",
                            "train emotion/tiny-random/sft(zero+reason+self-r)",
@@ -132,28 +132,31 @@ def test_two_stage_grid_trains_rgen_once_and_reuses_its_reasonings(tmp_path, fre
         assert {"reasoning.words_p50", "reasoning.words_p90", "reasoning.empty_rate"} <= set(run.data.metrics)
         assert "reasonings.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
         assert "reasonings" in {t.value for i in run.inputs.dataset_inputs for t in i.tags}
-    assert trains["train emotion/tiny-random/sft(zero+reason+rgen)"].data.params["train.rgen.hash"] == \
-        rgen.data.tags["genclsbench.train_hash"]
+    assert trains["train emotion/tiny-random/sft(zero+reason+rgen)"].data.params["train.reasoner.rgen_hash"] == \
+        rgen.data.tags[HASH_TAG]
+    written = {r.info.run_name: r for r in _runs(tracking_uri, "reasonings")}
+    assert set(written) == {"reasonings (rgen) emotion", "reasonings (self) emotion"}
 
     evals = _runs(tracking_uri, "eval")
     assert len(evals) == 2 * 5 and all(r.info.status == "FINISHED" for r in evals)
     sources = {(r.data.params["train.method"], r.data.params["train.reasoning_source"]) for r in evals}
     assert sources == {("none", "none"), ("sft", "none"), ("sft", "rgen"), ("sft", "self"), ("sft+rl", "rgen")}
-    cached = list((fresh_cache / "reasonings").glob("*/emotion.json"))
+    cached = list((fresh_cache / "reasonings").glob("*.json"))
     assert len(cached) == 2 and all(len(json.loads(p.read_text())) == 8 for p in cached)
 
     def no_writing(*args, **kwargs):
         raise AssertionError("reasonings were written again")
 
-    monkeypatch.setattr(bench_training, "write_reasonings", no_writing)
+    monkeypatch.setattr(runners.rgen, "write_reasonings", no_writing)
     grid.write_text(GRID.replace("MASK", "true"), encoding="utf-8")  # new classifiers, the same reasonings
     capsys.readouterr()
     assert run_cli(monkeypatch, "--grid", str(grid)) == 0
     out = flat(capsys.readouterr().out)
-    assert "trained rgen" not in out and out.count("trained train") == 3  # rgen, self, and RL on the rgen one
-    masked = [r for r in _runs(tracking_uri, "train") if r.data.params.get("train.rgen.mask_labels") == "True"]
+    assert "start rgen" not in out and out.count("start train") == 3  # rgen, self, and RL on the rgen one
+    assert "start reasonings" not in out
+    masked = [r for r in _runs(tracking_uri, "train") if r.data.params.get("train.mask_labels") == "True"]
     assert len(masked) == 3 and all(r.info.status == "FINISHED" for r in masked)
-    assert len(_runs(tracking_uri, "train")) == 5 + 3  # Q->A has no reasonings to mask: still cached
+    assert len(_runs(tracking_uri, "train", "rgen")) == 5 + 3  # Q->A has no reasonings to mask: still cached
 
     assert bench(monkeypatch, "report", "--out", str(tmp_path / "report")) == 0
     md = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
@@ -180,7 +183,7 @@ def _log_trained_eval(name: str, train: dict[str, str], reasoning: str, right: s
     params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none", "eval.sample_seed": "0",
               "baseline": "none", **{f"train.{k}": v for k, v in train.items()},
               **{f"infer.{k}": v for k, v in Strategy(reasoning=reasoning).as_dict().items()}}
-    with mlflow.start_run(run_name=name, nested=True, tags={"genclsbench.spec_hash": name, KIND_TAG: "eval"}):
+    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: name, KIND_TAG: "eval"}):
         mlflow.log_params(params)
         predictions = [g if i in right else ("b" if g == "a" else "a") for i, g in enumerate(gold)]
         mlflow.log_table({"id": [f"t-{i:02d}" for i in range(len(gold))], "text": ["t"] * len(gold), "gold": gold,
@@ -204,7 +207,8 @@ def test_the_report_puts_q_to_ra_minus_q_to_a_beside_the_papers_figure(tracking_
                           set(range(20)), gold)  # not Q->RA at inference: no treatment
         _log_trained_eval("qra-self", qa | {"reasoning": "on", "reasoning_source": "self"}, "on", set(range(2, 12)),
                           gold)
-    deltas = {d.reference.delta_points: d for d in reference_deltas(build_boards(read_store(tracking_uri, "two")))}
+    data = read_store(tracking_uri, "two", tmp_path / "cache")
+    deltas = {d.reference.delta_points: d for d in reference_deltas(build_boards(data))}
     assert set(deltas) == {8.7, None}
     rgen, own = deltas[8.7], deltas[None]
     assert (rgen.treatment, rgen.control) == ("sft(zero+reason+rgen) / zero+reason", "sft / zero")

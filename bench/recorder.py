@@ -1,0 +1,177 @@
+"""Recording jobs in MLflow: one child run per job under the grid's parent run, through `MlflowClient` with explicit
+run ids (never MLflow's process-global active run), so any process (a worker, a search trial, a test) can record
+any job.
+
+Runners compute and return results; jobs turn them into a `JobResult`; this module logs it: params (the job record's
+flat vocabulary), metrics, step-wise curves, tables, documents, figures, dataset inputs, and the job's output folder
+(artifact `output/`, where a worker on another machine downloads a trained stage from). A failed job keeps its reason
+as a tag and its whole traceback as `error.txt`; an interrupted one ends KILLED.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+
+from bench.specs import Job
+from bench.store import JobStore
+from bench.vocabulary import (
+    ERROR_ARTIFACT,
+    ERROR_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    GRID_TAG,
+    HASH_TAG,
+    KIND_TAG,
+    OUTPUT_ARTIFACT,
+)
+
+BATCH = 900  # MLflow takes at most 1000 metrics and 100 params per log_batch call
+
+
+@dataclass(frozen=True)
+class DatasetLog:
+    """A dataset a job read, for MLflow's dataset inputs (`context`: evaluation, training, reasonings, ...)."""
+
+    frame: pd.DataFrame
+    source: str
+    name: str
+    context: str
+    targets: str = "label"
+
+
+@dataclass
+class JobResult:
+    """What a finished job has to show: final metrics, tables (`log_table`), JSON documents, figures, the datasets it
+    read, its output folder (trained adapter, reasonings...) and one line for the terminal."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    documents: dict[str, dict] = field(default_factory=dict)
+    figures: dict[str, object] = field(default_factory=dict)
+    datasets: list[DatasetLog] = field(default_factory=list)
+    output: Path | None = None
+    summary: str = ""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, cut to `limit` characters (the whole traceback goes to error.txt)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class MlflowRecorder:
+    """Logs the jobs of one experiment (created on first use, as a model-development experiment so that MLflow 3's
+    UI opens it on its runs)."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        self.uri, self.experiment = uri, experiment
+        self.client = MlflowClient(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+    def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int) -> str:
+        """The grid's one parent run (every worker and invocation nests under it), marked RUNNING again if an
+        earlier invocation ended it, with the number of evaluations planned."""
+        def create() -> str:
+            run = self.client.create_run(self.experiment_id, run_name=grid, tags={GRID_TAG: grid})
+            if source is not None and source.is_file():
+                self.client.log_param(run.info.run_id, "grid.file", str(source))
+                self.client.log_artifact(run.info.run_id, str(source), artifact_path="grid")
+            return run.info.run_id
+
+        run_id = store.parent_run(grid, create)
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        self.client.log_metric(run_id, "runs_planned", planned, step=int(time.time()))
+        return run_id
+
+    def close_parent(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def start(self, job: Job, parent_id: str | None, tags: dict[str, str] | None = None) -> str:
+        """A RUNNING child run for `job`, with its params and its identity tags."""
+        run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, **(tags or {})}
+        if parent_id:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=job.name, tags=run_tags)
+        values = [Param(k, v) for k, v in job.run_params().items()]
+        for start in range(0, len(values), 100):
+            self.client.log_batch(run.info.run_id, params=values[start:start + 100])
+        return run.info.run_id
+
+    def log_step(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()])
+
+    def finish(self, run_id: str, result: JobResult) -> None:
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items()]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])
+        for name, table in result.tables.items():
+            self.client.log_table(run_id, table, artifact_file=name)
+        for name, document in result.documents.items():
+            self.client.log_dict(run_id, document, name)
+        for name, figure in result.figures.items():
+            self.client.log_figure(run_id, figure, name)
+        if result.datasets:
+            self.client.log_inputs(run_id, datasets=[_dataset_input(d) for d in result.datasets])
+        if result.output is not None:
+            self.client.log_artifacts(run_id, str(result.output), artifact_path=OUTPUT_ARTIFACT)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def fail(self, run_id: str, exc: BaseException) -> None:
+        """FAILED, with the reason as a tag and the whole traceback as error.txt."""
+        text = "".join(traceback.format_exception(exc))
+        self.client.set_tag(run_id, ERROR_TAG, one_line(exc))
+        self.client.log_text(run_id, text, ERROR_ARTIFACT)
+        self.client.set_terminated(run_id, "FAILED")
+
+    def kill(self, run_id: str) -> None:
+        self.client.set_terminated(run_id, "KILLED")
+
+    def status(self, run_id: str) -> str | None:
+        try:
+            return self.client.get_run(run_id).info.status
+        except Exception:  # noqa: BLE001 - a run deleted by hand is simply not there
+            return None
+
+    def metrics(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
+        """The final metrics of each of `run_ids` (finished earlier, perhaps by another worker)."""
+        found: dict[str, dict[str, float]] = {}
+        for start in range(0, len(run_ids), 100):
+            ids = ", ".join(f"'{r}'" for r in run_ids[start:start + 100])
+            for run in self.client.search_runs([self.experiment_id], f"attributes.run_id IN ({ids})",
+                                               max_results=100):
+                found[run.info.run_id] = run.data.metrics
+        return found
+
+    def download_output(self, run_id: str, into: Path) -> None:
+        """The output folder of a finished job's run, into `into` (which exists and is empty)."""
+        with tempfile.TemporaryDirectory() as work:
+            fetched = Path(self.client.download_artifacts(run_id, OUTPUT_ARTIFACT, work))
+            for item in fetched.iterdir():
+                shutil.move(str(item), into / item.name)
+
+
+def _dataset_input(log: DatasetLog) -> DatasetInput:
+    import mlflow.data
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow: "source can be interpreted in multiple ways" (harmless)
+        # a source must read as a path, not as a URI of an unknown scheme ("emotion:1f..." would)
+        dataset = mlflow.data.from_pandas(log.frame, source=log.source.replace(":", "-"), targets=log.targets,
+                                          name=log.name)
+    return DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, log.context)])

@@ -1,0 +1,316 @@
+"""The job store: which jobs of a namespace (an MLflow experiment) exist, and who runs, ran or failed each of them.
+
+Workers share one store; it hands each job to exactly one of them (`claim`), with a lease that the holder renews
+(`heartbeat`) while it works, so the job of a worker that died is claimed again once its lease has run out. Only the
+holder of the current attempt can `complete`, `fail` or `release` a job. Two implementations of the one interface:
+
+- `MemoryStore`: a dict behind a lock, for tests (milliseconds, an injectable clock);
+- `SqlStore`: SQLite (one machine: `BEGIN IMMEDIATE` serialises claims) or PostgreSQL (many machines:
+  `SELECT ... FOR UPDATE SKIP LOCKED`), with the store's own clock, so machines need not agree on the time.
+
+A job is *claimable* when it is pending, when it runs under a lease that has run out, or when it failed before the
+claiming worker began (a later invocation retries what failed; within one, a failure is final).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """What the store keeps of a job from the graph: key, kind, name and the keys it depends on."""
+
+    key: str
+    kind: str
+    name: str
+    deps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's state in the store: status, holder, attempt, MLflow run, times (store clock) and a failure's line."""
+
+    key: str
+    kind: str
+    name: str
+    deps: tuple[str, ...]
+    status: str = PENDING
+    worker: str | None = None
+    attempt: int = 0
+    run_id: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    lease_until: float | None = None
+    error: str | None = None
+
+    def claimable(self, now: float, retry_failed_before: float) -> bool:
+        return (self.status == PENDING or (self.status == RUNNING and (self.lease_until or 0) < now)
+                or (self.status == FAILED and (self.finished or 0) < retry_failed_before))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job handed to one worker: the attempt it holds, and the job's state before the claim (a run id there is an
+    earlier attempt's, e.g. of a worker that died)."""
+
+    key: str
+    worker: str
+    attempt: int
+    previous: JobState
+
+
+class JobStore(Protocol):
+    """The operations an executor runs against (see the module doc)."""
+
+    def now(self) -> float: ...
+
+    def register(self, rows: Sequence[JobRow]) -> None:
+        """Add the jobs the store does not know yet (as pending); known ones are left as they are."""
+
+    def states(self, keys: Sequence[str] | None = None) -> dict[str, JobState]:
+        """The state of each known job among `keys` (all of the namespace's when None)."""
+
+    def claim(self, keys: Sequence[str], worker: str, lease_s: float, retry_failed_before: float) -> Claim | None:
+        """Atomically take the first claimable job of `keys` (in that order) for `worker`; None if there is none."""
+
+    def started(self, claim: Claim, run_id: str) -> bool:
+        """Record the MLflow run of the claimed attempt."""
+
+    def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+        """Extend the claim's lease; False when the claim is no longer this worker's."""
+
+    def complete(self, claim: Claim, run_id: str) -> bool:
+        """The attempt finished; False (and no change) when the claim is no longer this worker's."""
+
+    def fail(self, claim: Claim, error: str) -> bool:
+        """The attempt failed with `error` (one line)."""
+
+    def release(self, claim: Claim) -> None:
+        """Give the job back (an interrupted worker): pending again, at once claimable by another."""
+
+    def parent_run(self, grid: str, create: Callable[[], str]) -> str:
+        """The run id of `grid`'s parent run, made by `create` once for every worker and invocation."""
+
+
+def _holds(state: JobState | None, claim: Claim) -> bool:
+    return state is not None and state.status == RUNNING and state.worker == claim.worker \
+        and state.attempt == claim.attempt
+
+
+class MemoryStore:
+    """The job store as a dict behind a lock (tests). `clock` returns seconds; time.time by default."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._jobs: dict[str, JobState] = {}
+        self._parents: dict[str, str] = {}
+        self._lock = threading.RLock()
+
+    def now(self) -> float:
+        return self.clock()
+
+    def register(self, rows: Sequence[JobRow]) -> None:
+        with self._lock:
+            for row in rows:
+                self._jobs.setdefault(row.key, JobState(row.key, row.kind, row.name, row.deps))
+
+    def states(self, keys: Sequence[str] | None = None) -> dict[str, JobState]:
+        with self._lock:
+            return {k: s for k, s in self._jobs.items() if keys is None or k in set(keys)}
+
+    def claim(self, keys: Sequence[str], worker: str, lease_s: float, retry_failed_before: float) -> Claim | None:
+        with self._lock:
+            now = self.now()
+            for key in keys:
+                state = self._jobs.get(key)
+                if state is not None and state.claimable(now, retry_failed_before):
+                    self._jobs[key] = replace(state, status=RUNNING, worker=worker, attempt=state.attempt + 1,
+                                              run_id=None, started=now, finished=None, lease_until=now + lease_s,
+                                              error=None)
+                    return Claim(key, worker, state.attempt + 1, state)
+            return None
+
+    def _update(self, claim: Claim, **changes) -> bool:
+        with self._lock:
+            if not _holds(self._jobs.get(claim.key), claim):
+                return False
+            self._jobs[claim.key] = replace(self._jobs[claim.key], **changes)
+            return True
+
+    def started(self, claim: Claim, run_id: str) -> bool:
+        return self._update(claim, run_id=run_id)
+
+    def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+        return self._update(claim, lease_until=self.now() + lease_s)
+
+    def complete(self, claim: Claim, run_id: str) -> bool:
+        return self._update(claim, status=DONE, run_id=run_id, finished=self.now(), lease_until=None)
+
+    def fail(self, claim: Claim, error: str) -> bool:
+        return self._update(claim, status=FAILED, finished=self.now(), lease_until=None, error=error)
+
+    def release(self, claim: Claim) -> None:
+        self._update(claim, status=PENDING, worker=None, lease_until=None)
+
+    def parent_run(self, grid: str, create: Callable[[], str]) -> str:
+        with self._lock:
+            if grid not in self._parents:
+                self._parents[grid] = create()
+            return self._parents[grid]
+
+
+_COLUMNS = ("key", "kind", "name", "deps", "status", "worker", "attempt", "run_id", "started", "finished",
+            "lease_until", "error")
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS genclsbench_jobs (
+        namespace VARCHAR(500) NOT NULL, key VARCHAR(64) NOT NULL, kind VARCHAR(32) NOT NULL,
+        name TEXT NOT NULL, deps TEXT NOT NULL, status VARCHAR(16) NOT NULL, worker VARCHAR(300),
+        attempt INTEGER NOT NULL, run_id VARCHAR(64), started DOUBLE PRECISION, finished DOUBLE PRECISION,
+        lease_until DOUBLE PRECISION, error TEXT, PRIMARY KEY (namespace, key))""",
+    """CREATE TABLE IF NOT EXISTS genclsbench_parents (
+        namespace VARCHAR(500) NOT NULL, grid VARCHAR(500) NOT NULL, run_id VARCHAR(64) NOT NULL,
+        PRIMARY KEY (namespace, grid))""",
+)
+
+
+class SqlStore:
+    """The job store in a SQL database (SQLite or PostgreSQL, through SQLAlchemy), for one `namespace`."""
+
+    def __init__(self, uri: str, namespace: str) -> None:
+        from sqlalchemy import create_engine, event
+
+        self.namespace = namespace
+        self.postgres = uri.startswith("postgresql")
+        if self.postgres:
+            self.engine = create_engine(uri, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        else:  # autocommit at the driver; every transaction is BEGIN IMMEDIATE, which serialises writers
+            self.engine = create_engine(uri, connect_args={"timeout": 60, "isolation_level": None})
+            event.listen(self.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+        with self._transaction() as db:
+            if self.postgres:  # concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogue
+                db.exec_driver_sql("SELECT pg_advisory_xact_lock(7468190)")
+            for statement in _SCHEMA:
+                db.exec_driver_sql(statement)
+
+    def _transaction(self):
+        return self.engine.begin()
+
+    def _now(self, db) -> float:
+        query = "SELECT EXTRACT(EPOCH FROM clock_timestamp())" if self.postgres \
+            else "SELECT (julianday('now') - 2440587.5) * 86400.0"
+        return float(db.exec_driver_sql(query).scalar())
+
+    def now(self) -> float:
+        with self.engine.connect() as db:
+            return self._now(db)
+
+    def register(self, rows: Sequence[JobRow]) -> None:
+        from sqlalchemy import text
+
+        known = set(self.states())
+        fresh = [r for r in rows if r.key not in known]
+        if not fresh:
+            return
+        conflict = "ON CONFLICT (namespace, key) DO NOTHING"
+        with self._transaction() as db:
+            db.execute(text(f"INSERT INTO genclsbench_jobs (namespace, key, kind, name, deps, status, attempt) "
+                            f"VALUES (:ns, :key, :kind, :name, :deps, '{PENDING}', 0) {conflict}"),
+                       [{"ns": self.namespace, "key": r.key, "kind": r.kind, "name": r.name,
+                         "deps": json.dumps(list(r.deps))} for r in fresh])
+
+    @staticmethod
+    def _state(row) -> JobState:
+        values = dict(zip(_COLUMNS, row))
+        return JobState(**(values | {"deps": tuple(json.loads(values["deps"]))}))
+
+    def states(self, keys: Sequence[str] | None = None) -> dict[str, JobState]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as db:
+            rows = db.execute(text(f"SELECT {', '.join(_COLUMNS)} FROM genclsbench_jobs WHERE namespace = :ns"),
+                              {"ns": self.namespace}).all()
+        wanted = None if keys is None else set(keys)
+        return {s.key: s for s in map(self._state, rows) if wanted is None or s.key in wanted}
+
+    def claim(self, keys: Sequence[str], worker: str, lease_s: float, retry_failed_before: float) -> Claim | None:
+        from sqlalchemy import text
+
+        if not keys:
+            return None
+        claimable = ("(status = :pending OR (status = :running AND lease_until < :now) "
+                     "OR (status = :failed AND finished < :retry))")
+        with self._transaction() as db:
+            now = self._now(db)
+            values = {"ns": self.namespace, "pending": PENDING, "running": RUNNING, "failed": FAILED, "now": now,
+                      "retry": retry_failed_before}
+            if self.postgres:
+                found = db.execute(text(
+                    f"SELECT {', '.join(_COLUMNS)} FROM genclsbench_jobs WHERE namespace = :ns AND key = ANY(:keys) "
+                    f"AND {claimable} ORDER BY array_position(CAST(:keys AS TEXT[]), CAST(key AS TEXT)) LIMIT 1 "
+                    "FOR UPDATE SKIP LOCKED"), values | {"keys": list(keys)}).first()
+            else:
+                rows = db.execute(text(f"SELECT {', '.join(_COLUMNS)} FROM genclsbench_jobs WHERE namespace = :ns "
+                                       f"AND {claimable}"), values).all()
+                by_key = {row[0]: row for row in rows}
+                found = next((by_key[k] for k in keys if k in by_key), None)
+            if found is None:
+                return None
+            previous = self._state(found)
+            db.execute(text("UPDATE genclsbench_jobs SET status = :running, worker = :worker, attempt = :attempt, "
+                            "run_id = NULL, started = :now, finished = NULL, lease_until = :lease, error = NULL "
+                            "WHERE namespace = :ns AND key = :key"),
+                       values | {"worker": worker, "attempt": previous.attempt + 1, "lease": now + lease_s,
+                                 "key": previous.key})
+        return Claim(previous.key, worker, previous.attempt + 1, previous)
+
+    def _update(self, claim: Claim, assignments: str, **values) -> bool:
+        """Apply `assignments` to the claimed job if the claim still holds it (`:now` is the store's clock)."""
+        from sqlalchemy import text
+
+        with self._transaction() as db:
+            changed = db.execute(text(
+                f"UPDATE genclsbench_jobs SET {assignments} WHERE namespace = :ns AND key = :key AND status = :running "
+                "AND worker = :worker AND attempt = :attempt"),
+                {"ns": self.namespace, "key": claim.key, "running": RUNNING, "worker": claim.worker,
+                 "attempt": claim.attempt, "now": self._now(db), **values}).rowcount
+        return changed == 1
+
+    def started(self, claim: Claim, run_id: str) -> bool:
+        return self._update(claim, "run_id = :run_id", run_id=run_id)
+
+    def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+        return self._update(claim, "lease_until = :now + :lease", lease=lease_s)
+
+    def complete(self, claim: Claim, run_id: str) -> bool:
+        return self._update(claim, "status = :done, run_id = :run_id, finished = :now, lease_until = NULL",
+                            done=DONE, run_id=run_id)
+
+    def fail(self, claim: Claim, error: str) -> bool:
+        return self._update(claim, "status = :failed, finished = :now, lease_until = NULL, error = :error",
+                            failed=FAILED, error=error)
+
+    def release(self, claim: Claim) -> None:
+        self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
+
+    def parent_run(self, grid: str, create: Callable[[], str]) -> str:
+        from sqlalchemy import text
+
+        with self._transaction() as db:
+            if self.postgres:  # one creator per (namespace, grid); SQLite's BEGIN IMMEDIATE already serialises
+                db.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": f"{self.namespace}/{grid}"})
+            values = {"ns": self.namespace, "grid": grid}
+            run_id = db.execute(text("SELECT run_id FROM genclsbench_parents WHERE namespace = :ns AND grid = :grid"),
+                                values).scalar()
+            if run_id is None:
+                run_id = create()
+                db.execute(text("INSERT INTO genclsbench_parents (namespace, grid, run_id) VALUES (:ns, :grid, :run)"),
+                           values | {"run": run_id})
+        return run_id

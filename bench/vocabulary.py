@@ -1,0 +1,27 @@
+"""The names shared by the writers and the readers of the tracking store: tag names, and the params a report reads.
+No heavy imports, so `reports` can use it without loading the experiment core.
+
+Params themselves are derived from the job records (`bench.identity.params`); a test checks that every name listed
+here is one they produce.
+"""
+
+from __future__ import annotations
+
+HASH_TAG = "genclsbench.hash"  # every job's run: its job key
+KIND_TAG = "genclsbench.kind"  # eval | train | rgen | reasonings | relabel
+GRID_TAG = "genclsbench.grid"  # a grid's (or study's) parent run
+ERROR_TAG = "genclsbench.error"  # a failed job's reason, one line (the traceback is the artifact error.txt)
+ERROR_ARTIFACT = "error.txt"
+OUTPUT_ARTIFACT = "output"  # a job's output folder (trained adapter, reasonings, confidences)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment of this kind on its runs
+EXPERIMENT_KIND = "custom_model_development"
+
+# params a report reads (all runs of a kind carry the same keys; "none" where a value does not apply)
+DATASET, MODEL, SEED, DTYPE, BASELINE = "dataset", "model", "seed", "dtype", "baseline"
+EVAL_SPLIT, EVAL_LIMIT, EVAL_SAMPLE_SEED = "eval.split", "eval.limit", "eval.sample_seed"
+INFER_PREFIX, TRAIN_PREFIX = "infer.", "train."
+TRAIN_METHOD, TRAIN_HASH, TRAIN_WARMUP_HASH = "train.method", "train.hash", "train.warmup_hash"
+TRAIN_RGEN_HASH, TRAIN_REASONING_SOURCE = "train.reasoner.rgen_hash", "train.reasoning_source"
+TRAIN_MASK_LABELS = "train.mask_labels"
+REPORT_PARAMS = (DATASET, MODEL, SEED, DTYPE, BASELINE, EVAL_SPLIT, EVAL_LIMIT, EVAL_SAMPLE_SEED, TRAIN_METHOD,
+                 TRAIN_HASH, TRAIN_WARMUP_HASH, TRAIN_RGEN_HASH, TRAIN_REASONING_SOURCE, TRAIN_MASK_LABELS)

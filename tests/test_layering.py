@@ -1,0 +1,60 @@
+"""The layering of ../shared/DESIGN.md, checked: runners import nothing from bench; reports and grid validation load
+no torch; nothing writes through MLflow's process-global active run; nothing imports the CLI."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Module file -> the top-level packages it imports (anywhere in the file, lazy imports included)."""
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_arrows_point_one_way():
+    for module, names in _imports("runners").items():
+        assert not names & {"bench", "reports"}, module
+    for module, names in _imports("strategies").items():
+        assert not names & {"bench", "runners", "reports", "torch", "transformers"}, module
+    for module, names in _imports("reports").items():
+        assert not names & {"runners", "torch", "transformers"}, module
+    for package in ("bench", "runners", "reports", "strategies"):
+        for module, names in _imports(package).items():
+            assert "bench.cli" not in (ROOT / module).read_text(encoding="utf-8"), module
+
+
+def test_no_process_global_mlflow_run():
+    for package in ("bench", "runners", "reports"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for call in ("mlflow.start_run", "mlflow.log_", "mlflow.set_tracking_uri", "mlflow.set_experiment",
+                         "mlflow.end_run", "os.environ.get", "os.getenv"):
+                assert call not in text or path.name == "cli.py", f"{path.relative_to(ROOT)} uses {call}"
+
+
+def _loads_torch(code: str) -> bool:
+    done = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    return done.stdout.strip().endswith("True")
+
+
+def test_grid_validation_and_reports_load_no_torch():
+    assert not _loads_torch("from pathlib import Path\nfrom bench.grid import read_grid, expand\n"
+                            "from bench.datasets import DatasetCache\n"
+                            "expand(read_grid(Path('grids/quick.yaml')), Path('grids/quick.yaml'), DatasetCache(), "
+                            "'float32')\nimport bench.graph, bench.store, bench.executor, bench.jobs")
+    assert not _loads_torch("import reports.analysis, reports.render, reports.store, reports.charts")
