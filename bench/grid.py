@@ -22,6 +22,7 @@ from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.reasoning_corpora import load_corpus
 from bench.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
+from runners.baselines import BASELINES
 from runners.model_registry import ModelError, check_model_ref, model_revision
 from runners.relabel_config import RelabelSettings
 from runners.rl_config import RLSettings
@@ -105,8 +106,6 @@ class GridFile(BaseModel):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, names: list[str]) -> list[str]:
-        from runners.baselines import BASELINES
-
         unknown = [n for n in names if n not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline '{unknown[0]}'; registered: {', '.join(BASELINES)}")
@@ -286,7 +285,8 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
             dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early: bad split
         evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
         data = DatasetRef.of(config, dataset)
-        specs += [RunSpec(dataset=data, model=name, model_revision="", strategy=None, eval=evaluation, seed=seed,
+        specs += [RunSpec(dataset=data, model=name, model_revision=BASELINES[name].revision, strategy=None,
+                          eval=evaluation, seed=seed,
                           dtype=None, max_new_tokens=None, prompt_format=None, baseline=name)
                   for name, seed in itertools.product(grid.baselines, grid.seeds)]
         for model, seed in itertools.product(grid.models, grid.seeds):
