@@ -76,9 +76,9 @@ def build_graph(specs: Sequence[RunSpec]) -> JobGraph:
     return JobGraph(jobs, needs, notes)
 
 
-def describe(graph: JobGraph, states: dict[str, JobState]) -> list[str]:
-    """One line per job for `--dry-run` and `bench status`: what it is, and whether it is done, running (where,
-    since when), failed (why) or waiting (on what)."""
+def describe(graph: JobGraph, states: dict[str, JobState], notes: dict[str, str] | None = None) -> list[str]:
+    """One line per job for `--dry-run` and `bench status`: what it is, whether it is done, running (where), failed
+    (why) or waiting (on what), and a note (its estimated cost) where `notes` has one."""
     lines = []
     for key, job in graph.jobs.items():
         state = states.get(key)
@@ -90,5 +90,6 @@ def describe(graph: JobGraph, states: dict[str, JobState]) -> list[str]:
         elif status != DONE:
             waiting = [graph.jobs[d].name for d in graph.needs[key] if not (states.get(d) and states[d].status == DONE)]
             status = f"waits on {', '.join(waiting)}" if waiting else "ready"
-        lines.append(f"{job.KIND:<10} {key}  {job.name}  [{status}]")
+        extra = f"  {notes[key]}" if notes and key in notes else ""
+        lines.append(f"{job.KIND:<10} {key}  {job.name}  [{status}]{extra}")
     return lines
