@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from bench.datasets import BUNDLED_DIR, fingerprint, table_rows
@@ -50,7 +50,7 @@ class ReasoningCorpus:
     skipped: int
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_corpus(ref: str, skip_invalid: bool) -> ReasoningCorpus:
     """A bundled corpus by name, or a user file by path; every row checked (see module doc)."""
     if ref in BUNDLED_CORPORA:

@@ -18,9 +18,9 @@ import numpy as np
 
 def build_store(uri: str, runs: int, examples: int) -> None:
     import mlflow
-
     from bench.runspec import SPEC_HASH_TAG
     from bench.tracking import GRID_TAG, KIND_TAG
+
     from strategies.registry import Strategy
 
     mlflow.set_tracking_uri(uri)

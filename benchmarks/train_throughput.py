@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import torch
+from bench.trainspec import LoraSettings, SFTSettings
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from bench.datasets import DatasetCache, DatasetConfig
-from bench.trainspec import LoraSettings, SFTSettings
 from runners.sft import sft_rows, train_sft
 from runners.train_common import StepLogger, load_trainable, lora_config, trainer_args, training_examples
 from strategies.prompts import PromptBuilder

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
 from math import erfc, sqrt
 
 import numpy as np
@@ -117,7 +116,7 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
 
 
 def _swap_grid(sizes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Every vector of swap counts (k_g in 0..n_g per group) with its probability prod C(n_g, k_g) / 2^n_g, in chunks."""
+    """Every vector of swap counts (k_g in 0..n_g per group), with its probability prod C(n_g, k_g) / 2^n_g."""
     from scipy.stats import binom
 
     shape = [n + 1 for n in sizes]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-_EDGE = re.compile(r"^[\s\"'`*_.,:;!?()\[\]{}<>“”‘’「」《》。，：；！？、-]+|[\s\"'`*_.,:;!?()\[\]{}<>“”‘’「」《》。，：；！？、-]+$")
+_EDGE_CHARACTERS = r"[\s\"'`*_.,:;!?()\[\]{}<>“”‘’「」《》。，：；！？、-]+"
+_EDGE = re.compile(rf"^{_EDGE_CHARACTERS}|{_EDGE_CHARACTERS}$")
 
 
 def normalise(text: str) -> str:
