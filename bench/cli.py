@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +16,14 @@ from rich.table import Table
 
 from bench.errors import UserError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help="Benchmark training and inference strategies of LLM text classifiers.")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  help="Benchmark training and inference strategies of LLM text classifiers.")
 console = Console(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
+TrackingUri = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
+StoreUri = Annotated[str | None, typer.Option(
+    "--store", help="job store shared by workers (default: beside a SQLite or PostgreSQL MLflow store)")]
 
 
 def _default_grid() -> Path:
@@ -79,109 +81,109 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 def run(
     grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")] = None,
-    dataset: Annotated[str | None, typer.Option(help="replace the grid's datasets: bundled name, file, hf:<id>")] = None,
+    dataset: Annotated[str | None, typer.Option(help="replace the grid's datasets: name, file, hf:<id>")] = None,
     model: Annotated[str | None, typer.Option(help="replace the grid's models: alias, folder or Hub id")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")] = None,
-    store: Annotated[str | None, typer.Option(help="job store shared by workers (default: beside the MLflow store)")] = None,
+    tracking_uri: TrackingUri = None,
+    store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (CPU threads split "
+                                                     "among them); more machines join with the same command")] = 1,
+    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim lasts without a heartbeat: a dead "
+                                                     "worker's job is taken over after this")] = 120.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job graph and stop")] = False,
+    as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Evaluate every strategy combination of a grid and log each one to MLflow."""
-    from bench.datasets import DatasetCache
-    from bench.graph import build_graph, describe
-    from bench.grid import expand, read_grid
-    from bench.locations import job_store_uri, mask, sqlite_path
-    from bench.locations import tracking_uri as resolve_tracking
-    from bench.store import DONE, SqlStore
-    from runners.model_registry import default_dtype
+    from bench.launch import (
+        Overrides,
+        open_store,
+        plan_lines,
+        prepare,
+        prepare_models,
+        spawn_workers,
+        stop_workers,
+        work,
+    )
+    from bench.locations import mask
 
-    environment = dict(os.environ)
-    path = grid or _default_grid()
-    spec = read_grid(path)
-    if limit is not None:
-        spec.eval.limit = limit
-    if dataset is not None:
-        spec.datasets, spec.eval.split = [dataset], None  # split names are per dataset: use its default
-    if model is not None:
-        spec.models = [model]
-    datasets = DatasetCache()
-    specs = expand(spec, path, datasets, default_dtype())
-    graph = build_graph(specs)
-    tracking = resolve_tracking(tracking_uri, environment)
-    store_uri = job_store_uri(store, tracking)
-    name = experiment or spec.name
-    exists = sqlite_path(store_uri) is None or sqlite_path(store_uri).is_file()
-    jobs = SqlStore(store_uri, name) if exists or not dry_run else None
-    states = jobs.states(list(graph.jobs)) if jobs else {}
-    evaluations = graph.evaluations
-    done = sum(states.get(s.key) is not None and states[s.key].status == DONE for s in evaluations)
-    others = len(graph.jobs) - len(evaluations)
-    console.print(f"grid [bold]{spec.name}[/bold] ({path}): {len(evaluations)} runs, {done} already finished, "
-                  f"{len(evaluations) - done} to run" + (f"; {others} other jobs (training, reasonings, relabelling)"
-                                                         if others else "")
-                  + f"; tracking {mask(tracking)}, jobs {mask(store_uri)}, experiment '{name}'", highlight=False)
-    for note in graph.notes:
-        console.print(f"note: {note}", highlight=False)
-    if dry_run:
-        for line in describe(graph, states):
-            console.print(f"  {line}", highlight=False)
+    launch = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
+                     experiment, dict(os.environ))
+    jobs = open_store(launch, create=not dry_run)
+    if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
+        work(launch, jobs, console, lease, label="worker", threads=_threads_per_worker())
         return
-    outcomes = _work(graph, jobs, tracking, name, spec.name, path, datasets, environment,
-                     batch_size or spec.inference.batch_size)
-    console.print(_results_table(outcomes.rows))
-    failed = sum(status == "failed" for _, status, _ in outcomes.rows)
+    for line in plan_lines(launch, jobs.states(list(launch.graph.jobs)) if jobs else {}, dry_run):
+        console.print(line, highlight=False, markup=False)
+    if dry_run:
+        return
+    prepare_models(launch, console)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
+    others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
+    try:
+        results = work(launch, jobs, console, lease, threads=threads)
+    except BaseException:
+        stop_workers(others)
+        raise
+    stop_workers(others)
+    console.print(_results_table(results.rows))
+    route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
+    console.print(f"browse: {mask(launch.tracking).rstrip('/')}/{route}" if launch.tracking.startswith("http") else
+                  f"browse: mlflow ui --backend-store-uri {mask(launch.tracking)} --host 127.0.0.1 --port 5000, then "
+                  f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
+    failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
         console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag genclsbench.error) "
                       "and its traceback (error.txt); re-run to retry them")
         raise typer.Exit(1)
 
 
-@dataclass
-class _Results:
-    rows: list  # (spec, status, metrics) per evaluation, in grid order
+def _threads_per_worker() -> int | None:
+    """The torch threads a worker process was given (OMP_NUM_THREADS, set by the process that started it)."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
 
 
-def _work(graph, jobs, tracking: str, experiment: str, grid_name: str, path: Path, datasets, environment,
-          batch_size: int) -> _Results:
-    """Run the graph as one worker of this process, recording into `experiment`; the rows of the results table."""
-    from bench.executor import Executor
-    from bench.jobs import Performer
-    from bench.progress import LineReporter, LiveReporter
-    from bench.recorder import MlflowRecorder
-    from bench.specs import TrainSpec
-    from bench.workspace import Workspace, default_cache
-    from runners.model_registry import ModelError, check_trainable
-    from runners.quiet import quiet_libraries
+@app.command()
+@_one_line_errors
+def status(
+    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
+    tracking_uri: TrackingUri = None,
+    store: StoreUri = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+) -> None:
+    """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why)."""
+    import time
 
-    quiet_libraries()
-    workspace = Workspace(default_cache(environment))
-    trained = {j.model for j in graph.jobs.values() if isinstance(j, TrainSpec)}
-    for model in dict.fromkeys(s.model for s in graph.evaluations if not s.baseline):
-        with console.status(f"preparing model {model} (first use downloads and converts it)"):
-            try:
-                folder = workspace.model(model)
-                if model in trained:
-                    check_trainable(model, folder)
-            except ModelError as exc:
-                raise UserError(str(exc)) from None
-    recorder = MlflowRecorder(tracking, experiment)
-    parent = recorder.open_parent(jobs, grid_name, path, len(graph.evaluations))
-    live = sys.stdout.isatty()
-    reporter = LiveReporter(console) if live else LineReporter(console)
-    executor = Executor(graph, jobs, recorder, workspace, Performer(workspace, datasets, batch_size), reporter,
-                        parent_id=parent, examples_of=lambda s: len(datasets.get(s.dataset.config).evaluation(
-                            s.eval.split, s.eval.limit, s.eval.sample_seed)))
-    try:
-        with reporter if live else contextlib.nullcontext():
-            outcomes = executor.run()
-    except BaseException:
-        if not any(s.status == "running" for s in jobs.states(list(graph.jobs)).values()):
-            recorder.close_parent(parent, "KILLED")
-        raise
-    recorder.close_parent(parent, "FAILED" if any(o.status == "failed" for o in outcomes) else "FINISHED")
-    metrics = recorder.metrics([o.run_id for o in outcomes if o.run_id and o.status in ("done", "earlier")])
-    return _Results([(o.spec, o.status, metrics.get(o.run_id, {}) if o.run_id else {}) for o in outcomes])
+    from bench.launch import Overrides, open_store, prepare
+    from bench.progress import clock
+    from bench.store import DONE, FAILED, RUNNING
+
+    launch = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
+    jobs = open_store(launch, create=False)
+    states = jobs.states(list(launch.graph.jobs)) if jobs else {}
+    now = jobs.now() if jobs else time.time()
+    table = _table(f"grid {launch.name}, experiment '{launch.experiment}'", ["job", "kind", "status"],
+                   wrap=("job", "status"))
+    counts = dict.fromkeys((DONE, RUNNING, "waiting", FAILED), 0)
+    for key, job in launch.graph.jobs.items():
+        state = states.get(key)
+        if state is not None and state.status == RUNNING:
+            lapsed = "" if (state.lease_until or 0) >= now else ", lease expired: another worker takes it over"
+            text, group = f"running on {state.worker} for {clock(now - (state.started or now))}{lapsed}", RUNNING
+        elif state is not None and state.status == DONE:
+            text, group = "done", DONE
+        elif state is not None and state.status == FAILED:
+            text, group = f"failed: {state.error}", FAILED
+        else:
+            needs = [launch.graph.jobs[d].name for d in launch.graph.needs[key]
+                     if not (d in states and states[d].status == DONE)]
+            text, group = (f"waits on {', '.join(needs)}" if needs else "ready"), "waiting"
+        counts[group] += 1
+        table.add_row(job.name, job.KIND, text)
+    console.print(table)
+    console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(launch.graph.jobs)} jobs)"
+                  + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
 
 
 @app.command()
@@ -189,8 +191,9 @@ def _work(graph, jobs, tracking: str, experiment: str, grid_name: str, path: Pat
 def report(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the most recent one)")] = None,
     out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("report"),
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")] = None,
-    baseline: Annotated[str | None, typer.Option(help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
+    tracking_uri: TrackingUri = None,
+    baseline: Annotated[str | None, typer.Option(
+        help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
 ) -> None:
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
@@ -216,15 +219,18 @@ def report(
         _print_frame(f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}", frame, ("run",))
     if result.references:
         _print_frame("reference deltas from the papers (context, not targets)", references_frame(
-            result.references).select(pl.col("claim"), pl.col("comparison"), pl.col("paper Δ (points)").alias("paper Δ"),
-                                      pl.col("measured Δ (points) [95% CI]").alias("measured Δ [95% CI]"),
-                                      pl.col("p (McNemar, Holm)").alias("p")), ("claim", "comparison"))
+            result.references).select(
+            pl.col("claim"), pl.col("comparison"), pl.col("paper Δ (points)").alias("paper Δ"),
+            pl.col("measured Δ (points) [95% CI]").alias("measured Δ [95% CI]"),
+            pl.col("p (McNemar, Holm)").alias("p")),
+            ("claim", "comparison"))
     if data.unfinished or data.never_started:
         console.print(f"[yellow]{len(data.unfinished)} run(s) not finished, {data.never_started} never started"
                       "[/yellow] (left out); re-run the grid")
     if data.parent_run_id:
         log_report(uri, data.parent_run_id, out)
-    console.print(f"wrote {md} and {page}" + (f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""))
+    logged = f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""
+    console.print(f"wrote {md} and {page}{logged}", highlight=False, markup=False)
 
 
 def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:
@@ -279,8 +285,8 @@ def list_registry() -> None:
 
 def main() -> None:
     """Entry point (typer's standalone mode: usage errors print one box and exit 2). MLflow's and alembic's INFO
-    lines (store creation, migrations) and its per-download progress bars are kept out of the terminal."""
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    lines (store creation, migrations) and MLflow's per-download progress bars are kept out of the terminal: MLflow
+    reads these two settings from the environment when it is first imported, which is after this."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     app()

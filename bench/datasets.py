@@ -64,7 +64,7 @@ class DatasetConfig(BaseModel):
     skip_invalid_rows: bool = False
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DatasetConfig":
+    def _one_source(self) -> DatasetConfig:
         if self.path is not None and self.hf is not None:
             raise ValueError("give 'path' (a JSONL/CSV file) or 'hf' (a Hub id), not both")
         if self.name is None and self.path is None and self.hf is None:
@@ -84,7 +84,7 @@ class DatasetConfig(BaseModel):
             "labels": self.labels.model_dump(exclude={"path"}) if self.labels else None}
 
     @classmethod
-    def from_ref(cls, ref: str) -> "DatasetConfig":
+    def from_ref(cls, ref: str) -> DatasetConfig:
         """`--dataset X`: a bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id."""
         if ref in bundled_names() or (Path(ref) / "card.yaml").is_file():
             return cls(name=ref)

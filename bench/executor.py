@@ -31,6 +31,7 @@ from bench.store import DONE, FAILED, RUNNING, Claim, JobState, JobStore
 from bench.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
+
 class Performer(Protocol):
     """Computes jobs (see `bench.jobs.Performer`)."""
 
@@ -204,6 +205,7 @@ class Executor:
         except (KeyboardInterrupt, SystemExit):
             self.recorder.kill(run_id)
             self.store.release(claim)
+            self.reporter.end(f"KILLED {job.name}: interrupted; the job is free for the next worker")
             raise
         except Exception as exc:  # one failing job fails its dependents, never the grid
             self.recorder.fail(run_id, exc)

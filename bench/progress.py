@@ -7,6 +7,7 @@ file (a log, a CI job) a line is written every `interval` seconds instead, so a 
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -14,10 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 
-def _clock(seconds: float | None) -> str:
+def clock(seconds: float | None) -> str:
+    """h:mm:ss (-:--:-- when unknown)."""
     if seconds is None:
         return "-:--:--"
-    seconds = int(seconds)
+    seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -58,35 +60,43 @@ class _Meter:
 
 
 class LineReporter(_Meter):
-    """Plain lines: one per job start and end, and one every `interval` seconds while a job runs."""
+    """Plain lines: one per job start and end, and one every `interval` seconds while a job runs (from a timer, so a
+    batch that takes minutes is no silence)."""
 
     def __init__(self, console: Console, interval: float = 30.0) -> None:
         super().__init__()
         self.console, self.interval = console, interval
-        self.name, self.last_line = "", time.monotonic()
+        self.name, self.job_started = "", time.monotonic()
+        self._stop: threading.Event | None = None
 
     def plan(self, examples: int) -> None:
         self.total = examples
 
     def start(self, name: str, unit: str) -> None:
         self.name, self.job_unit, self.job_done, self.job_total = name, unit, 0, 0
-        self.last_line = time.monotonic()
-        self.console.print(f"start {name}", highlight=False)
+        self.job_started = time.monotonic()
+        self.console.print(f"start {name}", highlight=False, markup=False)
+        self._stop = threading.Event()
+        threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            done = f"{self.job_done}/{self.job_total} {self.job_unit}" if self.job_total else f"0 {self.job_unit} yet"
+            self.console.print(f"  {self.name}: {done}, running {clock(time.monotonic() - self.job_started)}; "
+                               f"grid eta {clock(self.eta())}", highlight=False, markup=False)
 
     def advance(self, done: int, total: int) -> None:
         self.job_done, self.job_total = done, total
-        if time.monotonic() - self.last_line >= self.interval:
-            self.last_line = time.monotonic()
-            self.console.print(f"  {self.name}: {done}/{total} {self.job_unit}; grid eta {_clock(self.eta())}",
-                               highlight=False)
 
     def end(self, line: str, examples: int = 0) -> None:
+        if self._stop is not None:
+            self._stop.set()
         self.done += examples
         self.job_unit = ""
-        self.console.print(line, highlight=False)
+        self.console.print(line, highlight=False, markup=False)
 
     def note(self, line: str) -> None:
-        self.console.print(line, highlight=False)
+        self.console.print(line, highlight=False, markup=False)
 
 
 class LiveReporter(_Meter):
@@ -95,8 +105,8 @@ class LiveReporter(_Meter):
     def __init__(self, console: Console) -> None:
         super().__init__()
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                                 console=console)
+                                 TextColumn("{task.fields[unit]}"), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[eta]}"), console=console)
         self.grid: TaskID | None = None
         self.job: TaskID | None = None
 
@@ -110,7 +120,7 @@ class LiveReporter(_Meter):
     def _refresh_grid(self) -> None:
         if self.grid is not None:
             done = self.done + (self.job_done if self.job_unit == "examples" else 0)
-            self.progress.update(self.grid, completed=done, eta=f"eta {_clock(self.eta())}")
+            self.progress.update(self.grid, completed=done, eta=f"eta {clock(self.eta())}")
 
     def plan(self, examples: int) -> None:
         self.total = examples
@@ -133,7 +143,7 @@ class LiveReporter(_Meter):
             self.progress.remove_task(self.job)
             self.job = None
         self._refresh_grid()
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, markup=False)
 
     def note(self, line: str) -> None:
-        self.progress.console.print(line, highlight=False)
+        self.progress.console.print(line, highlight=False, markup=False)

@@ -71,15 +71,16 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 class MlflowRecorder:
-    """Logs the jobs of one experiment (created on first use, as a model-development experiment so that MLflow 3's
-    UI opens it on its runs)."""
+    """Logs the jobs of one experiment (created on first use, as a model-development experiment). `store`
+    serialises the creation of the tracking store and the experiment among workers that start together."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, store: JobStore) -> None:
         self.uri, self.experiment = uri, experiment
         self.client = MlflowClient(uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        with store.serialized():
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+                experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int) -> str:
         """The grid's one parent run (every worker and invocation nests under it), marked RUNNING again if an

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -99,6 +100,10 @@ class JobStore(Protocol):
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         """The run id of `grid`'s parent run, made by `create` once for every worker and invocation."""
 
+    def serialized(self) -> AbstractContextManager[None]:
+        """A section no two workers of this store run at once (creating the tracking store and its experiment:
+        MLflow's own schema creation is not safe when several processes start together)."""
+
 
 def _holds(state: JobState | None, claim: Claim) -> bool:
     return state is not None and state.status == RUNNING and state.worker == claim.worker \
@@ -165,6 +170,9 @@ class MemoryStore:
             if grid not in self._parents:
                 self._parents[grid] = create()
             return self._parents[grid]
+
+    def serialized(self) -> AbstractContextManager[None]:
+        return self._lock
 
 
 _COLUMNS = ("key", "kind", "name", "deps", "status", "worker", "attempt", "run_id", "started", "finished",
@@ -314,3 +322,10 @@ class SqlStore:
                 db.execute(text("INSERT INTO genclsbench_parents (namespace, grid, run_id) VALUES (:ns, :grid, :run)"),
                            values | {"run": run_id})
         return run_id
+
+    @contextmanager
+    def serialized(self) -> Iterator[None]:
+        with self._transaction() as db:  # SQLite: BEGIN IMMEDIATE holds the store's write lock until the end
+            if self.postgres:
+                db.exec_driver_sql("SELECT pg_advisory_xact_lock(7468191)")
+            yield

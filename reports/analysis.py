@@ -92,7 +92,7 @@ class _Classes:
     n: int
 
     @classmethod
-    def of(cls, gold: Sequence[str], predictions: Sequence[Sequence[str]]) -> "_Classes":
+    def of(cls, gold: Sequence[str], predictions: Sequence[Sequence[str]]) -> _Classes:
         classes = sorted(set(gold).union(*map(set, predictions)) - {UNCERTAIN, INVALID})
         return cls({c: i for i, c in enumerate(classes)} | {UNCERTAIN: len(classes), INVALID: len(classes) + 1},
                    len(classes))

@@ -17,7 +17,10 @@ from reports.stats import B_DEFAULT
 
 METHOD = (f"Intervals: 95% percentile bootstrap over the evaluation examples ({B_DEFAULT} resamples, shared by every "
           "row of a board, so differences are paired). p acc: exact McNemar test against the board's baseline row; "
-          "p F1: paired bootstrap; both Holm-corrected across the rows of the board.")
+          "p F1: paired approximate randomization test (exact, or Monte Carlo until 100 permutations reach the "
+          "observed difference, with the normal approximation of the randomization distribution in the far tail, so "
+          "no p-value is floored by a permutation count); both Holm-corrected across the rows of the board. "
+          "Macro-F1 averages over the classes that occur as gold or as a prediction.")
 
 
 @dataclass

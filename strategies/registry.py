@@ -34,7 +34,7 @@ class Dimension:
     doc: str
     values: tuple[Value, ...]
     default: str
-    applies: Callable[["Strategy"], bool] | None = None
+    applies: Callable[[Strategy], bool] | None = None
     parse: Callable[[str], str] | None = None  # for parametric values such as "random-3"
 
     def value(self, name: str) -> Value:

@@ -119,3 +119,51 @@ def test_list_shows_every_registry(monkeypatch, capsys):
     for name in ("similar-K", "ppl_norm", "rl_algo", "reinforce_pp_baseline", "sft+rl", "emotion", "iflytek_fewclue",
                  "smollm2-135m", "tfidf-logreg"):
         assert name in out
+
+
+def test_a_terminated_worker_ends_its_run_killed_and_a_rerun_finishes_the_grid(tmp_path, tracking_uri, monkeypatch):
+    """SIGTERM (and Ctrl-C) in the middle of a job: the job's run ends KILLED, never RUNNING, the job goes back to
+    the store at once, and the next `bench run` does it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bench.store import PENDING, SqlStore
+
+    grid = tmp_path / "long.yaml"
+    grid.write_text("name: long\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: []\n"
+                    "eval: {limit: 100}\ninference: {batch_size: 4, reasoning_max_new_tokens: 64}\n"
+                    "strategies: {reasoning: on}\n",
+                    encoding="utf-8")
+    command = [sys.executable, "-c", "from bench.cli import main; main()", "run", "--grid", str(grid)]
+    worker = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                                                "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in worker.stdout:  # wait until the evaluation has begun
+        lines.append(line)
+        if line.startswith("start emotion/tiny-random/zero+reason"):
+            break
+    time.sleep(1.0)
+    sent = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    rest, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 130, "".join(lines) + rest
+    assert time.monotonic() - sent < 10  # honoured within a batch
+    run = next(r for r in runs_of(tracking_uri, "long") if r.data.tags.get(KIND_TAG) == "eval")
+    assert run.info.status == "KILLED"
+    parent = next(r for r in runs_of(tracking_uri, "long") if GRID_TAG in r.data.tags)
+    assert parent.info.status == "KILLED"
+    states = SqlStore(f"sqlite:///{tmp_path / 'mlflow-jobs.db'}", "long").states()
+    assert [s.status for s in states.values()] == [PENDING]
+
+    assert run_cli(monkeypatch, "--grid", str(grid)) == 0  # the next run does the job; the killed run stays KILLED
+    statuses = sorted(r.info.status for r in runs_of(tracking_uri, "long") if r.data.tags.get(KIND_TAG) == "eval")
+    assert statuses == ["FINISHED", "KILLED"]
+
+
+def runs_of(uri: str, experiment: str):
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], output_format="list")

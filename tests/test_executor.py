@@ -225,7 +225,7 @@ def test_two_workers_share_one_graph_and_run_each_job_once(tmp_path):
     for thread in threads:
         thread.join()
     done = [j.key for p in performers for j in p.done]
-    assert sorted(done) == sorted(graph.jobs) and all(p.done for p in performers)
+    assert sorted(done) == sorted(graph.jobs)  # each job once, whichever worker took it
     assert all(isinstance(j, Job) for j in performers[0].done)
     assert len(recorder.runs) == len(graph.jobs)
 

@@ -1,0 +1,221 @@
+"""From a grid file to workers at work: the grid read with the command line's overrides, its job graph, where it is
+recorded (MLflow) and coordinated (the job store), the plan shown before anything runs, and the worker processes
+of `--workers N`, each an executor against the same store."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.datasets import DatasetCache
+from bench.errors import UserError
+from bench.graph import JobGraph, build_graph, describe
+from bench.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
+from bench.specs import RunSpec, TrainSpec
+from bench.store import DONE, FAILED, RUNNING, JobState, SqlStore
+from bench.workspace import Workspace, default_cache
+
+DEFAULT_LEASE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line changes in a grid."""
+
+    limit: int | None = None
+    dataset: str | None = None
+    model: str | None = None
+    batch_size: int | None = None
+
+
+@dataclass
+class Launch:
+    """A grid made ready to run: its job graph, and where it is recorded and coordinated."""
+
+    name: str
+    path: Path
+    graph: JobGraph
+    datasets: DatasetCache
+    workspace: Workspace
+    tracking: str
+    store_uri: str
+    experiment: str
+    batch_size: int
+
+
+def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
+            environment: dict[str, str]) -> Launch:
+    """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
+    from bench.grid import expand, read_grid
+    from runners.model_registry import default_dtype
+
+    grid = read_grid(path)
+    if overrides.limit is not None:
+        grid.eval.limit = overrides.limit
+    if overrides.dataset is not None:
+        grid.datasets, grid.eval.split = [overrides.dataset], None  # split names are per dataset: its default
+    if overrides.model is not None:
+        grid.models = [overrides.model]
+    datasets = DatasetCache()
+    graph = build_graph(expand(grid, path, datasets, default_dtype()))
+    uri = tracking_uri(tracking, environment)
+    return Launch(grid.name, path, graph, datasets, Workspace(default_cache(environment)), uri,
+                  job_store_uri(store, uri), experiment or grid.name,
+                  overrides.batch_size or grid.inference.batch_size)
+
+
+def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
+    """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing); a server that
+    does not answer fails within seconds with one line."""
+    path = sqlite_path(launch.store_uri)
+    if path is not None and not path.is_file() and not create:
+        return None
+    check_reachable(launch.store_uri, "job store")
+    return SqlStore(launch.store_uri, launch.experiment)
+
+
+def plan_lines(launch: Launch, states: dict[str, JobState], dry_run: bool) -> list[str]:
+    """What the plan says before anything runs: the counts, where it goes, notes, the estimated cost (and with
+    `dry_run`, every job)."""
+    from bench.cost import estimate, expensive, tokens
+
+    graph = launch.graph
+    evaluations = graph.evaluations
+    done = sum(s.key in states and states[s.key].status == DONE for s in evaluations)
+    others = len(graph.jobs) - len(evaluations)
+    lines = [f"grid {launch.name} ({launch.path}): {len(evaluations)} runs, {done} already finished, "
+             f"{len(evaluations) - done} to run" + (f"; {others} other jobs (training, reasonings, relabelling)"
+                                                    if others else "")
+             + f"; tracking {mask(launch.tracking)}, jobs {mask(launch.store_uri)}, experiment '{launch.experiment}'"]
+    lines += [f"note: {note}" for note in graph.notes]
+    todo = [j for k, j in graph.jobs.items() if not (k in states and states[k].status == DONE)]
+    costs = estimate(todo, launch.datasets, launch.workspace)
+    flagged = sorted(expensive(costs), key=lambda k: -costs[k].tokens)
+    lines.append(f"estimated cost of what is left: {tokens(sum(c.tokens for c in costs.values()))} model tokens"
+                 + (f"; {len(flagged)} expensive job(s):" if flagged else ""))
+    lines += [f"  {graph.jobs[k].name}: {tokens(costs[k].tokens)} tokens ({costs[k].why})" for k in flagged[:5]]
+    if dry_run:
+        notes = {k: f"~{tokens(c.tokens)} tokens" + (" EXPENSIVE" if k in flagged else "") for k, c in costs.items()}
+        lines += [f"  {line}" for line in describe(graph, states, notes)]
+    return lines
+
+
+def prepare_models(launch: Launch, console: Console) -> None:
+    """Pull or convert every model the graph uses, and refuse one that cannot be trained, before any job runs."""
+    from runners.model_registry import ModelError, check_trainable
+
+    trained = {j.model for j in launch.graph.jobs.values() if isinstance(j, TrainSpec)}
+    for model in dict.fromkeys(s.model for s in launch.graph.evaluations if not s.baseline):
+        with console.status(f"preparing model {model} (first use downloads and converts it)"):
+            try:
+                folder = launch.workspace.model(model)
+                if model in trained:
+                    check_trainable(model, folder)
+            except ModelError as exc:
+                raise UserError(str(exc)) from None
+
+
+@dataclass
+class Results:
+    """The evaluations of a grid as this worker leaves them: (spec, status, metrics), in graph order."""
+
+    rows: list[tuple[RunSpec, str, dict[str, float]]]
+    experiment_id: str
+
+
+def _examples(launch: Launch) -> Callable[[RunSpec], int]:
+    def count(spec: RunSpec) -> int:
+        return len(launch.datasets.get(spec.dataset.config).evaluation(spec.eval.split, spec.eval.limit,
+                                                                       spec.eval.sample_seed))
+    return count
+
+
+def _relay(process: subprocess.Popen, label: str, console: Console) -> threading.Thread:
+    """Print a worker process's lines, prefixed with its label, from a thread (the live display stays intact)."""
+    def pump() -> None:
+        for line in process.stdout:
+            console.print(f"[{label}] {line.rstrip()}", highlight=False, markup=False)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
+def spawn_workers(argv: Sequence[str], count: int, threads: int, console: Console) -> list[subprocess.Popen]:
+    """`count` more worker processes of the same `bench run` (`argv`: its arguments), each with `threads` CPU
+    threads for torch, their output relayed to this console."""
+    command = [sys.executable, "-m", "bench", *argv, "--as-worker"]
+    environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                "PYTHONUNBUFFERED": "1"}  # lines, as they come
+    processes = []
+    for n in range(count):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=environment)
+        _relay(process, f"worker {n + 2}", console)
+        processes.append(process)
+    return processes
+
+
+def stop_workers(processes: Sequence[subprocess.Popen]) -> None:
+    """Ask the other workers to stop (each ends its running job KILLED and gives it back), and wait for them."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+
+
+def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEFAULT_LEASE_S,
+         label: str | None = None, threads: int | None = None) -> Results:
+    """Run the graph as one worker of this process against `store`, recording into the launch's experiment (the
+    grid's parent run shared with every other worker). SIGTERM ends the running job KILLED and gives it back, like
+    Ctrl-C. `label`: this worker's name in its lines (a worker started by `--workers`); `threads`: torch's CPU
+    threads (the machine's cores shared among its workers)."""
+    from bench.executor import Executor
+    from bench.jobs import Performer
+    from bench.progress import LineReporter, LiveReporter
+    from bench.recorder import MlflowRecorder
+    from runners.quiet import quiet_libraries
+
+    quiet_libraries()
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    check_reachable(launch.tracking, "MLflow tracking server")
+    recorder = MlflowRecorder(launch.tracking, launch.experiment, store)
+    parent = recorder.open_parent(store, launch.name, launch.path, len(launch.graph.evaluations))
+    live = sys.stdout.isatty() and label is None
+    reporter = LiveReporter(console) if live else LineReporter(console)
+    executor = Executor(launch.graph, store, recorder, launch.workspace,
+                        Performer(launch.workspace, launch.datasets, launch.batch_size), reporter, parent_id=parent,
+                        lease_s=lease_s, examples_of=_examples(launch))
+
+    def terminated(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with reporter if live else contextlib.nullcontext():
+            outcomes = executor.run()
+    except BaseException:
+        if not any(s.status == RUNNING for s in store.states(list(launch.graph.jobs)).values()):
+            recorder.close_parent(parent, "KILLED")  # no other worker is at work on the grid
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = any(s.status == FAILED for s in store.states(list(launch.graph.jobs)).values())
+    recorder.close_parent(parent, "FAILED" if failed else "FINISHED")
+    metrics = recorder.metrics([o.run_id for o in outcomes if o.run_id and o.status in ("done", "earlier")])
+    return Results([(o.spec, o.status, metrics.get(o.run_id, {}) if o.run_id else {}) for o in outcomes],
+                   recorder.experiment_id)
