@@ -42,20 +42,27 @@ def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
 
 
 def _results_table(rows) -> Table:
-    """One row per run ((spec, status, metrics)); dataset and model go to the title when the grid has only one."""
-    scope = [("dataset", lambda r: r[0].dataset.name), ("model", lambda r: r[0].model),
-             ("training", lambda r: r[0].train.strategy.tag() if r[0].train else "none")]
-    shared = {name: {get(r) for r in rows} for name, get in scope}
-    varying = [(name, get) for name, get in scope if len(shared[name]) > 1]
-    title = " / ".join(next(iter(v)) for v in shared.values() if len(v) == 1 and v != {"none"})
-    labels = [name for name, _ in varying] + ["strategy"]
-    table = _table(f"results: {title}" if title else "results",
-                   labels + ["acc", "F1", "invalid", "uncert.", "ex/s", "status"], wrap=tuple(labels))
-    for row in rows:
-        spec, status, m = row
+    """One row per run ((spec, status, metrics)): what the run is in one wrapped column (dataset and model only when
+    the grid has several; a classical baseline by its name), then its figures."""
+    llm = [spec for spec, _, _ in rows if not spec.baseline]
+    datasets = sorted({spec.dataset.name for spec, _, _ in rows})
+    models = sorted({spec.model for spec in llm})
+
+    def label(spec) -> str:
+        parts = [spec.dataset.name] if len(datasets) > 1 else []
+        if spec.baseline:
+            return " / ".join([*parts, spec.strategy_label])
+        parts += [spec.model] if len(models) > 1 else []
+        parts += [spec.train.strategy.tag()] if spec.train else []
+        return " / ".join([*parts, spec.strategy_label])
+
+    scope = " / ".join(([datasets[0]] if len(datasets) == 1 else []) + ([models[0]] if len(models) == 1 else []))
+    table = _table(f"results: {scope}" if scope else "results",
+                   ["run", "acc", "F1", "invalid", "uncert.", "ex/s", "status"], wrap=("run",))
+    for spec, status, m in rows:
         cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("accuracy", "macro_f1", "invalid_rate", "uncertain_rate")]
         speed = f"{m['examples_per_s']:.1f}" if "examples_per_s" in m else "-"
-        table.add_row(*(get(row) for _, get in varying), spec.strategy_label, *cells, speed, status)
+        table.add_row(label(spec), *cells, speed, status)
     return table
 
 

@@ -120,3 +120,19 @@ def test_missing_grid_file(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_the_results_table_fits_80_columns():
+    from rich.console import Console
+
+    from bench.cli import _results_table
+
+    path = Path(__file__).parent.parent / "grids" / "quick_train.yaml"
+    metrics = {"accuracy": 0.55, "macro_f1": 0.345, "invalid_rate": 0.0, "uncertain_rate": 0.12,
+               "examples_per_s": 12.5}
+    rows = [(spec, "done", metrics) for spec in specs_of(path)]
+    narrow = Console(width=80, record=True, file=open("/dev/null", "w"))
+    narrow.print(_results_table(rows))
+    text = narrow.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert "sft+reinforce_pp_baseline" in text and "0.550" in text

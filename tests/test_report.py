@@ -153,3 +153,49 @@ def test_html_report_in_headless_chromium(store, tmp_path, monkeypatch):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,1800", page], capture_output=True,
                    timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_a_report_leaves_a_running_grid_running_and_logs_to_the_store_it_read(store, tmp_path, monkeypatch):
+    """Regression: reporting on a grid still at work marked its parent FINISHED; `--tracking-uri X` logged to (and
+    created) ./mlflow.db instead of X."""
+    client = mlflow.MlflowClient(store)
+    parent = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id],
+                                f"tags.`{GRID_TAG}` = 'synthetic'")[0]
+    client.update_run(parent.info.run_id, status="RUNNING")  # the grid is still at work
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert bench(monkeypatch, "report", "--tracking-uri", store, "--out", str(tmp_path / "rep")) == 0
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "report")] == ["report/report.html",
+                                                                                       "report/report.md"]
+    assert not (elsewhere / "mlflow.db").exists()
+
+
+def test_terminal_tables_fit_80_columns(store, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from bench import cli
+
+    narrow = Console(width=80, record=True, file=open(tmp_path / "out.txt", "w"))
+    monkeypatch.setattr(cli, "console", narrow)
+    assert bench(monkeypatch, "report", "--experiment", "synthetic", "--out", str(tmp_path / "rep")) == 0
+    text = narrow.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert "accuracy [95% CI]" in text and "zero+ppl" in text
+
+
+def test_a_board_says_which_classes_its_sample_lacks(tracking_uri, tmp_path, monkeypatch):
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("classes")
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "classes"}):
+        with mlflow.start_run(run_name="zero", nested=True, tags={HASH_TAG: "z", KIND_TAG: "eval"}):
+            mlflow.log_params({"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "20",
+                               "eval.sample_seed": "0", "train.method": "none", "baseline": "none",
+                               **{f"infer.{k}": v for k, v in Strategy().as_dict().items()}})
+            mlflow.log_metrics({"accuracy": 0.5, "n_classes": 77})
+            mlflow.log_table({"id": [f"t{i}" for i in range(N)], "gold": GOLD, "prediction": GOLD,
+                              "text": ["t"] * N, "raw_output": GOLD, "candidate_scores": [""] * N},
+                             artifact_file="predictions.json")
+    board = build_boards(read_store(tracking_uri, "classes", tmp_path / "cache"))[0]
+    assert any("75 of the dataset's 77 classes never occur as gold in these 20 examples" in n for n in board.notes)
