@@ -108,8 +108,8 @@ def run(
         plan_lines,
         prepare,
         prepare_models,
+        join_workers,
         spawn_workers,
-        stop_workers,
         work,
     )
     from bench.locations import mask
@@ -130,9 +130,9 @@ def run(
     try:
         results = work(launch, jobs, console, lease, threads=threads)
     except BaseException:
-        stop_workers(others)
+        join_workers(others, interrupted=True)
         raise
-    stop_workers(others)
+    join_workers(others, interrupted=False)
     console.print(_results_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
     console.print(f"browse: {mask(launch.tracking).rstrip('/')}/{route}" if launch.tracking.startswith("http") else
@@ -292,8 +292,9 @@ def list_registry() -> None:
 
 def main() -> None:
     """Entry point (typer's standalone mode: usage errors print one box and exit 2). MLflow's and alembic's INFO
-    lines (store creation, migrations) and MLflow's per-download progress bars are kept out of the terminal: MLflow
-    reads these two settings from the environment when it is first imported, which is after this."""
+    lines (store creation, migrations), its per-download progress bars and its "View run at" lines are kept out of
+    the terminal: MLflow reads these settings from the environment, after this."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
     app()

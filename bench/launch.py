@@ -74,8 +74,9 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
 
 
 def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
-    """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing); a server that
-    does not answer fails within seconds with one line."""
+    """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing). A tracking
+    server or a database that does not answer fails here, within seconds, with one line."""
+    check_reachable(launch.tracking, "MLflow tracking server")
     path = sqlite_path(launch.store_uri)
     if path is not None and not path.is_file() and not create:
         return None
@@ -165,14 +166,15 @@ def spawn_workers(argv: Sequence[str], count: int, threads: int, console: Consol
     return processes
 
 
-def stop_workers(processes: Sequence[subprocess.Popen]) -> None:
-    """Ask the other workers to stop (each ends its running job KILLED and gives it back), and wait for them."""
+def join_workers(processes: Sequence[subprocess.Popen], interrupted: bool) -> None:
+    """Wait for the other workers: they end by themselves once the grid is done; when this one was interrupted, they
+    are asked to stop first (each ends its running job KILLED and gives it back)."""
     for process in processes:
-        if process.poll() is None:
+        if interrupted and process.poll() is None:
             process.send_signal(signal.SIGTERM)
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=60)
+            process.wait(timeout=120)
 
 
 def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEFAULT_LEASE_S,
@@ -192,7 +194,6 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
         import torch
 
         torch.set_num_threads(threads)
-    check_reachable(launch.tracking, "MLflow tracking server")
     recorder = MlflowRecorder(launch.tracking, launch.experiment, store)
     parent = recorder.open_parent(store, launch.name, launch.path, len(launch.graph.evaluations))
     live = sys.stdout.isatty() and label is None
@@ -209,8 +210,9 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
         with reporter if live else contextlib.nullcontext():
             outcomes = executor.run()
     except BaseException:
-        if not any(s.status == RUNNING for s in store.states(list(launch.graph.jobs)).values()):
-            recorder.close_parent(parent, "KILLED")  # no other worker is at work on the grid
+        states = store.states(list(launch.graph.jobs)).values()
+        if not any(s.status == RUNNING for s in states) and not all(s.status in (DONE, FAILED) for s in states):
+            recorder.close_parent(parent, "KILLED")  # the grid is unfinished, and no other worker is at work on it
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

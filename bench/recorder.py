@@ -76,8 +76,8 @@ class MlflowRecorder:
 
     def __init__(self, uri: str, experiment: str, store: JobStore) -> None:
         self.uri, self.experiment = uri, experiment
-        self.client = MlflowClient(uri)
-        with store.serialized():
+        with store.serialized():  # MlflowClient creates (and migrates) a new SQLite store when it is made
+            self.client = MlflowClient(uri)
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})

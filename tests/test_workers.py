@@ -1,0 +1,166 @@
+"""Many workers on one grid, as users run them: separate `bench run` processes on the embedded SQLite store, and on
+a real PostgreSQL job store with a real `mlflow server` (both started by these tests, on 127.0.0.1). Every job
+finishes exactly once; a worker killed with SIGKILL during training or evaluation loses nothing: its job is taken
+over once its lease has run out, its run ends KILLED, its staging folder is swept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from servers import mlflow_server, postgres, postgres_binary
+
+from bench.vocabulary import GRID_TAG, HASH_TAG
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = """name: workers
+datasets: [emotion]
+models: [tiny-random]
+eval: {limit: 24}
+inference: {batch_size: 4, max_new_tokens: 4}
+training:
+  n_train: 16
+  lora: {r: 2, alpha: 4}
+  sft: {batch_size: 4}
+  strategies: {method: sft}
+strategies:
+  - {icl: [zero, random-1, similar-1], decoding: [generate, ppl]}
+"""
+JOBS = 1 + 2 * 6 + 1  # the TF-IDF baseline, (untrained, sft) x 6 strategies, and the SFT job
+
+
+def grid_file(tmp_path: Path) -> Path:
+    path = tmp_path / "workers.yaml"
+    path.write_text(GRID, encoding="utf-8")
+    return path
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """A `bench run` worker process, as a user starts one in a terminal."""
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+
+
+def runs_by_status(uri: str) -> tuple[Counter, Counter, list]:
+    """(FINISHED runs per job hash, runs per status, parent runs) of the experiment `workers`."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("workers").experiment_id], max_results=1000)
+    jobs = [r for r in runs if HASH_TAG in r.data.tags]
+    finished = Counter(r.data.tags[HASH_TAG] for r in jobs if r.info.status == "FINISHED")
+    return finished, Counter(r.info.status for r in jobs), [r for r in runs if GRID_TAG in r.data.tags]
+
+
+def assert_each_job_once(uri: str, extra: Counter | None = None, jobs: int = JOBS) -> None:
+    finished, statuses, parents = runs_by_status(uri)
+    assert len(finished) == jobs and set(finished.values()) == {1}, finished  # every job once, no duplicate
+    assert statuses == Counter({"FINISHED": jobs}) + (extra or Counter())  # nothing left RUNNING
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def finish(process: subprocess.Popen) -> str:
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out
+    return out
+
+
+def test_three_workers_on_the_embedded_store_run_each_job_once(tmp_path, fresh_cache, tracking_uri):
+    """`--workers 2`, and a second terminal joining with the same command: three workers, on a fresh store."""
+    grid = grid_file(tmp_path)
+    pair, joining = start(tmp_path, "--grid", str(grid), "--workers", "2"), start(tmp_path, "--grid", str(grid))
+    outputs = [finish(pair), finish(joining)]
+    assert_each_job_once(tracking_uri)
+    started = [line for out in outputs for line in out.splitlines() if line.removeprefix("[worker 2] ")
+               .startswith("start ")]
+    assert len(started) == JOBS and any(line.startswith("[worker 2] ") for line in started)
+    assert "results: emotion / tiny-random" in outputs[0]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """PostgreSQL (the job store and the MLflow server's backend) and an MLflow tracking server."""
+    if postgres_binary("initdb") is None:
+        pytest.skip("needs Debian's postgresql package (.ci/run installs it)")
+    with postgres() as server:
+        with mlflow_server(f"{server}/mlflow", tmp_path_factory.mktemp("artifacts")) as tracking:
+            yield tracking, f"{server}/jobs"
+
+
+def test_three_workers_on_postgresql_and_an_mlflow_server_run_each_job_once(tmp_path, fresh_cache, servers):
+    tracking, jobs = servers
+    grid = grid_file(tmp_path)
+    workers = [start(tmp_path, "--grid", str(grid), "--tracking-uri", tracking, "--store", jobs) for _ in range(3)]
+    outputs = [finish(w) for w in workers]
+    assert_each_job_once(tracking)
+    assert "s3cret-pw" not in "".join(outputs) and "bench:***@127.0.0.1" in outputs[0]  # never the password
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+KILL_GRID = """name: workers
+datasets: [emotion]
+models: [tiny-random]
+baselines: []
+eval: {limit: 60}
+inference: {batch_size: 4, max_new_tokens: 4}
+TRAINING
+strategies: {icl: similar-1, decoding: [generate, ppl]}
+"""
+
+
+def _kill_during(tmp_path: Path, uri: str, cache: Path, marker: str, training: str, jobs: int) -> None:
+    """Start a worker, SIGKILL it once `marker` has begun, start another: the grid completes, nothing twice."""
+    grid = tmp_path / "workers.yaml"
+    grid.write_text(KILL_GRID.replace("TRAINING", training), encoding="utf-8")
+    first = start(tmp_path, "--grid", str(grid), "--lease", "5")
+    for line in first.stdout:
+        if line.startswith(f"start {marker}"):
+            break
+    time.sleep(1.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    staging = [p for p in (cache / "jobs").glob(".*")] if (cache / "jobs").exists() else []
+    second = start(tmp_path, "--grid", str(grid), "--lease", "5")
+    out = finish(second)
+    assert f"start {marker}" in out  # taken over once the dead worker's lease ran out
+    assert_each_job_once(uri, Counter({"KILLED": 1}), jobs)  # the dead worker's run ends KILLED, not RUNNING
+    if marker.startswith("train"):
+        assert staging, "the killed training left its staging folder"
+    assert not [p for p in (cache / "jobs").glob(".*")]  # ... which the next worker swept
+
+
+def test_a_worker_killed_during_training_loses_nothing(tmp_path, fresh_cache, tracking_uri):
+    training = ("training: {n_train: 48, evaluate_base: false, lora: {r: 2, alpha: 4}, sft: {batch_size: 4, "
+                "epochs: 3}, strategies: {method: sft}}")
+    _kill_during(tmp_path, tracking_uri, fresh_cache, "train emotion/tiny-random/sft", training, jobs=1 + 2)
+
+
+def test_a_worker_killed_during_evaluation_loses_nothing(tmp_path, fresh_cache, tracking_uri):
+    _kill_during(tmp_path, tracking_uri, fresh_cache, "emotion/tiny-random/similar-1", "", jobs=2)
+
+
+def test_unreachable_servers_fail_within_seconds_in_one_line_without_the_password(tmp_path, tracking_uri,
+                                                                                  monkeypatch, capsys):
+    from cli_runner import run_cli
+
+    grid = grid_file(tmp_path)
+    for args, message in (
+        (["--tracking-uri", "http://127.0.0.1:9/", "--store", "sqlite:///jobs.db"],
+         "cannot reach the MLflow tracking server at http://127.0.0.1:9/"),
+        (["--store", "postgresql://bench:pw-secret@127.0.0.1:9/jobs"],
+         "cannot connect to the job store at postgresql+psycopg://bench:***@127.0.0.1:9/jobs"),
+        (["--tracking-uri", "http://127.0.0.1:9/"], "has no place for the job store: give --store"),
+    ):
+        started = time.monotonic()
+        assert run_cli(monkeypatch, "--grid", str(grid), *args) == 2
+        err = capsys.readouterr().err.strip()
+        assert time.monotonic() - started < 10 and err.count("\n") == 0 and message in err, err
+        assert "pw-secret" not in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "jobs.db").exists()
+
