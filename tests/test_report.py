@@ -199,3 +199,21 @@ def test_a_board_says_which_classes_its_sample_lacks(tracking_uri, tmp_path, mon
                              artifact_file="predictions.json")
     board = build_boards(read_store(tracking_uri, "classes", tmp_path / "cache"))[0]
     assert any("75 of the dataset's 77 classes never occur as gold in these 20 examples" in n for n in board.notes)
+
+
+def test_one_row_per_job_the_newest_finished_run_and_killed_runs_listed(tracking_uri, tmp_path):
+    """A job run again (after a failure, or a killed worker) is one row; one that never finished is listed with the
+    status of its newest run."""
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("again")
+    client = mlflow.MlflowClient(tracking_uri)
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "again"}):
+        _log_eval("zero", Strategy(), CORRECT["zero"])  # hash "zero", finished
+        for name, status in (("zero+ppl", "KILLED"), ("zero+ppl", "FINISHED"), ("similar-3", "KILLED")):
+            with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: name, KIND_TAG: "eval"}) as run:
+                pass
+            client.set_terminated(run.info.run_id, status)
+        _log_eval("zero+ppl", STRATEGIES["zero+ppl"], CORRECT["zero+ppl"])  # the retry that finished
+    data = read_store(tracking_uri, "again", tmp_path / "cache")
+    assert sorted(data.runs["run_name"].to_list()) == ["zero", "zero+ppl"]
+    assert data.unfinished == ["similar-3 (KILLED)"]
