@@ -104,11 +104,12 @@ def run(
     """Evaluate every strategy combination of a grid and log each one to MLflow."""
     from bench.launch import (
         Overrides,
+        graph_models,
+        join_workers,
         open_store,
         plan_lines,
         prepare,
         prepare_models,
-        join_workers,
         spawn_workers,
         work,
     )
@@ -124,7 +125,7 @@ def run(
         console.print(line, highlight=False, markup=False)
     if dry_run:
         return
-    prepare_models(launch, console)
+    prepare_models(launch.workspace, *graph_models(launch.graph), console)
     threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
     others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
     try:
@@ -149,6 +150,96 @@ def _threads_per_worker() -> int | None:
     """The torch threads a worker process was given (OMP_NUM_THREADS, set by the process that started it)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() else None
+
+
+@app.command()
+@_one_line_errors
+def search(
+    space: Annotated[Path, typer.Option(help="space file: a grid whose blocks list the choices, with ranges")],
+    trials: Annotated[int, typer.Option(min=1, help="trials in the study, every worker's together")] = 30,
+    study: Annotated[str | None, typer.Option(help="Optuna study (default: the space's name)")] = None,
+    storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///optuna.db for one worker, "
+                                              "postgresql://... for many")] = "sqlite:///optuna.db",
+    tracking_uri: TrackingUri = None,
+    store: StoreUri = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
+    out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
+    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job lasts without a "
+                                                     "heartbeat")] = 120.0,
+) -> None:
+    """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
+    `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
+    import yaml
+
+    from bench.datasets import DatasetCache
+    from bench.graph import JobGraph
+    from bench.launch import Launch, open_store, prepare_models
+    from bench.locations import job_store_uri, mask
+    from bench.locations import tracking_uri as resolve_tracking
+    from bench.progress import LineReporter
+    from bench.recorder import MlflowRecorder
+    from bench.search import Search, best_grid, lowered, open_study, summarise
+    from bench.space import read_space
+    from bench.workspace import Workspace, default_cache
+    from reports.search_page import SearchPage, write_search_page
+    from runners.quiet import quiet_libraries
+
+    environment = dict(os.environ)
+    chosen = read_space(space)
+    tracking = resolve_tracking(tracking_uri, environment)
+    name = experiment or chosen.name
+    launch = Launch(chosen.name, space, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
+                    tracking, job_store_uri(store, tracking), name, chosen.grid.inference.batch_size)
+    jobs = open_store(launch)
+    optuna_study = open_study(chosen, study or chosen.name, storage, jobs)
+    console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far, "
+                  f"up to {trials}; objectives {', '.join(chosen.search.objectives)}, sampler "
+                  f"{chosen.search.sampler}, pruner {chosen.search.pruner}; tracking {mask(tracking)}, experiment "
+                  f"'{name}'", highlight=False, markup=False)
+    quiet_libraries()
+    trains = chosen.training is not None and any(m != "none" for m in chosen.training.get("method", ()))
+    prepare_models(launch.workspace, chosen.grid.models, set(chosen.grid.models) if trains else set(), console)
+    recorder = MlflowRecorder(tracking, name, jobs)
+    worker = Search(chosen, optuna_study, launch, jobs, recorder, LineReporter(console), lease, console)
+    try:
+        worker.optimize(trials)
+    except BaseException:
+        recorder.close_parent(worker.parent, "KILLED")
+        raise
+    result = summarise(chosen, optuna_study, worker.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = best_grid(result, name)
+    if grid is not None:
+        (out / "best.yaml").write_text(yaml.safe_dump(grid, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    page = SearchPage(optuna_study, f"genclsbench search: {optuna_study.study_name}",
+                      f"space {space}; storage {mask(storage)}; objectives {', '.join(chosen.search.objectives)}; "
+                      f"sampler {chosen.search.sampler}; pruner {chosen.search.pruner}", chosen.search.objectives,
+                      result.trials, result.best, result.importances,
+                      [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
+    write_search_page(page, out)
+    recorder.log_artifacts(worker.parent, out, "search")
+    recorder.close_parent(worker.parent, "FINISHED")
+    _print_search(result, chosen.search.objectives, out)
+
+
+def _print_search(result, objectives: list[str], out: Path) -> None:
+    counts: dict[str, int] = {}
+    for trial in result.trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+    console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}", highlight=False,
+                  markup=False)
+    best = _table("best trial" if len(objectives) == 1 else "Pareto front", ["trial", *objectives, "spec"],
+                  wrap=("spec",))
+    for trial in (t for t in result.trials if t.number in result.best):
+        best.add_row(str(trial.number), *(f"{v:.3f}" for v in trial.values or []), trial.spec)
+    console.print(best)
+    for objective, importance in result.importances.items():
+        table = _table(f"parameter importance for {objective} (PED-ANOVA)", ["parameter", "importance"])
+        for name, value in importance.items():
+            table.add_row(name, f"{value:.3f}")
+        console.print(table)
+    console.print(f"wrote {out / 'best.yaml'} and {out / 'search.html'}; `bench run --grid {out / 'best.yaml'}` "
+                  "reproduces the best trial", highlight=False, markup=False)
 
 
 @app.command()

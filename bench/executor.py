@@ -58,6 +58,8 @@ class Recorder(Protocol):
 
     def kill(self, run_id: str) -> None: ...
 
+    def prune(self, run_id: str, reason: str, metrics: dict[str, float]) -> None: ...
+
     def status(self, run_id: str) -> str | None: ...
 
     def download_output(self, run_id: str, into: Path) -> None: ...
@@ -67,13 +69,24 @@ class DependencyFailed(RuntimeError):
     """A job that was not run because a job it needs failed."""
 
 
+class Pruned(Exception):
+    """An evaluation stopped on purpose before its end (a search's pruner judged it clearly worse), with the figures
+    of the examples it had done: its run ends KILLED, tagged PRUNED, and the job counts as not done."""
+
+    def __init__(self, reason: str, metrics: dict[str, float]) -> None:
+        super().__init__(reason)
+        self.metrics = metrics
+
+
 @dataclass
 class Hooks:
-    """What a job may call while it runs: its dependencies' outputs, its progress, its step-wise curves."""
+    """What a job may call while it runs: its dependencies' outputs, its progress, its step-wise curves, and an
+    observer of an evaluation's results so far (which may raise `Pruned`)."""
 
     output_of: Callable[[Job], Path]
     on_progress: Callable[[int, int], None]
     on_log: Callable[[dict[str, float], int], None]
+    on_partial: Callable[[list[bool]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class Executor:
     lease_s: float = 120.0
     poll_s: float = 2.0
     examples_of: Callable[[RunSpec], int] = lambda spec: 0
+    observe: Callable[[RunSpec, str], Callable[[list[bool]], None]] | None = None  # (spec, run id) -> on_partial
     _claim: Claim | None = None
     _claim_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,7 +208,8 @@ class Executor:
         self.store.started(claim, run_id)
         self.reporter.start(job.name, self.perform.unit(job))
         hooks = Hooks(self.output_of, self.reporter.advance,
-                      lambda metrics, step: self.recorder.log_step(run_id, metrics, step))
+                      lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
+                      self.observe(job, run_id) if self.observe and isinstance(job, RunSpec) else None)
         try:
             result = self._perform(job, hooks)
             self.recorder.finish(run_id, result)
@@ -207,6 +222,10 @@ class Executor:
             self.store.release(claim)
             self.reporter.end(f"KILLED {job.name}: interrupted; the job is free for the next worker")
             raise
+        except Pruned as pruned:  # not done: a later grid runs it whole
+            self.recorder.prune(run_id, str(pruned), pruned.metrics)
+            self.store.fail(claim, f"pruned: {pruned}")
+            self.reporter.end(f"PRUNED {job.name}: {pruned}")
         except Exception as exc:  # one failing job fails its dependents, never the grid
             self.recorder.fail(run_id, exc)
             self.store.fail(claim, one_line(exc))

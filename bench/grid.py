@@ -116,10 +116,10 @@ def _where(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
 
 
-def read_grid(path: Path) -> GridFile:
-    """Parse and validate a grid file; any problem is one UserError line naming file and key."""
+def load_yaml(path: Path, what: str = "grid file") -> dict:
+    """The mapping a YAML file holds; any problem is one UserError line naming the file (and line)."""
     if not path.is_file():
-        raise UserError(f"grid file '{path}' does not exist; see grids/ for examples")
+        raise UserError(f"{what} '{path}' does not exist; see grids/ for examples")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -127,11 +127,21 @@ def read_grid(path: Path) -> GridFile:
         line = f":{mark.line + 1}" if mark else ""
         raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: a grid file is a mapping with keys {', '.join(GridFile.model_fields)}")
+        raise UserError(f"{path}: a {what} is a mapping with keys {', '.join(GridFile.model_fields)}")
+    return raw
+
+
+def validate_grid(raw: dict, path: Path) -> GridFile:
+    """A grid from its YAML mapping; any problem is one UserError line naming file and key."""
     try:
         return GridFile.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_validation_message(path, exc)) from None
+
+
+def read_grid(path: Path) -> GridFile:
+    """Parse and validate a grid file."""
+    return validate_grid(load_yaml(path), path)
 
 
 def _models_in(annotation) -> list[type[BaseModel]]:

@@ -9,6 +9,7 @@ MLflow run on another machine), and writes its own output into the staging folde
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ from strategies.reasoning import category_name, classification_question, mask_la
 
 OnProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
 OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
+OnPartial = Callable[[list[bool]], None]  # per-example correctness so far, in evaluation order (may stop the job)
 REASONINGS, CONFIDENCES = "reasonings.json", "confidences.json"
+ROUND = 50  # evaluation examples per round: after each, an observer (a search's pruner) sees the results so far
 
 
 class ModelPool:
@@ -65,6 +68,7 @@ class JobContext:
     output_of: Callable[[Job], Path]
     on_progress: OnProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
+    on_partial: OnPartial | None = None
 
     def dataset(self, job: RunSpec | TrainSpec | ReasoningsSpec | RelabelSpec) -> Dataset:
         return self.datasets.get(job.dataset.config)
@@ -87,6 +91,12 @@ def _training_examples(job: TrainSpec | ReasoningsSpec | RelabelSpec, ctx: JobCo
     return training_examples(ctx.dataset(job).pool, job.n_train, job.seed)
 
 
+def round_order(n: int, sample_seed: int) -> list[int]:
+    """The order an evaluation goes through its `n` examples: seeded and shuffled, so every prefix is a fair
+    sample (what a pruner judges a trial on), and the same for every run on the same examples."""
+    return random.Random(f"rounds:{sample_seed}").sample(range(n), n)
+
+
 def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     """Predict the evaluation examples under the spec's strategy (or its classical baseline) and score them."""
     from runners.baselines import BASELINES
@@ -101,14 +111,21 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     else:
         lm = ctx.models.get(ctx.workspace.model(spec.model), spec.dtype, _stage_folders(spec.train, ctx))
         builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
+        settings = DecodeSettings(ctx.batch_size, spec.max_new_tokens, spec.seed)
         done = [0]
 
         def progress(n: int) -> None:
             done[0] += n
             ctx.on_progress(done[0], len(examples))
 
-        predictions = predict(lm, builder, examples, DecodeSettings(ctx.batch_size, spec.max_new_tokens, spec.seed),
-                              progress)
+        predictions: list = [None] * len(examples)
+        order = round_order(len(examples), spec.eval.sample_seed)
+        for start in range(0, len(order), ROUND):  # a seeded shuffled order, so every prefix is a fair sample
+            chunk = order[start:start + ROUND]
+            for i, prediction in zip(chunk, predict(lm, builder, [examples[i] for i in chunk], settings, progress)):
+                predictions[i] = prediction
+            if ctx.on_partial is not None:
+                ctx.on_partial([predictions[i].label == examples[i].label for i in order[:start + len(chunk)]])
     wall = time.perf_counter() - started
     report = classification_report([e.label for e in examples], [p.label for p in predictions],
                                     [c.value for c in dataset.card.categories])
@@ -337,5 +354,5 @@ class Performer:
 
     def __call__(self, job: Job, out: Path | None, hooks) -> JobResult:
         context = JobContext(self.workspace, self.datasets, self.models, self.batch_size, hooks.output_of,
-                             hooks.on_progress, hooks.on_log)
+                             hooks.on_progress, hooks.on_log, hooks.on_partial)
         return KINDS[job.KIND].perform(job, context, out)

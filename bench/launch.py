@@ -110,15 +110,20 @@ def plan_lines(launch: Launch, states: dict[str, JobState], dry_run: bool) -> li
     return lines
 
 
-def prepare_models(launch: Launch, console: Console) -> None:
-    """Pull or convert every model the graph uses, and refuse one that cannot be trained, before any job runs."""
+def graph_models(graph: JobGraph) -> tuple[list[str], set[str]]:
+    """The models a graph evaluates, and those it trains."""
+    evaluated = list(dict.fromkeys(s.model for s in graph.evaluations if not s.baseline))
+    return evaluated, {j.model for j in graph.jobs.values() if isinstance(j, TrainSpec)}
+
+
+def prepare_models(workspace: Workspace, models: Sequence[str], trained: set[str], console: Console) -> None:
+    """Pull or convert every model, and refuse one that cannot be trained, before any job runs."""
     from runners.model_registry import ModelError, check_trainable
 
-    trained = {j.model for j in launch.graph.jobs.values() if isinstance(j, TrainSpec)}
-    for model in dict.fromkeys(s.model for s in launch.graph.evaluations if not s.baseline):
+    for model in models:
         with console.status(f"preparing model {model} (first use downloads and converts it)"):
             try:
-                folder = launch.workspace.model(model)
+                folder = workspace.model(model)
                 if model in trained:
                     check_trainable(model, folder)
             except ModelError as exc:

@@ -34,6 +34,10 @@ from bench.vocabulary import (
     HASH_TAG,
     KIND_TAG,
     OUTPUT_ARTIFACT,
+    PRUNED_TAG,
+    STUDY_TAG,
+    TRIAL_STATE_TAG,
+    TRIAL_TAG,
 )
 
 BATCH = 900  # MLflow takes at most 1000 metrics and 100 params per log_batch call
@@ -112,6 +116,25 @@ class MlflowRecorder:
             self.client.log_batch(run.info.run_id, params=values[start:start + 100])
         return run.info.run_id
 
+    def start_trial(self, spec: Job, parent_id: str, number: int, study: str) -> str:
+        """A search trial's run (kind `trial`, its jobs nest under it), with the params of the spec it evaluates: the
+        same vocabulary as a grid's runs, so both line up in MLflow's compare view."""
+        tags = {KIND_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id}
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {number}: {spec.name}", tags=tags)
+        values = [Param(k, v) for k, v in spec.run_params().items()]
+        for start in range(0, len(values), 100):
+            self.client.log_batch(run.info.run_id, params=values[start:start + 100])
+        return run.info.run_id
+
+    def end_trial(self, run_id: str, state: str, metrics: dict[str, float]) -> None:
+        """A trial's final state (COMPLETE, cached, PRUNED, FAIL) and figures."""
+        self.log_step(run_id, metrics, 0)
+        self.client.set_tag(run_id, TRIAL_STATE_TAG, state)
+        self.client.set_terminated(run_id, {"PRUNED": "KILLED", "FAIL": "FAILED"}.get(state, "FINISHED"))
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
     def log_step(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()])
@@ -143,6 +166,12 @@ class MlflowRecorder:
     def kill(self, run_id: str) -> None:
         self.client.set_terminated(run_id, "KILLED")
 
+    def prune(self, run_id: str, reason: str, metrics: dict[str, float]) -> None:
+        """KILLED, tagged PRUNED with the reason, keeping the figures of the examples evaluated."""
+        self.log_step(run_id, metrics, 0)
+        self.client.set_tag(run_id, PRUNED_TAG, reason)
+        self.client.set_terminated(run_id, "KILLED")
+
     def status(self, run_id: str) -> str | None:
         try:
             return self.client.get_run(run_id).info.status
@@ -158,6 +187,19 @@ class MlflowRecorder:
                                                max_results=100):
                 found[run.info.run_id] = run.data.metrics
         return found
+
+    def predictions(self, run_id: str) -> list[dict] | None:
+        """The rows of an evaluation run's predictions.json (id, gold, prediction, ...) in the examples' order; None
+        if it has none."""
+        import json
+
+        with tempfile.TemporaryDirectory() as work:
+            try:
+                path = Path(self.client.download_artifacts(run_id, "predictions.json", work))
+            except Exception:  # noqa: BLE001 - a run without predictions
+                return None
+            table = json.loads(path.read_text(encoding="utf-8"))
+        return [dict(zip(table["columns"], row)) for row in table["data"]]
 
     def download_output(self, run_id: str, into: Path) -> None:
         """The output folder of a finished job's run, into `into` (which exists and is empty)."""

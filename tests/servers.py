@@ -33,8 +33,9 @@ def postgres_binary(name: str) -> str | None:
 
 @contextmanager
 def postgres() -> Iterator[str]:
-    """A PostgreSQL cluster of its own on 127.0.0.1 (password auth), with the databases `mlflow` and `jobs`; yields
-    the URI of its server without a database name. Root runs the server as the `postgres` user, as Debian does."""
+    """A PostgreSQL cluster of its own on 127.0.0.1 (password auth), with the databases `mlflow`, `jobs` and
+    `optuna`; yields the URI of its server without a database name. Root runs the server as the `postgres` user, as
+    Debian does."""
     initdb, pg_ctl = postgres_binary("initdb"), postgres_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise RuntimeError("PostgreSQL's server programs are not installed: apt-get install postgresql")
@@ -58,7 +59,7 @@ def postgres() -> Iterator[str]:
         import psycopg
 
         with psycopg.connect(f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres", autocommit=True) as db:
-            for name in ("mlflow", "jobs"):
+            for name in ("mlflow", "jobs", "optuna"):
                 db.execute(f"CREATE DATABASE {name}")
         yield server
     finally:

@@ -13,9 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
-from servers import mlflow_server, postgres, postgres_binary
 
 from bench.vocabulary import GRID_TAG, HASH_TAG
 
@@ -83,18 +81,9 @@ def test_three_workers_on_the_embedded_store_run_each_job_once(tmp_path, fresh_c
     assert "results: emotion / tiny-random" in outputs[0]
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    """PostgreSQL (the job store and the MLflow server's backend) and an MLflow tracking server."""
-    if postgres_binary("initdb") is None:
-        pytest.skip("needs Debian's postgresql package (.ci/run installs it)")
-    with postgres() as server:
-        with mlflow_server(f"{server}/mlflow", tmp_path_factory.mktemp("artifacts")) as tracking:
-            yield tracking, f"{server}/jobs"
-
-
 def test_three_workers_on_postgresql_and_an_mlflow_server_run_each_job_once(tmp_path, fresh_cache, servers):
-    tracking, jobs = servers
+    tracking, server = servers
+    jobs = f"{server}/jobs"
     grid = grid_file(tmp_path)
     workers = [start(tmp_path, "--grid", str(grid), "--tracking-uri", tracking, "--store", jobs) for _ in range(3)]
     outputs = [finish(w) for w in workers]
@@ -109,40 +98,35 @@ models: [tiny-random]
 baselines: []
 eval: {limit: 60}
 inference: {batch_size: 4, max_new_tokens: 4}
-TRAINING
+training: {n_train: 48, evaluate_base: false, lora: {r: 2, alpha: 4}, sft: {batch_size: 4, epochs: 3},
+           strategies: {method: sft}}
 strategies: {icl: similar-1, decoding: [generate, ppl]}
 """
 
 
-def _kill_during(tmp_path: Path, uri: str, cache: Path, marker: str, training: str, jobs: int) -> None:
-    """Start a worker, SIGKILL it once `marker` has begun, start another: the grid completes, nothing twice."""
-    grid = tmp_path / "workers.yaml"
-    grid.write_text(KILL_GRID.replace("TRAINING", training), encoding="utf-8")
-    first = start(tmp_path, "--grid", str(grid), "--lease", "5")
-    for line in first.stdout:
+def _kill_during(tmp_path: Path, grid: Path, marker: str) -> list[Path]:
+    """Start a worker and SIGKILL it once `marker` has begun; the staging folders it left."""
+    worker = start(tmp_path, "--grid", str(grid), "--lease", "5")
+    for line in worker.stdout:
         if line.startswith(f"start {marker}"):
             break
     time.sleep(1.5)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    staging = [p for p in (cache / "jobs").glob(".*")] if (cache / "jobs").exists() else []
-    second = start(tmp_path, "--grid", str(grid), "--lease", "5")
-    out = finish(second)
-    assert f"start {marker}" in out  # taken over once the dead worker's lease ran out
-    assert_each_job_once(uri, Counter({"KILLED": 1}), jobs)  # the dead worker's run ends KILLED, not RUNNING
-    if marker.startswith("train"):
-        assert staging, "the killed training left its staging folder"
-    assert not [p for p in (cache / "jobs").glob(".*")]  # ... which the next worker swept
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    return list((tmp_path / "cache" / "jobs").glob(".*"))
 
 
-def test_a_worker_killed_during_training_loses_nothing(tmp_path, fresh_cache, tracking_uri):
-    training = ("training: {n_train: 48, evaluate_base: false, lora: {r: 2, alpha: 4}, sft: {batch_size: 4, "
-                "epochs: 3}, strategies: {method: sft}}")
-    _kill_during(tmp_path, tracking_uri, fresh_cache, "train emotion/tiny-random/sft", training, jobs=1 + 2)
-
-
-def test_a_worker_killed_during_evaluation_loses_nothing(tmp_path, fresh_cache, tracking_uri):
-    _kill_during(tmp_path, tracking_uri, fresh_cache, "emotion/tiny-random/similar-1", "", jobs=2)
+def test_workers_killed_during_training_and_during_evaluation_lose_nothing(tmp_path, fresh_cache, tracking_uri):
+    """A worker killed in the middle of the training job, the next one killed in the middle of an evaluation, and
+    a third that finishes the grid: each job taken over once the dead worker's lease (5 s) ran out; every job
+    finished once; both dead runs end KILLED, none RUNNING; the killed training's staging folder swept."""
+    grid = tmp_path / "workers.yaml"
+    grid.write_text(KILL_GRID, encoding="utf-8")
+    assert _kill_during(tmp_path, grid, "train emotion/tiny-random/sft"), "the killed training left a staging folder"
+    assert not _kill_during(tmp_path, grid, "emotion/tiny-random/sft/similar-1")  # ... which the next one swept
+    out = finish(start(tmp_path, "--grid", str(grid), "--lease", "5"))
+    assert "start emotion/tiny-random/sft/similar-1" in out  # taken over
+    assert_each_job_once(tracking_uri, Counter({"KILLED": 2}), jobs=1 + 2)
 
 
 def test_unreachable_servers_fail_within_seconds_in_one_line_without_the_password(tmp_path, tracking_uri,

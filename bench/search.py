@@ -1,0 +1,289 @@
+"""`bench search`: an Optuna study whose trials are RunSpecs, run by the same executor against the same job store as
+`bench run`.
+
+A trial samples a point of the space (`bench.space`), expands it into its one RunSpec, and asks the job store: a spec
+already finished (by a grid or an earlier trial) costs nothing (the trial is *cached*); otherwise the executor runs
+its job graph, so a trained model is trained once and shared by every trial that uses it. The evaluation goes in
+rounds over a seeded shuffled order of the examples; after each round the trial reports every example's correctness
+(step = its position) and Optuna's Wilcoxon pruner, pairing them with the best trial's on the same examples, stops a
+trial that is clearly worse: its run ends KILLED, tagged PRUNED, with its partial figures.
+
+MLflow: the study has one parent run (made once, through the job store, for every worker on every machine); each
+trial is a child run (kind `trial`) with the spec's params, the trial number, the study, its final state (COMPLETE,
+PRUNED, FAIL or cached) and its running accuracy as a step metric; the trial's jobs nest under it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from bench.errors import UserError
+from bench.executor import Executor, Pruned
+from bench.graph import build_graph
+from bench.jobs import ROUND, Performer, round_order
+from bench.launch import Launch
+from bench.locations import mask, sqlite_path, with_driver
+from bench.recorder import MlflowRecorder
+from bench.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
+from bench.specs import RunSpec
+from bench.store import DONE, JobStore
+from reports.search_page import TrialRow
+
+SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
+CACHED = "cached"
+
+
+@dataclass
+class SearchResult:
+    """What a search leaves: its study, every trial (state COMPLETE, PRUNED, FAIL or cached; examples: evaluation
+    examples it computed), the best ones (the Pareto front with several objectives), and the importance of each
+    parameter per objective."""
+
+    study: object
+    trials: list[TrialRow]
+    best: list[int]
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def open_study(space: Space, name: str, storage_uri: str, store: JobStore, workers_elsewhere_ok: bool = True):
+    """The study `name` in `storage_uri` (created, or joined when it holds the same space). `store` serialises the
+    creation of Optuna's tables and of the study among workers that start together (PostgreSQL's catalogue does
+    not take two CREATE TABLEs of one name at once)."""
+    with store.serialized():
+        return _open_study(space, name, storage_uri, workers_elsewhere_ok)
+
+
+def _open_study(space: Space, name: str, storage_uri: str, workers_elsewhere_ok: bool):
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, Wilcoxon...
+    storage_uri = with_driver(storage_uri)
+    path = sqlite_path(storage_uri)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = RDBStorage(
+            storage_uri, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=20, grace_period=60,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened: one line
+        raise UserError(f"cannot open the Optuna storage {mask(storage_uri)} ({type(exc).__name__}: "
+                        f"{mask(str(exc).splitlines()[0])})") from None
+    directions = [OBJECTIVES[o].direction for o in space.search.objectives]
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage)
+        for _ in range(20):  # a worker starting at the same moment may not have written the space yet
+            if SPACE_ATTR in study.user_attrs:
+                break
+            time.sleep(0.5)
+        else:
+            study.set_user_attr(SPACE_ATTR, space.fingerprint())
+        if study.user_attrs.get(SPACE_ATTR) != space.fingerprint():
+            raise UserError(f"study '{name}' in {mask(storage_uri)} was made with another space; give another "
+                            "--study name, or the space file it was made with")
+        optuna.storages.fail_stale_trials(study)
+        live = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+        if path is not None and live and not workers_elsewhere_ok:
+            raise UserError(f"another worker is at work on study '{name}' in SQLite ({mask(storage_uri)}); several "
+                            "workers need a server: --storage postgresql://user@host/db")
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+        study.set_user_attr(SPACE_ATTR, space.fingerprint())
+    seed = space.search.seed + len(study.trials)  # a fresh study: the space's seed; a joining worker: another
+    study.sampler = SAMPLERS[space.search.sampler](seed)
+    study.pruner = PRUNERS[space.search.pruner](space.search.p_threshold, ROUND)
+    return study
+
+
+class Search:
+    """Runs trials of one study as one worker (see the module doc)."""
+
+    def __init__(self, space: Space, study, launch: Launch, store: JobStore, recorder: MlflowRecorder,
+                 reporter, lease_s: float, console: Console, performer=None) -> None:
+        self.space, self.study, self.launch, self.store, self.recorder = space, study, launch, store, recorder
+        self.reporter, self.lease_s, self.console = reporter, lease_s, console
+        self.performer = performer or Performer(launch.workspace, launch.datasets, launch.batch_size)
+        self.parent = recorder.open_parent(store, f"study {study.study_name}", space.path, 0)
+
+    def _spec(self, trial) -> tuple[RunSpec, dict]:
+        from bench.grid import expand
+        from runners.model_registry import default_dtype
+
+        grid = self.space.sample(trial)
+        specs = expand(grid, self.space.path, self.launch.datasets, default_dtype())
+        return specs[0], grid.model_dump(mode="json", exclude_defaults=True)
+
+    def objective(self, trial) -> float | list[float]:
+        import optuna
+
+        started = time.monotonic()
+        spec, grid = self._spec(trial)
+        trial.set_user_attr("spec", spec.name)
+        trial.set_user_attr("spec_hash", spec.key)
+        trial.set_user_attr("grid", grid)
+        run_id = self.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
+        state = self.store.states([spec.key]).get(spec.key)
+        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if state and
+                                                                   state.status == DONE else ""),
+                           highlight=False, markup=False)
+        evaluated = [0]
+        try:
+            if state is not None and state.status == DONE:
+                trial.set_user_attr(CACHED, True)
+                metrics = self._metrics(spec)
+                self._replay(trial, spec, state.run_id)
+                outcome = CACHED
+            else:
+                metrics = self._run(trial, spec, run_id, evaluated)
+                outcome = "COMPLETE"
+        except BaseException as exc:
+            state = "PRUNED" if isinstance(exc, optuna.TrialPruned) else "FAIL"
+            self.recorder.end_trial(run_id, state, {"examples_evaluated": evaluated[0]})
+            trial.set_user_attr("examples", evaluated[0])
+            trial.set_user_attr("seconds", time.monotonic() - started)
+            raise
+        values = [metrics.get(OBJECTIVES[o].metric, 0.0) for o in self.space.search.objectives]
+        trial.set_user_attr("examples", evaluated[0])
+        trial.set_user_attr("seconds", time.monotonic() - started)
+        self.recorder.end_trial(run_id, outcome, {**{o: v for o, v in zip(self.space.search.objectives, values)},
+                                                  "examples_evaluated": evaluated[0]})
+        return values[0] if len(values) == 1 else values
+
+    def _replay(self, trial, spec: RunSpec, eval_run: str) -> None:
+        """A cached trial's per-example results, reported in the order an evaluation goes through them (from its
+        predictions), so the pruner can pair later trials with it when it is the best."""
+        rows = self.recorder.predictions(eval_run)
+        for step, i in enumerate(round_order(len(rows), spec.eval.sample_seed) if rows else []):
+            trial.report(float(rows[i]["gold"] == rows[i]["prediction"]), step)
+
+    def _metrics(self, spec: RunSpec) -> dict[str, float]:
+        """The finished evaluation's metrics, with the training seconds of its stages."""
+        states = self.store.states()
+        metrics = self.recorder.metrics([states[spec.key].run_id])[states[spec.key].run_id]
+        stages = [j for j in build_graph([spec]).jobs.values() if j.KIND in ("train", "rgen")]
+        runs = [states[j.key].run_id for j in stages if j.key in states and states[j.key].run_id]
+        trained = self.recorder.metrics(runs) if runs else {}
+        return metrics | {"train_wall_time_s": sum(m.get("train_wall_time_s", 0.0) for m in trained.values())}
+
+    def _run(self, trial, spec: RunSpec, run_id: str, evaluated: list[int]) -> dict[str, float]:
+        import optuna
+
+        graph = build_graph([spec])
+        examples = len(self.launch.datasets.get(spec.dataset.config).evaluation(
+            spec.eval.split, spec.eval.limit, spec.eval.sample_seed))
+        pruned_before = any(t.user_attrs.get("spec_hash") == spec.key and t.state == optuna.trial.TrialState.PRUNED
+                            for t in self.study.get_trials(deepcopy=False))
+        if pruned_before:  # this point was judged clearly worse already: no need to evaluate it again
+            raise optuna.TrialPruned(f"{spec.name} was pruned in an earlier trial")
+
+        def observe(job: RunSpec, eval_run: str) -> Callable[[list[bool]], None]:
+            def on_partial(correct: list[bool]) -> None:
+                for step in range(evaluated[0], len(correct)):
+                    trial.report(float(correct[step]), step)
+                evaluated[0] = len(correct)
+                accuracy = sum(correct) / len(correct)
+                trial.set_user_attr("accuracy_so_far", accuracy)
+                self.recorder.log_step(run_id, {"accuracy_so_far": accuracy}, len(correct))
+                if len(correct) < examples and trial.should_prune():
+                    raise Pruned(f"after {len(correct)} of {examples} examples (accuracy so far {accuracy:.3f}): "
+                                 "clearly worse than the best trial on the same examples (Wilcoxon)",
+                                 {"accuracy_partial": accuracy, "examples_evaluated": float(len(correct))})
+            return on_partial
+
+        executor = Executor(graph, self.store, self.recorder, self.launch.workspace, self.performer, self.reporter,
+                            parent_id=run_id, lease_s=self.lease_s, examples_of=lambda s: examples, observe=observe)
+        executor.run()
+        state = self.store.states([spec.key])[spec.key]
+        if state.status == DONE:
+            return self._metrics(spec)
+        if (state.error or "").startswith("pruned"):
+            raise optuna.TrialPruned(state.error)
+        raise RuntimeError(f"{spec.name} failed: {state.error}")
+
+    def optimize(self, trials: int) -> None:
+        """Run trials until the study holds `trials` (every worker's count together)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        budget = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.RUNNING, TrialState.WAITING))
+        left = trials - len([t for t in self.study.get_trials(deepcopy=False) if t.state in (
+            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)])
+        if left > 0:
+            self.study.optimize(self.objective, n_trials=left, callbacks=[budget, self._line],
+                                catch=(RuntimeError,), gc_after_trial=False)
+
+    def _line(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.state == TrialState.COMPLETE:
+            shown = ", ".join(f"{o} {v:.3f}" for o, v in zip(self.space.search.objectives, trial.values))
+        elif "accuracy_so_far" in trial.user_attrs:
+            shown = f"accuracy {trial.user_attrs['accuracy_so_far']:.3f} on {trial.user_attrs.get('examples', 0)} " \
+                    "examples"
+        else:
+            shown = ""
+        state = CACHED if trial.user_attrs.get(CACHED) else trial.state.name
+        self.console.print(f"trial {trial.number} {state}" + (f": {shown}" if shown else ""),
+                           highlight=False, markup=False)
+
+
+def lowered(space: Space, i: int) -> Callable:
+    """Objective `i` as PED-ANOVA wants it: lower is better (it finds what makes a target low)."""
+    sign = -1.0 if OBJECTIVES[space.search.objectives[i]].direction == "maximize" else 1.0
+    return lambda trial: sign * trial.values[i]
+
+
+def summarise(space: Space, study, parent_run_id: str | None = None) -> SearchResult:
+    """Every trial's outcome, the best trials, and the parameter importances (PED-ANOVA, which copes with
+    parameters asked only in some trials; one table per objective)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        state = CACHED if t.user_attrs.get(CACHED) else t.state.name
+        trials.append(TrialRow(t.number, state, t.values if t.state == TrialState.COMPLETE else None,
+                               t.user_attrs.get("spec", "?"), dict(t.params), int(t.user_attrs.get("examples", 0)),
+                               float(t.user_attrs.get("seconds", 0.0)),
+                               t.user_attrs.get("accuracy_so_far") if t.state == TrialState.PRUNED else None))
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        best = []
+    elif len(space.search.objectives) == 1:
+        best = [study.best_trial.number]
+    else:
+        best = [t.number for t in study.best_trials]
+    importances = {}
+    if len(complete) >= 3:
+        for i, objective in enumerate(space.search.objectives):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # PED-ANOVA's notes on regimes with few trials
+                try:
+                    importances[objective] = optuna.importance.get_param_importances(
+                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lowered(space, i))
+                except (ValueError, RuntimeError):
+                    continue  # too few trials, or no parameter varies yet
+    return SearchResult(study, trials, best, importances, parent_run_id)
+
+
+def best_grid(result: SearchResult, experiment: str) -> dict | None:
+    """A grid file (as a mapping) that reproduces the best trial (with several objectives, the front's best on the
+    first): its one spec, in the experiment the search recorded into, so `bench run` finds it already finished."""
+    if not result.best:
+        return None
+    trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
+    chosen = trials[result.best[0]]
+    return {**chosen.user_attrs["grid"], "name": experiment,
+            "description": f"the best trial ({chosen.number}) of study {result.study.study_name}: "
+                           f"{chosen.user_attrs.get('spec', '')}"}

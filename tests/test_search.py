@@ -1,0 +1,230 @@
+"""`bench search`: the space file and its one-line errors, conditional parameters, determinism, pruning on examples
+with a designed fake scorer, cached trials at no cost, best.yaml, and two workers sharing one PostgreSQL study."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from cli_runner import bench, run_cli
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from bench.datasets import DatasetCache
+from bench.errors import UserError
+from bench.executor import Hooks
+from bench.graph import JobGraph
+from bench.jobs import ROUND, round_order
+from bench.launch import Launch
+from bench.progress import LineReporter
+from bench.recorder import JobResult, MlflowRecorder
+from bench.search import Search, open_study, summarise
+from bench.space import read_space
+from bench.store import MemoryStore, SqlStore
+from bench.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
+from bench.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = """name: space_test
+datasets: [emotion]
+models: [tiny-random]
+eval: {limit: 150}
+inference: {batch_size: 8, max_new_tokens: 4}
+search: SEARCH
+strategies:
+  icl: [zero, random, fixed]
+  shots: {low: 1, high: 2}
+  decoding: [generate, ppl]
+  ppl_norm: [mean, sum]
+"""
+
+
+def space_file(tmp_path: Path, search: str = "{seed: 0}", extra: str = "") -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE.replace("SEARCH", search) + extra, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"strategies:\n  icl": "strategies:\n  colour: [red]\n  icl"}, "strategies.colour: unknown strategy dimension"),
+    ({"decoding: [generate, ppl]": "decoding: [generate, beam]"}, "'beam' is not a value of 'decoding'"),
+    ({"shots: {low: 1, high: 2}": "shots: {low: 3, high: 2}"}, "strategies.shots: low 3 is above high 2"),
+    ({"inference": "training: {sft: {learning_rate: {low: 0, high: 0.1, log: true}}}\ninference"},
+     "training.sft.learning_rate: a log range needs low > 0"),
+    ({"  icl: [zero, random, fixed]\n  shots: {low: 1, high: 2}\n  decoding: [generate, ppl]\n"
+      "  ppl_norm: [mean, sum]\n": "  decoding: ppl\n"}, "the space is empty"),
+    ({"{seed: 0}": "{objectives: [accuracy, examples_per_s]}"}, "several objectives (accuracy, examples_per_s) "
+                                                                  "cannot be pruned"),
+    ({"{seed: 0}": "{objectives: [recall]}"}, "search.objectives: Value error, unknown objective 'recall'"),
+    ({"inference": "training: {sft: {learning_rate: {low: 0.001, high: 0.01}}}\ninference",
+      "{seed: 0}": "{sampler: bruteforce}"}, "bruteforce needs a finite space"),
+    ({"models: [tiny-random]": "models: [tiny-random, smollm2-135m]"}, "a search optimises one dataset, one model"),
+])
+def test_a_bad_space_is_one_line_and_writes_nothing(tmp_path, tracking_uri, monkeypatch, capsys, change, message):
+    text = SPACE.replace("SEARCH", "{seed: 0}")
+    for old, new in change.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "space.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert bench(monkeypatch, "search", "--space", str(path), "--trials", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_a_study_made_with_another_space_is_refused(tmp_path):
+    storage, store = f"sqlite:///{tmp_path / 'optuna.db'}", MemoryStore()
+    open_study(read_space(space_file(tmp_path)), "s", storage, store)
+    with pytest.raises(UserError, match="study 's' in sqlite:///.* was made with another space"):
+        open_study(read_space(space_file(tmp_path, extra="  labels: [names, numeric]\n")), "s", storage, store)
+
+
+def test_conditional_parameters_are_asked_only_where_they_apply(tmp_path):
+    training = ("training:\n  n_train: 8\n  sft: {learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}}\n"
+                "  rl: {steps: {low: 1, high: 4}}\n  strategies: {method: [sft, sft+rl], rl_algo: [grpo, rloo], "
+                "reasoning: [off, on], reasoning_source: [none, self]}\n")
+    space = read_space(space_file(tmp_path, extra=training))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        space.sample(trial)
+        params = trial.params
+        seen |= set(params)
+        assert ("infer.ppl_norm" in params) == (params["infer.decoding"] == "ppl")
+        assert ("infer.shots" in params) == (params["infer.icl"] != "zero")
+        method = params["train.method"]
+        assert ("train.rl_algo" in params) == ("rl" in method) and ("train.rl.steps" in params) == ("rl" in method)
+        assert ("train.sft.learning_rate" in params) == ("sft" in method)
+        assert ("train.reasoning_source" in params) == (params.get("train.reasoning") == "on")
+        if method == "none":  # the untrained model (evaluate_base) asks nothing about training
+            assert not [p for p in params if p.startswith("train.") and p != "train.method"]
+        study.tell(trial, 0.0)
+    assert {"infer.ppl_norm", "train.rl_algo", "train.reasoning_source", "train.rl.steps"} <= seen
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask and tell by hand, without Study.optimize
+def test_a_seeded_study_is_deterministic(tmp_path):
+    space = read_space(space_file(tmp_path))
+
+    def sequence(name: str) -> list[dict]:
+        study = open_study(space, name, f"sqlite:///{tmp_path / (name + '.db')}", MemoryStore())
+        points = []
+        for _ in range(14):
+            trial = study.ask()
+            space.sample(trial)
+            points.append(trial.params)
+            study.tell(trial, len(str(trial.params)) % 7 / 7)  # a fixed function of the point
+        return points
+
+    assert sequence("a") == sequence("b")
+
+
+class DesignedScorer:
+    """Evaluations without a model: `ppl` runs get 80% of the examples right, `generate` runs 10% (in every round,
+    so a pruner can tell early); counts what it evaluates."""
+
+    def __init__(self, datasets: DatasetCache) -> None:
+        self.datasets, self.evaluated = datasets, []
+
+    def has_output(self, job) -> bool:
+        return False
+
+    def unit(self, job) -> str:
+        return "examples"
+
+    def __call__(self, job, out, hooks: Hooks) -> JobResult:
+        import pandas as pd
+
+        n = len(self.datasets.get(job.dataset.config).evaluation(job.eval.split, job.eval.limit, 0))
+        order = round_order(n, job.eval.sample_seed)
+        right = {i: (k % 10 < 8) if job.strategy.decoding == "ppl" else (k % 10 == 0) for k, i in enumerate(order)}
+        for end in range(ROUND, n + ROUND, ROUND):
+            self.evaluated.append(job.key)
+            if hooks.on_partial:
+                hooks.on_partial([right[i] for i in order[:min(end, n)]])
+        table = pd.DataFrame({"id": range(n), "gold": ["a"] * n, "prediction": ["a" if right[i] else "b"
+                                                                              for i in range(n)]})
+        return JobResult({"accuracy": sum(right.values()) / n, "macro_f1": 0.1, "examples_per_s": 1.0},
+                         tables={"predictions.json": table})
+
+
+def _search(tmp_path: Path, tracking: str, study: str, trials: int, scorer: DesignedScorer):
+    space = read_space(space_file(tmp_path))
+    store = SqlStore(f"sqlite:///{tmp_path / 'jobs.db'}", "space_test")
+    launch = Launch("space_test", space.path, JobGraph({}, {}), scorer.datasets, Workspace(tmp_path / "cache"),
+                    tracking, "", "space_test", 8)
+    recorder = MlflowRecorder(tracking, "space_test", store)
+    console = Console(file=io.StringIO())
+    optuna_study = open_study(space, study, f"sqlite:///{tmp_path / 'optuna.db'}", store)
+    worker = Search(space, optuna_study, launch, store, recorder, LineReporter(console), 30, console, scorer)
+    worker.optimize(trials)
+    return summarise(space, optuna_study)
+
+
+def test_worse_trials_are_pruned_and_finished_specs_cost_nothing(tmp_path, tracking_uri):
+    scorer = DesignedScorer(DatasetCache())
+    result = _search(tmp_path, tracking_uri, "first", 14, scorer)
+    states = {t.state for t in result.trials}
+    assert "PRUNED" in states and "COMPLETE" in states and len(result.trials) == 14
+    pruned = [t for t in result.trials if t.state == "PRUNED"]
+    assert all(t.params["infer.decoding"] == "generate" and t.examples < 150 for t in pruned)
+    assert all(t.params["infer.decoding"] == "ppl" for t in result.trials if t.number in result.best)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("space_test").experiment_id], max_results=500)
+    killed = [r for r in runs if r.data.tags.get(KIND_TAG) == "eval" and r.info.status == "KILLED"]
+    assert killed and all(PRUNED_TAG in r.data.tags for r in killed)  # pruned: KILLED, tagged, partial figures kept
+    assert all("examples_evaluated" in r.data.metrics for r in killed)
+    trial_runs = [r for r in runs if r.data.tags.get(KIND_TAG) == "trial"]
+    assert len(trial_runs) == 14 and {r.data.tags[TRIAL_STATE_TAG] for r in trial_runs} >= {"COMPLETE", "PRUNED"}
+    eval_params = next(r.data.params for r in runs if r.data.tags.get(KIND_TAG) == "eval")
+    assert set(trial_runs[0].data.params) == set(eval_params)  # trials and grid runs line up in one compare view
+
+    finished = {r.data.tags[HASH_TAG] for r in runs if r.data.tags.get(KIND_TAG) == "eval"
+                and r.info.status == "FINISHED"}
+    again = DesignedScorer(scorer.datasets)
+    second = _search(tmp_path, tracking_uri, "second", 10, again)
+    cached = [t for t in second.trials if t.state == "cached"]
+    assert cached and not set(again.evaluated) & finished  # a finished spec did no work
+    assert all(t.examples == 0 for t in cached)
+
+
+def test_search_on_the_tiny_model_writes_best_yaml_that_bench_run_finds_finished(tmp_path, fresh_cache,
+                                                                                  tracking_uri, monkeypatch, capsys):
+    path = space_file(tmp_path, "{seed: 0}").read_text().replace("limit: 150", "limit: 40")
+    (tmp_path / "space.yaml").write_text(path, encoding="utf-8")
+    assert bench(monkeypatch, "search", "--space", str(tmp_path / "space.yaml"), "--trials", "4") == 0
+    out = capsys.readouterr().out
+    assert "best trial" in out and (tmp_path / "search" / "best.yaml").is_file()
+    page = (tmp_path / "search" / "search.html").read_text()
+    assert "<svg" in page and "Every trial" in page and "src=\"http" not in page
+    assert run_cli(monkeypatch, "--grid", str(tmp_path / "search" / "best.yaml"), "--dry-run") == 0
+    assert "1 runs, 1 already finished, 0 to run" in " ".join(capsys.readouterr().out.split())
+
+
+def test_two_workers_share_one_postgresql_study_and_evaluate_no_spec_twice(tmp_path, fresh_cache, servers):
+    tracking, server = servers
+    space = space_file(tmp_path, "{seed: 3, pruner: none}").read_text().replace("limit: 150", "limit: 24")
+    (tmp_path / "space.yaml").write_text(space.replace("name: space_test", "name: shared"), encoding="utf-8")
+    command = [sys.executable, "-m", "bench", "search", "--space", str(tmp_path / "space.yaml"), "--trials", "8",
+               "--storage", f"{server}/optuna", "--tracking-uri", tracking, "--store", f"{server}/jobs"]
+    env = os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    workers = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n=====\n".join(o[-1500:] for o in outputs)
+    study = optuna.load_study(study_name="shared", storage=f"{server}/optuna")
+    done = [t for t in study.trials if t.state.is_finished()]
+    assert 8 <= len(done) <= 9  # the budget is global (a trial may start as the other worker ends the last)
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], max_results=500)
+    evaluated = [r.data.tags[HASH_TAG] for r in runs if r.data.tags.get(KIND_TAG) == "eval"
+                 and r.info.status == "FINISHED"]
+    assert len(evaluated) == len(set(evaluated))  # no spec evaluated twice
+    assert all("s3cret-pw" not in out for out in outputs)
