@@ -164,8 +164,8 @@ def search(
     store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
     out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
-    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job lasts without a "
-                                                     "heartbeat")] = 120.0,
+    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job, and its trial, last "
+                                                     "without a heartbeat")] = 120.0,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
@@ -191,7 +191,7 @@ def search(
     launch = Launch(chosen.name, space, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
                     tracking, job_store_uri(store, tracking), name, chosen.grid.inference.batch_size)
     jobs = open_store(launch)
-    optuna_study = open_study(chosen, study or chosen.name, storage, jobs)
+    optuna_study = open_study(chosen, study or chosen.name, storage, jobs, lease)
     console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far, "
                   f"up to {trials}; objectives {', '.join(chosen.search.objectives)}, sampler "
                   f"{chosen.search.sampler}, pruner {chosen.search.pruner}; tracking {mask(tracking)}, experiment "

@@ -51,15 +51,17 @@ class SearchResult:
     parent_run_id: str | None = None
 
 
-def open_study(space: Space, name: str, storage_uri: str, store: JobStore, workers_elsewhere_ok: bool = True):
+def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease_s: float = 120.0,
+               workers_elsewhere_ok: bool = True):
     """The study `name` in `storage_uri` (created, or joined when it holds the same space). `store` serialises the
     creation of Optuna's tables and of the study among workers that start together (PostgreSQL's catalogue does
-    not take two CREATE TABLEs of one name at once)."""
+    not take two CREATE TABLEs of one name at once). A trial's heartbeat beats every quarter `lease_s`; a trial
+    silent for `lease_s` (its worker died) is failed and retried, like a job whose claim lapsed."""
     with store.serialized():
-        return _open_study(space, name, storage_uri, workers_elsewhere_ok)
+        return _open_study(space, name, storage_uri, lease_s, workers_elsewhere_ok)
 
 
-def _open_study(space: Space, name: str, storage_uri: str, workers_elsewhere_ok: bool):
+def _open_study(space: Space, name: str, storage_uri: str, lease_s: float, workers_elsewhere_ok: bool):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -71,7 +73,8 @@ def _open_study(space: Space, name: str, storage_uri: str, workers_elsewhere_ok:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         storage = RDBStorage(
-            storage_uri, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=20, grace_period=60,
+            storage_uri, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=max(1, int(lease_s / 4)),
+            grace_period=max(2, int(lease_s)),
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as exc:  # noqa: BLE001 - a database that cannot be opened: one line
         raise UserError(f"cannot open the Optuna storage {mask(storage_uri)} ({type(exc).__name__}: "
@@ -209,14 +212,14 @@ class Search:
         raise RuntimeError(f"{spec.name} failed: {state.error}")
 
     def optimize(self, trials: int) -> None:
-        """Run trials until the study holds `trials` (every worker's count together)."""
+        """Run trials until the study holds `trials` that ended COMPLETE or PRUNED, counting every worker's (a trial
+        that failed, e.g. because its worker died, does not count: Optuna retries it)."""
         import optuna
         from optuna.trial import TrialState
 
-        budget = optuna.study.MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                TrialState.RUNNING, TrialState.WAITING))
-        left = trials - len([t for t in self.study.get_trials(deepcopy=False) if t.state in (
-            TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)])
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        budget = optuna.study.MaxTrialsCallback(trials, states=counted)
+        left = trials - len([t for t in self.study.get_trials(deepcopy=False) if t.state in counted])
         if left > 0:
             self.study.optimize(self.objective, n_trials=left, callbacks=[budget, self._line],
                                 catch=(RuntimeError,), gc_after_trial=False)
