@@ -182,6 +182,7 @@ def search(
     from bench.space import read_space
     from bench.workspace import Workspace, default_cache
     from reports.search_page import SearchPage, write_search_page
+    from runners.batching import Batching
     from runners.quiet import quiet_libraries
 
     environment = dict(os.environ)
@@ -189,7 +190,8 @@ def search(
     tracking = resolve_tracking(tracking_uri, environment)
     name = experiment or chosen.name
     launch = Launch(chosen.name, space, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
-                    tracking, job_store_uri(store, tracking), name, chosen.grid.inference.batch_size)
+                    tracking, job_store_uri(store, tracking), name,
+                    Batching(chosen.grid.inference.batch_size, chosen.grid.inference.tokens_per_batch))
     jobs = open_store(launch)
     optuna_study = open_study(chosen, study or chosen.name, storage, jobs, lease)
     console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far, "

@@ -24,6 +24,7 @@ from bench.reasoning_corpora import load_corpus, rgen_mixture
 from bench.recorder import DatasetLog, JobResult
 from bench.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
 from bench.workspace import Workspace, per_example
+from runners.batching import Batching
 from strategies.example import Example
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
@@ -58,13 +59,13 @@ class ModelPool:
 
 @dataclass
 class JobContext:
-    """What a running job may use: the cache, the datasets and models of this worker, the scoring batch size, its
-    dependencies' outputs, and its progress and curve sinks."""
+    """What a running job may use: the cache, the datasets and models of this worker, how to batch forward passes,
+    its dependencies' outputs, and its progress and curve sinks."""
 
     workspace: Workspace
     datasets: DatasetCache
     models: ModelPool
-    batch_size: int
+    batching: Batching
     output_of: Callable[[Job], Path]
     on_progress: OnProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
@@ -111,7 +112,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     else:
         lm = ctx.models.get(ctx.workspace.model(spec.model), spec.dtype, _stage_folders(spec.train, ctx))
         builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
-        settings = DecodeSettings(ctx.batch_size, spec.max_new_tokens, spec.seed)
+        settings = DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed)
         done = [0]
 
         def progress(n: int) -> None:
@@ -287,7 +288,7 @@ def write_reasonings(spec: ReasoningsSpec, ctx: JobContext, out: Path) -> JobRes
 
         return generate_reasonings(lm, [classification_question(dataset.card, e) for e in missing],
                                    [category_name(dataset.card, e.label) for e in missing], reasoner.max_new_tokens,
-                                   ctx.batch_size, progress)
+                                   ctx.batching, progress)
 
     cache = ctx.workspace.per_example("reasonings", f"{identity_hash(reasoner)}-{spec.dataset.content}")
     written = dict(zip((e.id for e in examples), per_example(cache, examples, write)))
@@ -308,7 +309,7 @@ def score_relabel(spec: RelabelSpec, ctx: JobContext, out: Path) -> JobResult:
 
     def score(missing: list[Example]) -> list[float]:
         lm = ctx.models.get(ctx.workspace.model(spec.scorer), spec.dtype, [])
-        confidence = gold_confidence(lm, dataset.card, missing, ctx.batch_size)
+        confidence = gold_confidence(lm, dataset.card, missing, ctx.batching)
         ctx.on_progress(len(missing), len(missing))
         return confidence
 
@@ -342,8 +343,8 @@ KINDS: dict[str, JobKind] = {
 class Performer:
     """Performs any registered kind of job in this worker (its datasets and loaded model are kept across jobs)."""
 
-    def __init__(self, workspace: Workspace, datasets: DatasetCache, batch_size: int) -> None:
-        self.workspace, self.datasets, self.batch_size = workspace, datasets, batch_size
+    def __init__(self, workspace: Workspace, datasets: DatasetCache, batching: Batching) -> None:
+        self.workspace, self.datasets, self.batching = workspace, datasets, batching
         self.models = ModelPool()
 
     def has_output(self, job: Job) -> bool:
@@ -353,6 +354,6 @@ class Performer:
         return KINDS[job.KIND].unit
 
     def __call__(self, job: Job, out: Path | None, hooks) -> JobResult:
-        context = JobContext(self.workspace, self.datasets, self.models, self.batch_size, hooks.output_of,
+        context = JobContext(self.workspace, self.datasets, self.models, self.batching, hooks.output_of,
                              hooks.on_progress, hooks.on_log, hooks.on_partial)
         return KINDS[job.KIND].perform(job, context, out)

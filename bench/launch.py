@@ -23,6 +23,7 @@ from bench.locations import check_reachable, job_store_uri, mask, sqlite_path, t
 from bench.specs import RunSpec, TrainSpec
 from bench.store import DONE, FAILED, RUNNING, JobState, SqlStore
 from bench.workspace import Workspace, default_cache
+from runners.batching import Batching
 
 DEFAULT_LEASE_S = 120.0
 
@@ -49,7 +50,7 @@ class Launch:
     tracking: str
     store_uri: str
     experiment: str
-    batch_size: int
+    batching: Batching
 
 
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
@@ -70,7 +71,7 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
     uri = tracking_uri(tracking, environment)
     return Launch(grid.name, path, graph, datasets, Workspace(default_cache(environment)), uri,
                   job_store_uri(store, uri), experiment or grid.name,
-                  overrides.batch_size or grid.inference.batch_size)
+                  Batching(overrides.batch_size or grid.inference.batch_size, grid.inference.tokens_per_batch))
 
 
 def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
@@ -204,7 +205,7 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
     live = sys.stdout.isatty() and label is None
     reporter = LiveReporter(console) if live else LineReporter(console)
     executor = Executor(launch.graph, store, recorder, launch.workspace,
-                        Performer(launch.workspace, launch.datasets, launch.batch_size), reporter, parent_id=parent,
+                        Performer(launch.workspace, launch.datasets, launch.batching), reporter, parent_id=parent,
                         lease_s=lease_s, examples_of=_examples(launch))
 
     def terminated(signum, frame) -> None:

@@ -113,7 +113,7 @@ class Search:
                  reporter, lease_s: float, console: Console, performer=None) -> None:
         self.space, self.study, self.launch, self.store, self.recorder = space, study, launch, store, recorder
         self.reporter, self.lease_s, self.console = reporter, lease_s, console
-        self.performer = performer or Performer(launch.workspace, launch.datasets, launch.batch_size)
+        self.performer = performer or Performer(launch.workspace, launch.datasets, launch.batching)
         self.parent = recorder.open_parent(store, f"study {study.study_name}", space.path, 0)
 
     def _spec(self, trial) -> tuple[RunSpec, dict]:

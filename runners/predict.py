@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from transformers import set_seed
 
-from runners.inference import OnProgress, generate, prompt_text, score_candidates
+from runners.batching import Batching
+from runners.inference import OnProgress, candidate_ids, generate, prompt_text, score_candidates
 from runners.models import LoadedModel
 from strategies.example import Example
 from strategies.prompts import PromptBuilder
@@ -26,7 +27,9 @@ class Prediction:
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    batch_size: int
+    """How to decode: the rows and tokens per forward pass, the longest completion, the seed."""
+
+    batching: Batching
     max_new_tokens: int
     seed: int
 
@@ -34,8 +37,18 @@ class DecodeSettings:
 Decoder = Callable[[LoadedModel, PromptBuilder, Sequence[str], DecodeSettings, OnProgress], list[tuple[str, str, str]]]
 
 
+def answer_budget(lm: LoadedModel, builder: PromptBuilder) -> int:
+    """The most tokens a label-only answer needs: the longest candidate (with its end of turn) after a restatement
+    of the task ("The emotion expressed in the tweet is sadness." is how a small model answers "Classify the
+    emotion expressed..."): tokens past this cannot make an answer the parser would read differently."""
+    longest = max(len(c) for c in candidate_ids(lm, builder.candidates()))
+    return longest + len(lm.tokenizer(builder.card.task, add_special_tokens=False).input_ids)
+
+
 def _decode_generate(lm, builder, prompts, settings, on_progress):
-    outputs = generate(lm, prompts, settings.max_new_tokens, settings.batch_size, on_progress)
+    limit = settings.max_new_tokens if builder.strategy.reasoning == "on" else \
+        min(settings.max_new_tokens, answer_budget(lm, builder))
+    outputs = generate(lm, prompts, limit, settings.batching, on_progress)
     return [(builder.parse(text), text, "") for text in outputs]
 
 
@@ -44,11 +57,11 @@ def _decode_ppl(lm, builder, prompts, settings, on_progress):
     each `Answer: <label>` after it (the raw output is then the generated text)."""
     outputs = None
     if builder.strategy.reasoning == "on":
-        outputs = generate(lm, prompts, settings.max_new_tokens, settings.batch_size, on_progress)
+        outputs = generate(lm, prompts, settings.max_new_tokens, settings.batching, on_progress)
         reasonings = [builder.reasoning_of(text) for text in outputs]
         prompts = [p + f"{r}\n" if r else p for p, r in zip(prompts, reasonings)]
         on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
-    scores = score_candidates(lm, prompts, builder.candidates(), settings.batch_size, on_progress)
+    scores = score_candidates(lm, prompts, builder.candidates(), settings.batching, on_progress)
     table = scores.normalised(builder.strategy.ppl_norm)
     rows = []
     for i, row in enumerate(table):

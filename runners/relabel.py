@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from runners.batching import Batching
 from runners.inference import prompt_text, score_candidates
 from runners.models import LoadedModel
 from strategies.example import Example, TaskCard
@@ -15,11 +16,11 @@ from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.registry import Strategy
 
 
-def gold_confidence(lm: LoadedModel, card: TaskCard, examples: Sequence[Example], batch_size: int) -> list[float]:
+def gold_confidence(lm: LoadedModel, card: TaskCard, examples: Sequence[Example], batching: Batching) -> list[float]:
     """P(gold | prompt) among the candidate labels (softmax of total log-likelihoods) under the zero-shot prompt."""
     builder = PromptBuilder(card, Strategy(decoding="ppl"), [], 0)
     prompts = [prompt_text(lm, builder.messages(e)) for e in examples]
-    scores = score_candidates(lm, prompts, builder.candidates(), batch_size).logprob_sum
+    scores = score_candidates(lm, prompts, builder.candidates(), batching).logprob_sum
     probs = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     gold = [builder.answers.index(builder.completion(e.label)) for e in examples]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from runners.batching import Batching
 from runners.inference import OnProgress, generate, prompt_text
 from runners.models import LoadedModel
 from runners.sft import row_tokens
@@ -39,7 +40,7 @@ def rgen_rows(lm: LoadedModel, examples: Sequence[ReasoningExample], max_length:
 
 
 def write_reasonings(lm: LoadedModel, questions: Sequence[str], answers: Sequence[str], max_new_tokens: int,
-                     batch_size: int, on_progress: OnProgress = lambda n: None) -> list[str]:
+                     batching: Batching, on_progress: OnProgress = lambda n: None) -> list[str]:
     """Greedy reasonings for (question, answer) pairs: what R-Gen (or the untrained model) says justifies each."""
     prompts = [prompt_text(lm, rgen_messages(q, a)) for q, a in zip(questions, answers)]
-    return [text.strip() for text in generate(lm, prompts, max_new_tokens, batch_size, on_progress)]
+    return [text.strip() for text in generate(lm, prompts, max_new_tokens, batching, on_progress)]

@@ -1,17 +1,23 @@
-"""The KV-cached candidate scorer must equal a direct forward pass per (prompt, candidate)."""
+"""The fast paths must be exact: candidate scores from the shared prefix and the one-pass candidate block equal a
+direct forward pass per (prompt, candidate); greedy generation from the shared prefix equals `model.generate` on
+each prompt alone; batching by tokens changes nothing."""
 
 import numpy as np
 import pytest
 import torch
 
 import runners.inference as inference
-from runners.inference import candidate_ids, generate, score_candidates
+from runners.batching import Batching
+from runners.inference import candidate_ids, generate, score_candidates, shared_prefix, token_batches
 
-PROMPTS = ["<|im_start|>user\ni feel sad today<|im_end|>\n<|im_start|>assistant\n",
-           "<|im_start|>user\nsuch a long and winding message about nothing in particular, really<|im_end|>\n"
+HEADER = "<|im_start|>user\nClassify the text into one of: joy, sadness, anger.\n"
+PROMPTS = [HEADER + "i feel sad today<|im_end|>\n<|im_start|>assistant\n",
+           HEADER + "such a long and winding message about nothing in particular, really<|im_end|>\n"
            "<|im_start|>assistant\n",
-           "hello"]
+           HEADER + "ok<|im_end|>\n<|im_start|>assistant\n"]
+UNRELATED = ["hello", "<|im_start|>user\nbye<|im_end|>\n"]  # no common prefix at all
 CANDIDATES = ["joy", "sadness", "a much longer candidate answer", "1"]
+BATCHINGS = [Batching(128), Batching(2), Batching(8, tokens=64)]  # one pass; row pairs; one row per pass
 
 
 def direct_logprob(lm, prompt: str, cand: list[int]) -> float:
@@ -22,21 +28,63 @@ def direct_logprob(lm, prompt: str, cand: list[int]) -> float:
     return sum(logp[len(ids) - 1 + j, t].item() for j, t in enumerate(cand))
 
 
-@pytest.mark.parametrize("rows", [128, 3])  # 3 forces candidate chunks and cache copies
-def test_cached_scores_equal_direct_computation(tiny_lm, monkeypatch, rows):
-    monkeypatch.setattr(inference, "MAX_SCORING_ROWS", rows)
-    scores = score_candidates(tiny_lm, PROMPTS, CANDIDATES, batch_size=2)
+@pytest.mark.parametrize("batching", BATCHINGS)
+@pytest.mark.parametrize("prompts", [PROMPTS, PROMPTS + UNRELATED])
+def test_scores_equal_a_direct_forward_pass(tiny_lm, prompts, batching):
+    scores = score_candidates(tiny_lm, prompts, CANDIDATES, batching)
     cands = candidate_ids(tiny_lm, CANDIDATES)
-    expected = np.array([[direct_logprob(tiny_lm, p, c) for c in cands] for p in PROMPTS])
+    expected = np.array([[direct_logprob(tiny_lm, p, c) for c in cands] for p in prompts])
     np.testing.assert_allclose(scores.logprob_sum, expected, atol=1e-4, rtol=0)
     np.testing.assert_array_equal(scores.n_tokens, [len(c) for c in cands])
     np.testing.assert_allclose(scores.normalised("mean"), expected / scores.n_tokens[None, :], atol=1e-4, rtol=0)
 
 
-def test_batching_does_not_change_generation(tiny_lm):
-    one = generate(tiny_lm, PROMPTS, max_new_tokens=5, batch_size=1)
-    batched = generate(tiny_lm, PROMPTS, max_new_tokens=5, batch_size=3)
-    assert one == batched and all(isinstance(t, str) for t in one)
+def test_the_shared_prefix_is_read_once_per_call(tiny_lm, monkeypatch):
+    lengths = []
+    real = inference.PrefixCache.__init__
+
+    def counted(self, lm, prefix):
+        lengths.append(len(prefix))
+        real(self, lm, prefix)
+
+    monkeypatch.setattr(inference.PrefixCache, "__init__", counted)
+    score_candidates(tiny_lm, PROMPTS, CANDIDATES, Batching(1))  # three passes, one prefix
+    header = len(tiny_lm.tokenizer(HEADER, add_special_tokens=False).input_ids)
+    assert len(lengths) == 1 and lengths[0] >= header
+
+
+def test_greedy_generation_equals_model_generate_on_each_prompt_alone(tiny_lm):
+    tok = tiny_lm.tokenizer
+    expected = []
+    for prompt in PROMPTS + UNRELATED:
+        ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+        out = tiny_lm.model.generate(ids, max_new_tokens=6, do_sample=False, temperature=None, top_p=None,
+                                     top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        expected.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    for batching in BATCHINGS:
+        assert generate(tiny_lm, PROMPTS + UNRELATED, 6, batching) == expected
+
+
+def test_generation_stops_when_every_row_has_ended(tiny_lm, monkeypatch):
+    """Make every row's first token the end of the turn: no decoding step follows the prompt's pass."""
+    rows = [PROMPTS[0], PROMPTS[0]]
+    first = tiny_lm.tokenizer(generate(tiny_lm, rows[:1], 1, Batching(8)), add_special_tokens=False).input_ids[0][0]
+    monkeypatch.setattr(tiny_lm.tokenizer, "eos_token_id", first)
+    calls = []
+    real = tiny_lm.model.forward
+    monkeypatch.setattr(tiny_lm.model, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    generate(tiny_lm, rows, 50, Batching(8))
+    assert len(calls) == 2  # the shared prefix, then the prompts' own tokens: 50 new tokens allowed, none needed
+
+
+def test_shared_prefix_and_token_batches():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == 2
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # a prompt keeps one token of its own
+    assert shared_prefix([[7, 1], [8, 1]]) == 0
+    batches = token_batches([5, 50, 10, 20, 40], 10, Batching(rows=3, tokens=130), torch.device("cpu"))
+    assert batches == [[1, 4], [3, 2, 0]]  # longest first; 2 x 60 <= 130, 3 x 30 <= 130
+    assert all(len(b) * (max([5, 50, 10, 20, 40][i] for i in b) + 10) <= 130 for b in batches)
+    assert token_batches([500], 10, Batching(rows=3, tokens=100), torch.device("cpu")) == [[0]]  # a long row alone
 
 
 def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(tiny_lm, monkeypatch):
@@ -55,7 +103,7 @@ def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(ti
     monkeypatch.setattr(predict_module, "generate", lambda lm, prompts, *a, **k: generated)
     monkeypatch.setattr(predict_module, "score_candidates",
                         lambda lm, prompts, *a, **k: seen.append(list(prompts)) or real_score(lm, prompts, *a, **k))
-    predictions = predict(tiny_lm, builder, examples, DecodeSettings(2, 8, 0))
+    predictions = predict(tiny_lm, builder, examples, DecodeSettings(Batching(2), 8, 0))
     prompts = [inference.prompt_text(tiny_lm, builder.messages(e)) for e in examples]
     assert seen == [[prompts[0] + "It sounds sad.\n", prompts[1] + "Happy words\n"]]
     assert builder.candidates() == ["Answer: sadness", "Answer: joy"]

@@ -93,6 +93,7 @@ def test_uncertain_relabelling_takes_the_least_confident_fraction():
 
 
 def test_sft_lowers_the_loss_and_changes_predictions(tmp_path, tiny_folder):
+    from runners.batching import Batching
     from runners.inference import prompt_text, score_candidates
     from runners.models import load_model
     from runners.sft import sft_rows, train_sft
@@ -115,8 +116,8 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path, tiny_folder):
 
     before, after = load_model(tiny_folder, "float32"), load_model(tiny_folder, "float32", [tmp_path / "adapter"])
     prompts = [prompt_text(before, builder.messages(e)) for e in examples[:8]]
-    base = score_candidates(before, prompts, builder.candidates(), 8).logprob_sum
-    tuned = score_candidates(after, prompts, builder.candidates(), 8).logprob_sum
+    base = score_candidates(before, prompts, builder.candidates(), Batching(8)).logprob_sum
+    tuned = score_candidates(after, prompts, builder.candidates(), Batching(8)).logprob_sum
     assert (tuned.argmax(1) != base.argmax(1)).any() or (tuned - base).__abs__().max() > 1.0
     gold = [builder.answers.index(builder.completion(e.label)) for e in examples[:8]]
     assert sum(tuned[i, g] for i, g in enumerate(gold)) > sum(base[i, g] for i, g in enumerate(gold))
