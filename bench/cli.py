@@ -171,38 +171,12 @@ def search(
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
     import yaml
 
-    from bench.datasets import DatasetCache
-    from bench.graph import JobGraph
-    from bench.launch import Launch, open_store, prepare_models
-    from bench.locations import job_store_uri, mask
-    from bench.locations import tracking_uri as resolve_tracking
-    from bench.progress import LineReporter
-    from bench.recorder import MlflowRecorder
-    from bench.search import Search, best_grid, lowered, open_study, summarise
-    from bench.space import read_space
-    from bench.workspace import Workspace, default_cache
+    from bench.locations import mask
+    from bench.search import best_grid, lowered, start_search, summarise
     from reports.search_page import SearchPage, write_search_page
-    from runners.batching import Batching
-    from runners.quiet import quiet_libraries
 
-    environment = dict(os.environ)
-    chosen = read_space(space)
-    tracking = resolve_tracking(tracking_uri, environment)
-    name = experiment or chosen.name
-    launch = Launch(chosen.name, space, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
-                    tracking, job_store_uri(store, tracking), name,
-                    Batching(chosen.grid.inference.batch_size, chosen.grid.inference.tokens_per_batch))
-    jobs = open_store(launch)
-    optuna_study = open_study(chosen, study or chosen.name, storage, jobs, lease)
-    console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far, "
-                  f"up to {trials}; objectives {', '.join(chosen.search.objectives)}, sampler "
-                  f"{chosen.search.sampler}, pruner {chosen.search.pruner}; tracking {mask(tracking)}, experiment "
-                  f"'{name}'", highlight=False, markup=False)
-    quiet_libraries()
-    trains = chosen.training is not None and any(m != "none" for m in chosen.training.get("method", ()))
-    prepare_models(launch.workspace, chosen.grid.models, set(chosen.grid.models) if trains else set(), console)
-    recorder = MlflowRecorder(tracking, name, jobs)
-    worker = Search(chosen, optuna_study, launch, jobs, recorder, LineReporter(console), lease, console)
+    worker = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
+    chosen, optuna_study, recorder, name = worker.space, worker.study, worker.recorder, worker.launch.experiment
     try:
         worker.optimize(trials)
     except BaseException:

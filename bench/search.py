@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 
@@ -211,9 +212,10 @@ class Search:
             raise optuna.TrialPruned(state.error)
         raise RuntimeError(f"{spec.name} failed: {state.error}")
 
-    def optimize(self, trials: int) -> None:
+    def optimize(self, trials: int, callbacks: Sequence[Callable] = ()) -> None:
         """Run trials until the study holds `trials` that ended COMPLETE or PRUNED, counting every worker's (a trial
-        that failed, e.g. because its worker died, does not count: Optuna retries it)."""
+        that failed, e.g. because its worker died, does not count: Optuna retries it); `callbacks` (Optuna's: study,
+        frozen trial) run after each trial too, and may stop the study."""
         import optuna
         from optuna.trial import TrialState
 
@@ -221,7 +223,7 @@ class Search:
         budget = optuna.study.MaxTrialsCallback(trials, states=counted)
         left = trials - len([t for t in self.study.get_trials(deepcopy=False) if t.state in counted])
         if left > 0:
-            self.study.optimize(self.objective, n_trials=left, callbacks=[budget, self._line],
+            self.study.optimize(self.objective, n_trials=left, callbacks=[budget, self._line, *callbacks],
                                 catch=(RuntimeError,), gc_after_trial=False)
 
     def _line(self, study, trial) -> None:
@@ -237,6 +239,41 @@ class Search:
         state = CACHED if trial.user_attrs.get(CACHED) else trial.state.name
         self.console.print(f"trial {trial.number} {state}" + (f": {shown}" if shown else ""),
                            highlight=False, markup=False)
+
+
+def start_search(space_path: Path, study: str | None, storage: str, tracking_uri: str | None, store: str | None,
+                 experiment: str | None, lease_s: float, console: Console, environment: Mapping[str, str]) -> Search:
+    """A worker of the study `study` (default: the space's name) of the space file `space_path`, ready to optimise:
+    its job store and Optuna storage opened, its model converted, its MLflow parent run open."""
+    from bench.datasets import DatasetCache
+    from bench.graph import JobGraph
+    from bench.launch import open_store, prepare_models
+    from bench.locations import job_store_uri
+    from bench.locations import tracking_uri as resolve_tracking
+    from bench.progress import LineReporter
+    from bench.space import read_space
+    from bench.workspace import Workspace, default_cache
+    from runners.batching import Batching
+    from runners.quiet import quiet_libraries
+
+    space = read_space(space_path)
+    tracking = resolve_tracking(tracking_uri, environment)
+    name = experiment or space.name
+    inference = space.grid.inference
+    launch = Launch(space.name, space_path, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
+                    tracking, job_store_uri(store, tracking), name,
+                    Batching(inference.batch_size, inference.tokens_per_batch))
+    jobs = open_store(launch)
+    optuna_study = open_study(space, study or space.name, storage, jobs, lease_s)
+    console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
+                  f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
+                  f"{space.search.pruner}; tracking {mask(tracking)}, experiment '{name}'", highlight=False,
+                  markup=False)
+    quiet_libraries()
+    trains = space.training is not None and any(m != "none" for m in space.training.get("method", ()))
+    prepare_models(launch.workspace, space.grid.models, set(space.grid.models) if trains else set(), console)
+    return Search(space, optuna_study, launch, jobs, MlflowRecorder(tracking, name, jobs), LineReporter(console),
+                  lease_s, console)
 
 
 def lowered(space: Space, i: int) -> Callable:

@@ -1,16 +1,19 @@
 """Which dtype on CPU? Times fp32 and bf16 on the same prompts and reports how often predictions agree.
 
-    python benchmarks/cpu_dtype.py [--model smollm2-135m] [--n 48]
+    python benchmarks/cpu_dtype.py [--model smollm2-135m] [--n 200]
 
-bf16 is kept as the CPU default only if it is faster *and* predictions agree (>= 98%) under both decodings.
+bf16 would become the CPU default only if it is faster *and* predictions agree (>= 99%) under both decodings.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from bench.datasets import DatasetConfig, load_dataset
+from bench.workspace import Workspace, default_cache
+from runners.batching import Batching
 from runners.models import load_model
 from runners.predict import DecodeSettings, predict
 from strategies.prompts import PromptBuilder
@@ -20,18 +23,19 @@ from strategies.registry import Strategy
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--n", type=int, default=200)
     args = parser.parse_args()
     dataset = load_dataset(DatasetConfig(name="emotion"))
     examples = dataset.evaluation("test", args.n, 0)
     strategies = [Strategy(decoding="ppl"), Strategy(icl="random-3", decoding="generate")]
+    folder = Workspace(default_cache(dict(os.environ))).model(args.model)
     results: dict[tuple[str, str], tuple[list[str], float]] = {}
     for dtype in ("float32", "bfloat16"):
-        lm = load_model(args.model, dtype)
+        lm = load_model(folder, dtype)
         for strategy in strategies:
             builder = PromptBuilder(dataset.card, strategy, dataset.pool, 0)
             start = time.perf_counter()
-            predictions = predict(lm, builder, examples, DecodeSettings(16, 8, 0))
+            predictions = predict(lm, builder, examples, DecodeSettings(Batching(64), 12, 0))
             results[dtype, strategy.tag()] = ([p.label for p in predictions], time.perf_counter() - start)
     for strategy in strategies:
         (fp32, t32), (bf16, t16) = results["float32", strategy.tag()], results["bfloat16", strategy.tag()]

@@ -29,7 +29,7 @@ from runners.models import LoadedModel
 from strategies.prompts import Message, render_plain
 
 OnProgress = Callable[[int], None]
-LOGITS_BUDGET = 256 * 2**20  # bytes of kept logits (positions x vocabulary) per scoring pass
+LOGITS_BUDGET = 32 * 2**20  # bytes of kept logits (positions x vocabulary) per scoring pass
 
 
 def default_tokens_per_batch(device: torch.device) -> int:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from rank_bm25 import BM25Okapi
 
 from strategies.example import Example
@@ -27,6 +28,34 @@ def bm25_tokens(text: str) -> list[str]:
     tokens = _TOKEN.findall(text.lower())
     bigrams = [a + b for a, b in zip(tokens, tokens[1:]) if len(a) == len(b) == 1 and re.match(rf"[{_CJK}]", a + b)]
     return tokens + bigrams
+
+
+class PostingsBM25(BM25Okapi):
+    """rank_bm25's Okapi BM25 with `get_scores` read from postings lists: the same arithmetic on the same numbers,
+    so the same scores bit for bit, without its Python loop over every document for every query term (13 s of a
+    100-example similar-3 run on emotion's 16k-example pool)."""
+
+    def __init__(self, corpus: Sequence[Sequence[str]]) -> None:
+        super().__init__(corpus)
+        self._doc_len = np.array(self.doc_len)
+        postings: dict[str, tuple[list[int], list[int]]] = {}
+        for i, frequencies in enumerate(self.doc_freqs):
+            for word, count in frequencies.items():
+                docs, counts = postings.setdefault(word, ([], []))
+                docs.append(i)
+                counts.append(count)
+        self._postings = {w: (np.array(d), np.array(c)) for w, (d, c) in postings.items()}
+
+    def get_scores(self, query: Sequence[str]) -> np.ndarray:
+        score = np.zeros(self.corpus_size)
+        for q in query:
+            q_freq = np.zeros(self.corpus_size, dtype=np.int64)
+            if q in self._postings:
+                docs, counts = self._postings[q]
+                q_freq[docs] = counts
+            score += (self.idf.get(q) or 0) * (q_freq * (self.k1 + 1) /
+                                               (q_freq + self.k1 * (1 - self.b + self.b * self._doc_len / self.avgdl)))
+        return score
 
 
 def _zero(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
@@ -58,11 +87,11 @@ def _fixed(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
 
 def _similar(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
     """Top-k BM25 neighbours of the input, the most similar placed last (nearest to the input)."""
-    index = BM25Okapi([bm25_tokens(e.text) or ["<empty>"] for e in pool])
+    index = PostingsBM25([bm25_tokens(e.text) or ["<empty>"] for e in pool])
 
     def select(query: Example) -> list[Example]:
-        scores = index.get_scores(bm25_tokens(query.text))
-        best = [i for i in sorted(range(len(pool)), key=lambda i: (-scores[i], i)) if pool[i].id != query.id][:k]
+        ranked = np.argsort(-index.get_scores(bm25_tokens(query.text)), kind="stable")  # ties: pool order
+        best = [int(i) for i in ranked[:k + 1] if pool[i].id != query.id][:k]
         return [pool[i] for i in reversed(best)]
 
     return select
