@@ -45,7 +45,7 @@ class EvalConfig(BaseModel):
 class InferenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     batch_size: int = Field(default=64, ge=1)  # rows per forward pass, at most (tokens_per_batch binds first)
-    tokens_per_batch: int | None = Field(default=None, ge=64)  # tokens per forward pass (default: 4096 CPU, 32768 GPU)
+    tokens_per_batch: int | None = Field(default=None, ge=64)  # tokens per forward pass (default: 8192 CPU, 32768 GPU)
     max_new_tokens: int = Field(default=16, ge=1)
     reasoning_max_new_tokens: int = Field(default=128, ge=1)
     dtype: str = "auto"

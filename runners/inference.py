@@ -5,13 +5,13 @@ prompt prefix every prompt of a run shares, computed once.
   chat header, the instructions, the category list, fixed demonstrations) goes through the model once, and every
   batch starts from its KV cache (expanded across the batch as a view: no copy until new tokens are appended).
   Only each prompt's own tokens, its *suffix*, are read per example.
-- **Batches by tokens.** Rows are sorted by length and packed up to a token budget per forward pass (and at most
-  `batch_size` rows), so short prompts go in large batches and long ones in small.
+- **Batches by tokens.** Rows are sorted by length and split into forward passes within a token budget (and at most
+  `batch_size` rows) with the least padding, so short prompts go in large batches and long ones in small.
 - **Scoring in one pass.** A row is [suffix, candidate 1, ..., candidate K], with an attention mask under which
   each candidate sees the prefix, the suffix and its own earlier tokens only, and positions that restart after the
   suffix for every candidate: the log-likelihood of every candidate after the prompt comes out of one forward
-  pass, the prompt read once and each candidate token once. Equal to a direct full-prompt forward pass per
-  candidate (tests check to 1e-4, padding and batch splits included).
+  pass, the prompt read once and each candidate token once (but its last, which predicts nothing). Equal to a
+  direct full-prompt forward pass per candidate (tests check to 1e-4, padding and batch splits included).
 - **Generation stops when it is done.** A greedy loop on the cache; a batch ends as soon as every row has ended its
   turn. Equal, token for token, to `model.generate` greedy on each prompt alone (tested).
 """
@@ -29,12 +29,13 @@ from runners.models import LoadedModel
 from strategies.prompts import Message, render_plain
 
 OnProgress = Callable[[int], None]
+PASS_COST = 64  # a forward pass's fixed cost (reading every weight once), in tokens' worth of work
 LOGITS_BUDGET = 32 * 2**20  # bytes of kept logits (positions x vocabulary) per scoring pass
 
 
 def default_tokens_per_batch(device: torch.device) -> int:
     """Tokens per forward pass: enough rows for efficient matrix products on a CPU, many more on a GPU."""
-    return 32768 if device.type == "cuda" else 4096
+    return 32768 if device.type == "cuda" else 8192
 
 
 def prompt_text(lm: LoadedModel, messages: Sequence[Message]) -> str:
@@ -83,22 +84,30 @@ def _encode(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
 
 
 def token_batches(lengths: Sequence[int], extra: int, batching: Batching, device: torch.device,
-                  row_limit: int | None = None) -> list[list[int]]:
-    """Row indices grouped into forward passes, longest first: a pass holds at most `batching.rows` rows (and
-    `row_limit`), and rows x (its longest row + `extra`) tokens within the budget (always at least one row)."""
+                  row_limit: int | None = None, steps: int = 1) -> list[list[int]]:
+    """Row indices grouped into forward passes, longest first. A pass holds at most `batching.rows` rows (and
+    `row_limit`), and rows x (its longest row + `extra`) tokens within the token budget (a row too long for it goes
+    alone). Among the splits of the length-sorted rows that obey this, the one with the least work: padded tokens
+    plus `PASS_COST` per forward pass, of which a batch makes `steps` (one per generated token when generating)
+    (dynamic programming; a greedy fill pads short rows to a long one's width)."""
     budget = batching.tokens or default_tokens_per_batch(device)
+    cap = min(batching.rows, row_limit or batching.rows)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches:
-            current = batches[-1]
-            rows = len(current) + 1
-            width = max(lengths[current[0]], lengths[i]) + extra
-            if rows <= batching.rows and rows * width <= budget and (row_limit is None or rows <= row_limit):
-                current.append(i)
-                continue
-        batches.append([i])
-    return batches
+    least = [0.0] + [float("inf")] * len(order)  # least[j]: the least work for order[:j]
+    start = [0] * (len(order) + 1)  # start[j]: where the last pass of that split begins
+    for j in range(1, len(order) + 1):
+        for i in range(j - 1, max(-1, j - cap - 1), -1):  # the last pass is order[i:j]; its longest is order[i]
+            rows, width = j - i, lengths[order[i]] + extra
+            if rows > 1 and rows * width > budget:
+                break  # an earlier start only adds rows and widens
+            work = least[i] + rows * width + PASS_COST * steps
+            if work < least[j]:
+                least[j], start[j] = work, i
+    batches, j = [], len(order)
+    while j > 0:
+        batches.append(order[start[j]:j])
+        j = start[j]
+    return batches[::-1]
 
 
 def _left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +128,8 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
     suffixes = [x[n_prefix:] for x in ids]
     tok = lm.tokenizer
     outputs = [""] * len(prompts)
-    for batch in token_batches([len(s) for s in suffixes], max_new_tokens, batching, lm.device):
+    for batch in token_batches([len(s) for s in suffixes], max_new_tokens, batching, lm.device,
+                               steps=1 + max_new_tokens):
         rows = [suffixes[i] for i in batch]
         new_ids, real = _left_padded(rows, tok.pad_token_id, lm.device)
         positions = (n_prefix + real.cumsum(-1) - 1).clamp(min=n_prefix)
@@ -168,39 +178,33 @@ def candidate_ids(lm: LoadedModel, candidates: Sequence[str]) -> list[list[int]]
 
 @dataclass(frozen=True)
 class _CandidateBlock:
-    """The candidates laid out after a suffix: their tokens one after another, the attention among them (each
-    sees its own earlier tokens only), their positions after the suffix, and which positions predict what."""
+    """The candidates laid out after a suffix: the tokens each needs as input (all but its last, which predicts
+    nothing), one candidate after another, the attention among them (each sees its own earlier tokens only), their
+    positions after the suffix, and for every candidate token, which kept logit predicts it and whose it is."""
 
-    tokens: list[int]
-    within: torch.Tensor  # [T, T] bool
-    offsets: list[int]  # position of each token within its own candidate
-    predictors: list[int]  # for each token: the index in the kept logits that predicts it
-    owner: list[int]  # for each token: its candidate
+    inputs: list[int]
+    within: torch.Tensor  # [inputs, inputs] bool
+    offsets: list[int]  # position of each input token within its own candidate
+    targets: list[int]  # every candidate's tokens, one candidate after another
+    predictors: list[int]  # for each target: its kept logit (0: the suffix's last position; 1 + i: input i)
+    owner: list[int]  # for each target: its candidate
 
     @classmethod
     def of(cls, candidates: Sequence[Sequence[int]]) -> _CandidateBlock:
-        tokens, offsets, predictors, owner = [], [], [], []
-        within = torch.zeros(sum(map(len, candidates)), sum(map(len, candidates)), dtype=torch.bool)
-        start, kept = 0, 1  # kept logit 0: the suffix's last position, which predicts every first token
+        inputs, offsets, targets, predictors, owner = [], [], [], [], []
+        n_inputs = sum(len(c) - 1 for c in candidates)
+        within = torch.zeros(n_inputs, n_inputs, dtype=torch.bool)
         for k, cand in enumerate(candidates):
+            start = len(inputs)
             for j, token in enumerate(cand):
-                within[start + j, start:start + j + 1] = True
-                tokens.append(token)
-                offsets.append(j)
+                targets.append(token)
                 owner.append(k)
-                predictors.append(0 if j == 0 else kept + j - 1)
-            kept += len(cand) - 1
-            start += len(cand)
-        return cls(tokens, within, offsets, predictors, owner)
-
-    def kept_positions(self, width: int) -> list[int]:
-        """Row positions whose logits are needed (the suffix's last, then every candidate token but each last),
-        for rows laid out as [padded suffix of `width`, block]."""
-        kept = [width - 1]
-        for t in range(len(self.tokens)):
-            if t + 1 < len(self.tokens) and self.offsets[t + 1] > 0:
-                kept.append(width + t)
-        return kept
+                predictors.append(0 if j == 0 else 1 + start + j - 1)
+            for j, token in enumerate(cand[:-1]):
+                within[start + j, start:start + j + 1] = True
+                inputs.append(token)
+                offsets.append(j)
+        return cls(inputs, within, offsets, targets, predictors, owner)
 
 
 @torch.inference_mode()
@@ -213,11 +217,11 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
     n_prefix = shared_prefix(ids)
     prefix = PrefixCache(lm, ids[0][:n_prefix] if ids else [])
     suffixes = [x[n_prefix:] for x in ids]
-    block_len = len(block.tokens)
-    n_kept = len(block.kept_positions(1))
+    block_len = len(block.inputs)
+    n_kept = 1 + block_len  # the suffix's last position, then every input of the block
     vocab = lm.model.get_output_embeddings().weight.shape[0]
     row_limit = max(1, LOGITS_BUDGET // (n_kept * vocab * 4))
-    targets = torch.tensor(block.tokens, device=lm.device)
+    targets = torch.tensor(block.targets, device=lm.device)
     predictors = torch.tensor(block.predictors, device=lm.device)
     owner = torch.tensor(block.owner, device=lm.device)
     result = np.zeros((len(prompts), len(cand)))
@@ -225,7 +229,7 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
         rows = [suffixes[i] for i in batch]
         suffix_ids, real = _left_padded(rows, lm.tokenizer.pad_token_id, lm.device)
         width, n = suffix_ids.shape[1], len(rows)
-        input_ids = torch.cat([suffix_ids, torch.tensor([block.tokens] * n, device=lm.device)], dim=1)
+        input_ids = torch.cat([suffix_ids, torch.tensor([block.inputs] * n, device=lm.device)], dim=1)
         lengths = real.sum(-1)
         offsets = torch.tensor(block.offsets, device=lm.device)
         positions = torch.cat([(n_prefix + real.cumsum(-1) - 1).clamp(min=n_prefix),
@@ -240,9 +244,8 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
         mask[:, :, width:, n_prefix + width:] = block.within.to(lm.device)
         pad_rows = ~real.bool()  # a padding position sees itself, so no softmax row is empty
         mask[:, 0, :width, n_prefix:n_prefix + width] |= torch.diag_embed(pad_rows)
-        keep = torch.tensor(block.kept_positions(width), device=lm.device)
         out = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                       past_key_values=prefix.for_rows(n), logits_to_keep=keep)
+                       past_key_values=prefix.for_rows(n), logits_to_keep=n_kept)
         logits = out.logits.float()  # [n, kept, vocab]
         normaliser = torch.logsumexp(logits, dim=-1)  # log-softmax without a second vocabulary-wide tensor
         token_lp = logits[:, predictors, targets] - normaliser[:, predictors]  # [n, candidate tokens]

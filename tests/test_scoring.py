@@ -85,6 +85,8 @@ def test_shared_prefix_and_token_batches():
     assert batches == [[1, 4], [3, 2, 0]]  # longest first; 2 x 60 <= 130, 3 x 30 <= 130
     assert all(len(b) * (max([5, 50, 10, 20, 40][i] for i in b) + 10) <= 130 for b in batches)
     assert token_batches([500], 10, Batching(rows=3, tokens=100), torch.device("cpu")) == [[0]]  # a long row alone
+    # one long row is not allowed to pad three short ones to its width (4 x 110 tokens): it goes alone
+    assert token_batches([100, 10, 10, 10], 10, Batching(rows=4, tokens=4096), torch.device("cpu")) == [[0], [1, 2, 3]]
 
 
 def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(tiny_lm, monkeypatch):
