@@ -38,7 +38,7 @@ def load_model(folder: Path, dtype: str, stages: Sequence[Path] = ()) -> LoadedM
         tokenizer.pad_token = tokenizer.eos_token
     full = [s for s in stages if not is_adapter(s)]
     weights = full[-1] if full else folder
-    model = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(weights, dtype=getattr(torch, dtype), attn_implementation="sdpa")
     adapters = list(stages)[list(stages).index(full[-1]) + 1:] if full else list(stages)
     if adapters:
         from peft import PeftModel
