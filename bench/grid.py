@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
@@ -34,6 +34,14 @@ from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+
+
+def registered(names: list[str], registry: Mapping[str, object], what: str) -> list[str]:
+    """`names` when every one is in `registry`; otherwise the first that is not, named, with the registered ones."""
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise ValueError(f"unknown {what} '{unknown[0]}'; registered: {', '.join(registry)}")
+    return names
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -107,10 +115,7 @@ class GridFile(BaseModel):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in BASELINES]
-        if unknown:
-            raise ValueError(f"unknown baseline '{unknown[0]}'; registered: {', '.join(BASELINES)}")
-        return names
+        return registered(names, BASELINES, "baseline")
 
 
 def _where(loc: tuple) -> str:

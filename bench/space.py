@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bench.errors import UserError
-from bench.grid import GridFile, TrainingConfig, load_yaml, validate_grid
+from bench.grid import GridFile, TrainingConfig, load_yaml, registered, validate_grid
 from strategies.demos import DEMO_SELECTORS
 from strategies.registry import DIMENSIONS, Dimension, Strategy, parse_value
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
@@ -108,24 +108,17 @@ class SearchConfig(BaseModel):
     @field_validator("objectives")
     @classmethod
     def _known_objectives(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in OBJECTIVES]
-        if unknown:
-            raise ValueError(f"unknown objective '{unknown[0]}'; allowed: {', '.join(OBJECTIVES)}")
-        return names
+        return registered(names, OBJECTIVES, "objective")
 
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, name: str) -> str:
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler '{name}'; allowed: {', '.join(SAMPLERS)}")
-        return name
+        return registered([name], SAMPLERS, "sampler")[0]
 
     @field_validator("pruner")
     @classmethod
     def _known_pruner(cls, name: str) -> str:
-        if name not in PRUNERS:
-            raise ValueError(f"unknown pruner '{name}'; allowed: {', '.join(PRUNERS)}")
-        return name
+        return registered([name], PRUNERS, "pruner")[0]
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,49 @@ def test_a_nan_loss_fails_the_job_with_its_step():
     assert seen == [{"rl.loss": 0.5, "rl.reward": 0.25, "rl.kl.mean": 0.1}]
     with pytest.raises(TrainingDiverged, match="rl.loss is nan at step 3"):
         logger.on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": float("nan")})
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce_pp_baseline", "reinforce_pp"])
+def test_trl_takes_its_loss_advantages_from_the_registered_estimator(tiny_folder, tmp_path, monkeypatch, algorithm):
+    """One real RL step: the advantages TRL's loss reads are exactly the estimator's output (so an upgrade of TRL
+    that recomputed or renormalised them, or read another key, fails here, not silently in a benchmark)."""
+    import torch
+
+    from runners.advantages import ESTIMATORS, Estimator
+    from runners.rl import EstimatorGRPOTrainer, train_rl
+    from runners.rl_config import RLSettings
+    from runners.train_common import StepLogger, load_trainable, training_examples
+
+    produced: list[torch.Tensor] = []
+    used: list[torch.Tensor] = []
+    registered = ESTIMATORS[algorithm]
+
+    def recording(x):
+        produced.append(registered.compute(x).detach().clone())
+        return produced[-1]
+
+    monkeypatch.setitem(ESTIMATORS, algorithm, Estimator(recording, registered.kl_in_reward))
+    original_loss = EstimatorGRPOTrainer._compute_loss
+
+    def loss_reading(self, model, inputs):
+        used.append(inputs["advantages"].detach().clone())
+        return original_loss(self, model, inputs)
+
+    monkeypatch.setattr(EstimatorGRPOTrainer, "_compute_loss", loss_reading)
+
+    def varied(builder):  # the tiny random model never names a label: give the estimator rewards that differ
+        def exact_match(completions, **_):
+            return [float(i % 3 == 0) for i in range(len(completions))]
+        return exact_match
+
+    monkeypatch.setattr("runners.rl.exact_match_reward", varied)
+    dataset = DatasetCache().get(DatasetConfig(name="emotion"))
+    builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
+    lm = load_trainable(tiny_folder, "float32", [])
+    settings = RLSettings(steps=1, prompts_per_step=2, num_generations=4, max_completion_length=4)
+    train_rl(lm, builder, training_examples(dataset.pool, 8, 0), algorithm, settings, LoraSettings(r=4, alpha=8), 0,
+             tmp_path / "adapter", StepLogger("rl.", lambda metrics, step: None, lambda step, total: None))
+    assert len(produced) == 1 and used, "TRL did not call the estimator, or never computed its loss"
+    seen = torch.cat([u.reshape(-1) for u in used])
+    assert sorted(seen.tolist()) == pytest.approx(sorted(produced[0].reshape(-1).tolist()), abs=1e-7)
+    assert produced[0].shape[0] == 8 and produced[0].abs().sum() > 0
