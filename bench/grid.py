@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
 from bench.reasoning_corpora import load_corpus
 from bench.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
+from bench.yaml_files import load_yaml_file
 from runners.baselines import BASELINES
 from runners.model_registry import ModelError, check_model_ref, model_revision
 from runners.relabel_config import RelabelSettings
@@ -124,14 +124,7 @@ def _where(loc: tuple) -> str:
 
 def load_yaml(path: Path, what: str = "grid file") -> dict:
     """The mapping a YAML file holds; any problem is one UserError line naming the file (and line)."""
-    if not path.is_file():
-        raise UserError(f"{what} '{path}' does not exist; see grids/ for examples")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    raw = load_yaml_file(path, what)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a {what} is a mapping with keys {', '.join(GridFile.model_fields)}")
     return raw

@@ -136,3 +136,23 @@ def test_the_results_table_fits_80_columns():
     text = narrow.export_text()
     assert "…" not in text and max(map(len, text.splitlines())) <= 80
     assert "sft+reinforce_pp_baseline" in text and "0.550" in text
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + \
+    "name: bomb\ndatasets: [emotion]\nmodels: [tiny-random]\nstrategies: {icl: *i}\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"name: q\ndatasets: [emotion]\nname: r\n", r"g\.yaml:3: key 'name' is given twice \(lines 1 and 3\)"),
+    (b"name: caf\xe9\n", r"g\.yaml:1: not UTF-8 text \(byte 0xe9\); save the file as UTF-8"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", r"g\.yaml:1: nested more than 32 levels deep"),
+    (ALIAS_BOMB.encode(), r"g\.yaml: its aliases expand to more than 100,000 values"),
+    (b"name: x\n" + b"# padding\n" * 120_000, r"g\.yaml: 1\.1 MiB, over the 1 MiB a grid file may have"),
+])
+def test_a_malformed_grid_file_is_one_short_line(tmp_path, content, message):
+    path = tmp_path / "g.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as caught:
+        read_grid(path)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
