@@ -72,6 +72,10 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def wrapper(*args, **kwargs) -> None:
         try:
+            for name, value in kwargs.items():  # `--experiment ''` would quietly mean the default
+                if isinstance(value, str) and not value.strip():
+                    raise UserError(f"--{name.replace('_', '-')} is empty; give a value, or leave the option out "
+                                    "for its default")
             command(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)

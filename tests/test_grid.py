@@ -156,3 +156,15 @@ def test_a_malformed_grid_file_is_one_short_line(tmp_path, content, message):
     with pytest.raises(UserError, match=message) as caught:
         read_grid(path)
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize("args", [["run", "--experiment", ""], ["report", "--experiment", " "],
+                                  ["search", "--space", "grids/search_quick.yaml", "--study", ""]])
+def test_an_empty_option_is_one_line_not_its_default(tmp_path, monkeypatch, capsys, args):
+    from cli_runner import bench
+
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, *args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is empty; give a value, or leave the option out" in err
+    assert not list(tmp_path.iterdir())  # nothing written
