@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from bench.errors import UserError
+from bench.errors import UserError, utf8_text
 from strategies.example import Category, Example, TaskCard
 
 BUNDLED_DIR = Path(__file__).parent / "data"
@@ -163,12 +164,19 @@ def table_rows(path: Path) -> Iterator[tuple[str, dict]]:
     if path.suffix == ".csv":
         import polars as pl
 
-        for i, row in enumerate(pl.read_csv(path, infer_schema=False).iter_rows(named=True), start=2):
+        text = utf8_text(path, path.read_bytes())
+        try:
+            table = pl.read_csv(io.StringIO(text), infer_schema=False)
+        except pl.exceptions.PolarsError as exc:
+            raise UserError(f"{path}: not a readable CSV ({str(exc).splitlines()[0][:160]}); a header row, then one "
+                            "row per example, comma-separated") from None
+        for i, row in enumerate(table.iter_rows(named=True), start=2):
             yield f"{path}:{i}", row
         return
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for i, line in enumerate(handle, start=1):
+    with opener(path, "rb") as handle:
+        for i, raw in enumerate(handle, start=1):
+            line = utf8_text(path, raw, i - 1)
             if not line.strip():
                 continue
             try:

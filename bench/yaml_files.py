@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from bench.errors import UserError
+from bench.errors import UserError, utf8_text
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -88,12 +88,7 @@ def load_yaml_file(path: Path, what: str) -> object:
     if size > MAX_BYTES:
         raise UserError(f"{path}: {size / 2**20:.1f} MiB, over the {MAX_BYTES >> 20} MiB a {what} may have; a grid "
                         "lists choices, not data (put data in a dataset file)")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8")
+    text = utf8_text(path, path.read_bytes())
     loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()

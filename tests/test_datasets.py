@@ -112,3 +112,17 @@ def test_a_json_array_row_is_named_as_such(tmp_path):
     path.write_text('{"text": "a", "label": "x"}\n["b", "y"]\n', encoding="utf-8")
     with pytest.raises(UserError, match=rf"{path}:2: a JSON list, not an object"):
         load_dataset(DatasetConfig(path=str(path)))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("d.csv", "text,label\ncaf\u00e9 au lait,a\nb,b\n".encode("latin-1"), r"d\.csv:2: not UTF-8 text \(byte 0xe9\)"),
+    ("d.jsonl", b'{"text": "ok", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n',
+     r"d\.jsonl:2: not UTF-8 text \(byte 0xe9\)"),
+    ("d.csv", b'text,label\n"unclosed,a\n', r"d\.csv: not a readable CSV"),
+])
+def test_a_file_that_is_not_utf8_or_not_csv_is_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as caught:
+        load_dataset(DatasetConfig(path=str(path)))
+    assert "\n" not in str(caught.value)
