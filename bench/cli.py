@@ -66,6 +66,20 @@ def _results_table(rows) -> Table:
     return table
 
 
+def _writable_folder(folder: Path, option: str) -> None:
+    """Fail with one line unless `folder` (or, while it does not exist, its nearest existing parent) takes files:
+    checked before any work, not after it, and leaving nothing behind."""
+    import tempfile
+
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            return
+    except OSError as exc:
+        raise UserError(f"{option} {folder}: cannot write there ({exc.strerror}); give a folder you can write") \
+            from None
+
+
 def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
     """A UserError inside a command becomes one line on stderr and exit code 2, never a traceback."""
 
@@ -179,6 +193,7 @@ def search(
     from bench.search import best_grid, lowered, start_search, summarise
     from reports.search_page import SearchPage, write_search_page
 
+    _writable_folder(out, "--out")
     worker = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
     chosen, optuna_study, recorder, name = worker.space, worker.study, worker.recorder, worker.launch.experiment
     try:
@@ -276,7 +291,7 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.locations import mask
+    from bench.locations import check_reachable, mask
     from bench.locations import tracking_uri as resolve_tracking
     from bench.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
@@ -285,6 +300,8 @@ def report(
 
     environment = dict(os.environ)
     uri = resolve_tracking(tracking_uri, environment)
+    check_reachable(uri, "tracking store", create=False)
+    _writable_folder(out, "--out")
     data = read_store(uri, experiment, Workspace(default_cache(environment)).report)
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),

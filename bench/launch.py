@@ -77,7 +77,7 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
 def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
     """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing). A tracking
     server or a database that does not answer fails here, within seconds, with one line."""
-    check_reachable(launch.tracking, "MLflow tracking server")
+    check_reachable(launch.tracking, "MLflow tracking store")
     path = sqlite_path(launch.store_uri)
     if path is not None and not path.is_file() and not create:
         return None

@@ -20,6 +20,7 @@ def tracking_uri(explicit: str | None, environment: dict[str, str]) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
     MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
     uri = explicit or environment.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_FILE}"
+    known_scheme(uri, "tracking store")
     if uri == f"sqlite:///{DEFAULT_STORE_FILE}":
         return f"sqlite:///{Path(DEFAULT_STORE_FILE).resolve()}"
     return with_driver(uri)
@@ -51,28 +52,78 @@ def mask(uri: str) -> str:
     return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
-def check_reachable(uri: str, what: str, timeout_s: float = 8.0) -> None:
-    """Fail within `timeout_s` with one line when the server behind `uri` (an MLflow tracking server, a PostgreSQL
-    database) does not answer, instead of hanging in the client's retries."""
-    if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
+SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "http://", "https://", "file:")
 
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
-                return
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserError(f"cannot reach the {what} at {mask(uri)} ({reason}); start it (see the README's "
-                            "'Many workers, many machines') or check the URI") from None
-    if uri.startswith("postgresql"):
-        from sqlalchemy import create_engine
-        from sqlalchemy.exc import SQLAlchemyError
 
+def known_scheme(uri: str, what: str) -> None:
+    """Fail with one line unless `uri` is of a kind bench can use."""
+    if not uri.startswith(SCHEMES):
+        raise UserError(f"the {what} URI '{mask(uri)[:80]}' is not one bench can use: give sqlite:///path.db (one "
+                        "machine), postgresql://user@host/db or http://host:port (an mlflow server)")
+
+
+def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = True) -> None:
+    """Fail at once with one line when the store at `uri` cannot be used: an unknown scheme, a SQLite file that is
+    not a database or cannot be created (`create`: a missing file is to be made, so its folder must take one), a
+    PostgreSQL driver that is not installed, or a server (an MLflow tracking server, a PostgreSQL database) that
+    does not answer within `timeout_s` (instead of hanging in the client's retries)."""
+    known_scheme(uri, what)
+    path = sqlite_path(uri)
+    if path is not None:
+        _check_sqlite(path, what, create)
+    elif uri.startswith(("http://", "https://")):
+        _check_http(uri, what, timeout_s)
+    elif uri.startswith("postgresql"):
+        _check_postgresql(uri, what, timeout_s)
+
+
+def _check_sqlite(path: Path, what: str, create: bool) -> None:
+    import sqlite3
+    import tempfile
+
+    if path.is_file():
         try:
-            with create_engine(uri, connect_args={"connect_timeout": int(timeout_s)}).connect():
-                return
-        except SQLAlchemyError as exc:
-            first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
-            raise UserError(f"cannot connect to the {what} at {mask(uri)} ({mask(first)}); check that PostgreSQL "
-                            "runs and the URI's user, password and database") from None
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"the {what} {path} is not a readable SQLite database ({exc}); give another file, or "
+                            "move this one away to start afresh") from None
+    elif create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot create the {what} {path} ({exc.strerror}); give a file in a folder you can "
+                            "write, e.g. --tracking-uri sqlite:///$HOME/mlflow.db") from None
+
+
+def _check_http(uri: str, what: str, timeout_s: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"cannot reach the {what} at {mask(uri)} ({reason}); start it (see the README's "
+                        "'Many workers, many machines') or check the URI") from None
+
+
+def _check_postgresql(uri: str, what: str, timeout_s: float) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        engine = create_engine(uri, connect_args={"connect_timeout": int(timeout_s)})
+    except ImportError as exc:
+        raise UserError(f"the {what} at {mask(uri)} needs a PostgreSQL driver that is not installed ({exc.name}): "
+                        "pip install 'psycopg[binary]'") from None
+    try:
+        with engine.connect():
+            return
+    except SQLAlchemyError as exc:
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
+        raise UserError(f"cannot connect to the {what} at {mask(uri)} ({mask(first)}); check that PostgreSQL "
+                        "runs and the URI's user, password and database") from None

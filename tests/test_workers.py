@@ -136,7 +136,7 @@ def test_unreachable_servers_fail_within_seconds_in_one_line_without_the_passwor
     grid = grid_file(tmp_path)
     for args, message in (
         (["--tracking-uri", "http://127.0.0.1:9/", "--store", "sqlite:///jobs.db"],
-         "cannot reach the MLflow tracking server at http://127.0.0.1:9/"),
+         "cannot reach the MLflow tracking store at http://127.0.0.1:9/"),
         (["--store", "postgresql://bench:pw-secret@127.0.0.1:9/jobs"],
          "cannot connect to the job store at postgresql+psycopg://bench:***@127.0.0.1:9/jobs"),
         (["--tracking-uri", "http://127.0.0.1:9/"], "has no place for the job store: give --store"),

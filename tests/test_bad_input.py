@@ -1,0 +1,44 @@
+"""Bad stores and folders given on the command line: one line on stderr, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from cli_runner import bench
+
+BOGUS = "is not one bench can use: give sqlite:///path.db"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--tracking-uri", "bogus://x"], f"the tracking store URI 'bogus://x' {BOGUS}"),
+    (["report", "--tracking-uri", "bogus://x"], f"the tracking store URI 'bogus://x' {BOGUS}"),
+    (["run", "--tracking-uri", "sqlite:////proc/x.db"], "cannot create the MLflow tracking store /proc/x.db"),
+    (["report", "--out", "/proc/report"], "--out /proc/report: cannot write there"),
+    (["search", "--space", "grids/search_quick.yaml", "--out", "/proc/s"], "--out /proc/s: cannot write there"),
+])
+def test_a_bad_store_or_folder_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert bench(monkeypatch, *args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_corrupt_sqlite_store_is_one_line_for_report(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "mlflow.db"
+    store.write_bytes(b"this is not a database" * 100)
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "report", "--tracking-uri", f"sqlite:///{store}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a readable SQLite database (file is not a database)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_postgresql_without_its_driver_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "report", "--tracking-uri", "postgresql://bench@127.0.0.1:9/mlflow") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs a PostgreSQL driver that is not installed" in err, err
