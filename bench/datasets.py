@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from bench.errors import UserError, utf8_text
 from strategies.example import Category, Example, TaskCard
 
 BUNDLED_DIR = Path(__file__).parent / "data"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".gz")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells them
 EVAL_FRACTION = 5  # a user file without an evaluation file: every 5th row (by text hash) is held out
 FILE_EVAL_SPLIT = "test"  # a user file's evaluation split: its `eval_path` file, else the held-out fifth
 GENERIC_STEMS = {"train", "training", "test", "dev", "valid", "validation", "eval", "data", "all", "dataset"}
@@ -91,8 +94,11 @@ class DatasetConfig(BaseModel):
             return cls(name=ref)
         if Path(ref).is_file():
             return cls(path=ref)
-        if ref.startswith("hf:") or "/" in ref:
+        if ref.startswith("hf:") or _HUB_ID.fullmatch(ref) and not ref.endswith(DATA_SUFFIXES):
             return cls(hf=ref.removeprefix("hf:"))
+        if "/" in ref or ref.endswith(DATA_SUFFIXES):
+            raise UserError(f"dataset file '{ref}' does not exist (looked at {Path(ref).absolute()}); check the path, "
+                            "or write hf:ORG/NAME for a Hub dataset")
         raise UserError(
             f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
             "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"

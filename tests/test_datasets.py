@@ -126,3 +126,11 @@ def test_a_file_that_is_not_utf8_or_not_csv_is_one_line(tmp_path, name, content,
     with pytest.raises(UserError, match=message) as caught:
         load_dataset(DatasetConfig(path=str(path)))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("ref", ["./missing.jsonl", "data/missing.csv", "missing.csv", "/no/such/folder/"])
+def test_a_missing_dataset_path_is_named_as_a_path_not_a_hub_failure(tmp_path, monkeypatch, ref):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=rf"dataset file '{ref}' does not exist \(looked at /"):
+        DatasetConfig.from_ref(ref)
+    assert DatasetConfig.from_ref("dair-ai/emotion").hf == "dair-ai/emotion"
