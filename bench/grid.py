@@ -33,6 +33,7 @@ from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, pars
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+MAX_EXAMPLES = 10_000_000  # an evaluation limit above this is a typo, not a dataset
 
 
 
@@ -46,7 +47,7 @@ def registered(names: list[str], registry: Mapping[str, object], what: str) -> l
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     split: str | None = None
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)  # None: the whole split
     sample_seed: int = 0
 
 

@@ -56,11 +56,14 @@ class Launch:
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
             environment: dict[str, str]) -> Launch:
     """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
-    from bench.grid import expand, read_grid
+    from bench.grid import MAX_EXAMPLES, expand, read_grid
     from runners.model_registry import default_dtype
 
     grid = read_grid(path)
     if overrides.limit is not None:
+        if overrides.limit > MAX_EXAMPLES:
+            raise UserError(f"--limit {overrides.limit}: at most {MAX_EXAMPLES:,} examples a run; leave it out to "
+                            "evaluate the whole split")
         grid.eval.limit = overrides.limit
     if overrides.dataset is not None:
         grid.datasets, grid.eval.split = [overrides.dataset], None  # split names are per dataset: its default

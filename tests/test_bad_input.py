@@ -16,6 +16,7 @@ BOGUS = "is not one bench can use: give sqlite:///path.db"
     (["run", "--tracking-uri", "sqlite:////proc/x.db"], "cannot create the MLflow tracking store /proc/x.db"),
     (["report", "--out", "/proc/report"], "--out /proc/report: cannot write there"),
     (["search", "--space", "grids/search_quick.yaml", "--out", "/proc/s"], "--out /proc/s: cannot write there"),
+    (["run", "--limit", str(10**12)], f"--limit {10**12}: at most 10,000,000 examples a run"),
 ])
 def test_a_bad_store_or_folder_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
@@ -42,3 +43,12 @@ def test_postgresql_without_its_driver_is_one_line(tmp_path, monkeypatch, capsys
     assert bench(monkeypatch, "report", "--tracking-uri", "postgresql://bench@127.0.0.1:9/mlflow") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs a PostgreSQL driver that is not installed" in err, err
+
+
+def test_a_grid_limit_past_any_dataset_is_one_line(tmp_path, monkeypatch, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 1000000000000}\n")
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "run", "--grid", str(grid), "--dry-run") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval.limit: Input should be less than or equal to 10000000" in err, err
