@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,3 +61,9 @@ def test_grid_validation_and_reports_load_no_torch():
                             "expand(read_grid(Path('grids/quick.yaml')), Path('grids/quick.yaml'), DatasetCache(), "
                             "'float32')\nimport bench.graph, bench.store, bench.executor, bench.jobs")
     assert not _loads_torch("import reports.analysis, reports.render, reports.store, reports.charts")
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "list"], ["bench", "run", "--grid", "missing.yaml"]])
+def test_the_cli_answers_without_loading_torch(argv):
+    assert not _loads_torch(f"import sys\nsys.argv = {argv!r}\nfrom bench.cli import main\n"
+                            "try:\n    main()\nexcept SystemExit:\n    pass")
