@@ -379,10 +379,22 @@ def list_registry() -> None:
 
 
 def main() -> None:
-    """Entry point (typer's standalone mode: usage errors print one box and exit 2). MLflow's and alembic's INFO
-    lines (store creation, migrations), its per-download progress bars and its "View run at" lines are kept out of
-    the terminal: MLflow reads these settings from the environment, after this."""
+    """Entry point. A usage error (an unknown option, a value out of range) is one line and exit 2, like every other
+    user error. MLflow's and alembic's INFO lines (store creation, migrations), its per-download progress bars and
+    its "View run at" lines are kept out of the terminal: MLflow reads these settings from the environment, after
+    this."""
+    from typer._click.exceptions import UsageError  # typer 0.29 carries its own click, with no public alias
+
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "bench"
+        print(f"error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

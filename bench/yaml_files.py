@@ -89,18 +89,19 @@ def load_yaml_file(path: Path, what: str) -> object:
         raise UserError(f"{path}: {size / 2**20:.1f} MiB, over the {MAX_BYTES >> 20} MiB a {what} may have; a grid "
                         "lists choices, not data (put data in a dataset file)")
     text = utf8_text(path, path.read_bytes())
-    loader = _StrictLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None and _expanded_values(node, {}) > MAX_VALUES:
-            raise _Refused(f"its aliases expand to more than {MAX_VALUES:,} values; write the values out instead")
-        return loader.construct_document(node) if node is not None else None
+        loader = _StrictLoader(text)  # its reader refuses control characters at once
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_values(node, {}) > MAX_VALUES:
+                raise _Refused(f"its aliases expand to more than {MAX_VALUES:,} values; write the values out instead")
+            return loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except _Refused as exc:
         raise UserError(f"{path}{f':{exc.line}' if exc.line else ''}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML ({_excerpt(str(getattr(exc, 'problem', None) or exc))})") \
-            from None
-    finally:
-        loader.dispose()
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}{line}: not valid YAML ({_excerpt(problem)})") from None

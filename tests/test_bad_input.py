@@ -52,3 +52,15 @@ def test_a_grid_limit_past_any_dataset_is_one_line(tmp_path, monkeypatch, capsys
     assert bench(monkeypatch, "run", "--grid", str(grid), "--dry-run") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "eval.limit: Input should be less than or equal to 10000000" in err, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--limit", "-5"], "error: Invalid value for '--limit': Input should be greater than or equal to 1 "
+                               "(see 'bench run --help')"),
+    (["run", "--bogus"], "error: No such option: --bogus (see 'bench run --help')"),
+    (["nosuch"], "error: No such command 'nosuch'. (see 'bench --help')"),
+])
+def test_a_usage_error_is_one_line_too(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, *args) == 2
+    assert capsys.readouterr().err == message + "\n"
