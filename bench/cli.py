@@ -389,7 +389,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="bench")
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "bench"
         print(f"error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
