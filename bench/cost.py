@@ -7,10 +7,12 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from bench.datasets import DatasetCache
 from bench.specs import Job, RunSpec, TrainSpec
 from bench.workspace import Workspace
+from runners.model_registry import MODELS
 from runners.token_counter import TokenCounter
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
@@ -28,20 +30,28 @@ class Cost:
     why: str
 
 
-def _counter(workspace: Workspace, model: str, counters: dict[str, TokenCounter]) -> TokenCounter:
-    """The model's token counter if its folder is on this machine already (a dry run downloads nothing)."""
+def token_counter(workspace: Workspace, model: str, counters: dict[str, TokenCounter]) -> TokenCounter:
+    """The model's token counter if its folder is on this machine already (a dry run downloads nothing); a
+    registered model's context is known before it is."""
     if model not in counters:
-        folder = workspace.root / "models" / model
-        counters[model] = TokenCounter(folder if folder.is_dir() else None)
+        folder = Path(model).expanduser()
+        folder = folder if folder.is_dir() else workspace.root / "models" / model
+        counter = TokenCounter(folder if folder.is_dir() else None)
+        if counter.context is None and model in MODELS:
+            counter.context = MODELS[model].context
+        counters[model] = counter
     return counters[model]
 
 
+def without_retrieval(strategy: Strategy) -> Strategy:
+    """`strategy` with retrieved demos drawn at random instead (as many, from the same pool: about as long, without
+    building a retrieval index for an estimate)."""
+    return replace(strategy, icl=f"random-{strategy.shots}") if strategy.icl_method == "similar" else strategy
+
+
 def _prompt_tokens(card, strategy: Strategy, pool, examples, counter: TokenCounter) -> float:
-    """Mean prompt tokens of a sample of `examples` under `strategy`; retrieved demos are drawn at random instead
-    (as many, from the same pool: about as long, without building a retrieval index for an estimate)."""
-    if strategy.icl_method == "similar":
-        strategy = replace(strategy, icl=f"random-{strategy.shots}")
-    builder = PromptBuilder(card, strategy, pool, 0)
+    """Mean prompt tokens of a sample of `examples` under `strategy` (see `without_retrieval`)."""
+    builder = PromptBuilder(card, without_retrieval(strategy), pool, 0)
     return statistics.fmean(counter.prompt(builder.messages(e)) for e in examples[:SAMPLE])
 
 
@@ -82,10 +92,10 @@ def estimate(jobs: Sequence[Job], datasets: DatasetCache, workspace: Workspace) 
         if isinstance(job, RunSpec):
             shape = (job.dataset.content, job.eval, job.strategy, job.max_new_tokens, job.model, job.baseline)
             if shape not in shapes:
-                shapes[shape] = _evaluation(job, datasets, _counter(workspace, job.model, counters))
+                shapes[shape] = _evaluation(job, datasets, token_counter(workspace, job.model, counters))
             costs[job.key] = shapes[shape]
         elif isinstance(job, TrainSpec):
-            costs[job.key] = _training(job, datasets, _counter(workspace, job.model, counters))
+            costs[job.key] = _training(job, datasets, token_counter(workspace, job.model, counters))
     return costs
 
 

@@ -49,6 +49,7 @@ class EvalConfig(BaseModel):
     split: str | None = None
     limit: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)  # None: the whole split
     sample_seed: int = 0
+    max_input_tokens: int | None = Field(default=None, ge=16)  # a prompt + answer over this is refused at planning
 
 
 class InferenceConfig(BaseModel):

@@ -57,6 +57,7 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
             environment: dict[str, str]) -> Launch:
     """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
     from bench.grid import MAX_EXAMPLES, expand, read_grid
+    from bench.lengths import check_lengths
     from runners.model_registry import default_dtype
 
     grid = read_grid(path)
@@ -71,8 +72,10 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
         grid.models = [overrides.model]
     datasets = DatasetCache()
     graph = build_graph(expand(grid, path, datasets, default_dtype()))
+    workspace = Workspace(default_cache(environment))
+    check_lengths(graph.evaluations, datasets, workspace, grid.eval.max_input_tokens)
     uri = tracking_uri(tracking, environment)
-    return Launch(grid.name, path, graph, datasets, Workspace(default_cache(environment)), uri,
+    return Launch(grid.name, path, graph, datasets, workspace, uri,
                   job_store_uri(store, uri), experiment or grid.name,
                   Batching(overrides.batch_size or grid.inference.batch_size, grid.inference.tokens_per_batch))
 

@@ -79,8 +79,16 @@ class PrefixCache:
                             config=self.lm.model.config)
 
 
-def _encode(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
-    return [list(x) for x in lm.tokenizer(list(texts), add_special_tokens=False).input_ids]
+def _encode(lm: LoadedModel, texts: Sequence[str], extra: int) -> list[list[int]]:
+    """Token ids of `texts`, each of which must leave `extra` tokens (its answer) within the model's context: a
+    longer one is refused with a line here, not read into memory it cannot fit."""
+    ids = [list(x) for x in lm.tokenizer(list(texts), add_special_tokens=False).input_ids]
+    context = getattr(lm.model.config, "max_position_embeddings", None)
+    for i, row in enumerate(ids):
+        if context and len(row) + extra > context:
+            raise ValueError(f"prompt {i + 1} of {len(ids)} is {len(row):,} tokens (+{extra} for its answer), over "
+                             f"the model's {context:,}-token context; shorten or remove that row")
+    return ids
 
 
 def token_batches(lengths: Sequence[int], extra: int, batching: Batching, device: torch.device,
@@ -122,7 +130,7 @@ def _left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device) 
 def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batching: Batching,
              on_progress: OnProgress = lambda n: None) -> list[str]:
     """Greedy completions of `prompts` (stopping at the end of the turn or after `max_new_tokens`), in input order."""
-    ids = _encode(lm, prompts)
+    ids = _encode(lm, prompts, max_new_tokens)
     n_prefix = shared_prefix(ids)
     prefix = PrefixCache(lm, ids[0][:n_prefix] if ids else [])
     suffixes = [x[n_prefix:] for x in ids]
@@ -213,7 +221,7 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
     """Log-likelihood of each candidate completion after each prompt (see the module doc)."""
     cand = candidate_ids(lm, candidates)
     block = _CandidateBlock.of(cand)
-    ids = _encode(lm, prompts)
+    ids = _encode(lm, prompts, max(map(len, cand)))
     n_prefix = shared_prefix(ids)
     prefix = PrefixCache(lm, ids[0][:n_prefix] if ids else [])
     suffixes = [x[n_prefix:] for x in ids]

