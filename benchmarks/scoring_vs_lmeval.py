@@ -9,7 +9,7 @@ prompt's final "\\n" after "assistant"), so the suite is given the prompt withou
 front: both then score "\\n", the label's tokens and the end-of-turn token after the same context. The script checks
 that the two tokenisations agree before timing anything.
 
-    pip install lm-eval==0.4.13   # a benchmark dependency only
+    pip install -e ".[benchmarks]"   # lm-eval 0.4.13: a benchmark dependency only
     python benchmarks/scoring_vs_lmeval.py [--zero 64] [--fixed 32] [--repeats 2] [--batch-size 16]
 """
 
