@@ -2,7 +2,11 @@
 
 
 class UserError(Exception):
-    """Bad input (file, key, value, reference): the message says what, where, and how to fix it."""
+    """Bad input (file, key, value, reference): the message says what, where, and how to fix it. It is one line
+    whatever it quotes: a control character from the input (a key holding a newline) is shown escaped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("".join(repr(c)[1:-1] if c < " " or c == "\x7f" else c for c in message))
 
 
 def utf8_text(where: object, data: bytes, line_offset: int = 0) -> str:

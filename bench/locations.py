@@ -83,8 +83,11 @@ def _check_sqlite(path: Path, what: str, create: bool) -> None:
 
     if path.is_file():
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            connection = sqlite3.connect(path)  # read-only mode cannot read a live WAL database
+            try:
                 connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                connection.close()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"the {what} {path} is not a readable SQLite database ({exc}); give another file, or "
                             "move this one away to start afresh") from None
