@@ -116,14 +116,14 @@ class Dataset:
     eval_splits: dict[str, list[Example]]
     default_eval_split: str
     skipped_rows: int = 0
+    source: str = ""  # where it was read from (its card, files or Hub id), for messages
 
     def evaluation(self, split: str | None, limit: int | None, sample_seed: int) -> list[Example]:
         """The evaluation examples: the whole split, or a seeded sample of `limit` (the same for every strategy)."""
         split = split or self.default_eval_split
         if split not in self.eval_splits:
-            raise UserError(
-                f"dataset '{self.name}' has no evaluation split '{split}'; available: {', '.join(self.eval_splits)}"
-            )
+            raise UserError(f"dataset '{self.name}' ({self.source}) has no evaluation split '{split}'; available: "
+                            f"{', '.join(self.eval_splits)}")
         examples = self.eval_splits[split]
         if limit is None or limit >= len(examples):
             return examples
@@ -220,7 +220,7 @@ def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
     splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
     identity = f"{card['name']}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
     return Dataset(card["name"], identity, task, splits.pop(pool_split), splits,
-                   config.eval_split or card["eval_split"], reader.skipped)
+                   config.eval_split or card["eval_split"], reader.skipped, str(card_path))
 
 
 def _display_name(config: DatasetConfig, path: Path) -> str:
@@ -276,7 +276,7 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
     card = TaskCard(config.language, config.task, config.input_name, categories)
     sources = [p for p in (path, eval_path, Path(config.labels.path) if config.labels else None) if p]
     return Dataset(_display_name(config, path), f"file:{fingerprint(*sources)}", card, pool,
-                   {FILE_EVAL_SPLIT: evaluation}, FILE_EVAL_SPLIT, reader.skipped)
+                   {FILE_EVAL_SPLIT: evaluation}, FILE_EVAL_SPLIT, reader.skipped, " + ".join(map(str, sources)))
 
 
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
@@ -311,7 +311,7 @@ def _load_hub_dataset(config: DatasetConfig) -> Dataset:
     card = TaskCard(config.language, config.task, config.input_name, tuple(Category(v, v) for v in labels))
     name = config.name or config.hf.split("/")[-1]
     return Dataset(name, f"hf:{config.hf}", card, pool, {eval_split: reader.read(rows(eval_split), eval_split)},
-                   eval_split, reader.skipped)
+                   eval_split, reader.skipped, f"hf:{config.hf}")
 
 
 def load_dataset(config: DatasetConfig) -> Dataset:

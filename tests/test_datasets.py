@@ -134,3 +134,11 @@ def test_a_missing_dataset_path_is_named_as_a_path_not_a_hub_failure(tmp_path, m
     with pytest.raises(UserError, match=rf"dataset file '{ref}' does not exist \(looked at /"):
         DatasetConfig.from_ref(ref)
     assert DatasetConfig.from_ref("dair-ai/emotion").hf == "dair-ai/emotion"
+
+
+def test_a_bad_split_names_the_file_it_looked_in(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) + "\n" for i in range(40)))
+    dataset = load_dataset(DatasetConfig(path=str(path)))
+    with pytest.raises(UserError, match=rf"dataset 'mine' \({path}\) has no evaluation split 'eval'; available: test"):
+        dataset.evaluation("eval", None, 0)
