@@ -96,7 +96,7 @@ KILL_GRID = """name: workers
 datasets: [emotion]
 models: [tiny-random]
 baselines: []
-eval: {limit: 60}
+eval: {limit: 400}  # evaluations long enough to be killed midway (a tiny model reads 60 in under a second)
 inference: {batch_size: 4, max_new_tokens: 4}
 training: {n_train: 48, evaluate_base: false, lora: {r: 2, alpha: 4}, sft: {batch_size: 4, epochs: 3},
            strategies: {method: sft}}
