@@ -291,18 +291,24 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.locations import check_reachable, mask
+    from bench.locations import check_reachable, mask, sqlite_path
     from bench.locations import tracking_uri as resolve_tracking
     from bench.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
     from reports.render import Report, references_frame, write_report
-    from reports.store import log_report, read_store
+    from reports.store import StoreError, log_report, read_store
 
     environment = dict(os.environ)
     uri = resolve_tracking(tracking_uri, environment)
     check_reachable(uri, "tracking store", create=False)
     _writable_folder(out, "--out")
-    data = read_store(uri, experiment, Workspace(default_cache(environment)).report)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise UserError(f"no tracking store at {path}; run `bench run` here first, or pass --tracking-uri")
+    try:
+        data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished, data.never_started, data.reasonings)

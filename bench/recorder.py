@@ -25,7 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from bench.specs import Job
 from bench.store import JobStore
-from bench.vocabulary import (
+from reports.vocabulary import (
     ERROR_ARTIFACT,
     ERROR_TAG,
     EXPERIMENT_KIND,

@@ -66,7 +66,7 @@ def main() -> None:
 
     for label in ("cold predictions cache", "warm predictions cache"):
         started = time.perf_counter()
-        data = read_store(uri, "scale")
+        data = read_store(uri, "scale", args.dir / "cache" / "report")
         read = time.perf_counter() - started
         boards = build_boards(data)
         analysed = time.perf_counter() - started

@@ -36,7 +36,7 @@ def run(workers: int, limit: int, model: Path) -> tuple[float, int, int]:
     store and a fresh cache (so the training runs again) sharing the built `model`."""
     from mlflow.tracking import MlflowClient
 
-    from bench.vocabulary import HASH_TAG
+    from reports.vocabulary import HASH_TAG
 
     with tempfile.TemporaryDirectory() as work:
         cache = Path(work) / "cache"

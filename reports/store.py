@@ -12,9 +12,7 @@ from pathlib import Path
 import polars as pl
 from mlflow.tracking import MlflowClient
 
-from bench.errors import UserError
-from bench.locations import mask, sqlite_path
-from bench.vocabulary import (
+from reports.vocabulary import (
     BASELINE,
     DATASET,
     GRID_TAG,
@@ -34,6 +32,10 @@ from strategies.registry import Strategy
 from strategies.training import TrainStrategy
 
 PREDICTIONS = "predictions.json"
+
+
+class StoreError(Exception):
+    """The store holds nothing a report can be made from: the message says what, and what to run."""
 
 
 @dataclass
@@ -86,16 +88,16 @@ def _predictions(client: MlflowClient, run_id: str, cache: Path) -> pl.DataFrame
     return frame
 
 
-def _experiment(client: MlflowClient, uri: str, experiment: str | None):
+def _experiment(client: MlflowClient, shown: str, experiment: str | None):
     if experiment is None:
         found = [e for e in client.search_experiments(order_by=["creation_time DESC"]) if e.name != "Default"]
         if not found:
-            raise UserError(f"no experiments in {mask(uri)}; run `bench run` first or pass --tracking-uri")
+            raise StoreError(f"no experiments in {shown}; run `bench run` first or pass --tracking-uri")
         return found[0]
     chosen = client.get_experiment_by_name(experiment)
     if chosen is None:
         names = [e.name for e in client.search_experiments() if e.name != "Default"]
-        raise UserError(f"experiment '{experiment}' does not exist in {mask(uri)}; known: {', '.join(names) or 'none'}")
+        raise StoreError(f"experiment '{experiment}' does not exist in {shown}; known: {', '.join(names) or 'none'}")
     return chosen
 
 
@@ -116,19 +118,17 @@ def _newest_per_hash(runs: list) -> tuple[list, list[str]]:
     return finished, unfinished
 
 
-def read_store(uri: str, experiment: str | None, cache: Path) -> StoreData:
+def read_store(uri: str, experiment: str | None, cache: Path, shown: str | None = None) -> StoreData:
     """The finished evaluation runs of `experiment` (default: the most recently created one) in the tracking store
-    at `uri`, one per job hash, with their predictions (cached as parquet under `cache`)."""
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise UserError(f"no tracking store at {path}; run `bench run` here first, or pass --tracking-uri")
+    at `uri` (named `shown` in messages: the caller masks its password), one per job hash, with their predictions
+    (cached as parquet under `cache`). A store without what a report needs is a StoreError saying what to do."""
     client = MlflowClient(uri)
-    chosen = _experiment(client, uri, experiment)
+    chosen = _experiment(client, shown or uri, experiment)
     runs = client.search_runs([chosen.experiment_id], max_results=50000)
     evals = [r for r in runs if HASH_TAG in r.data.tags and r.data.tags.get(KIND_TAG) == "eval"]
     finished, unfinished = _newest_per_hash(evals)
     if not finished:
-        raise UserError(f"experiment '{chosen.name}' has no finished evaluation runs"
+        raise StoreError(f"experiment '{chosen.name}' has no finished evaluation runs"
                         f"{' (' + str(len(unfinished)) + ' unfinished)' if unfinished else ''}; "
                         f"run `bench run --experiment '{chosen.name}'` to produce some")
     predictions: dict[str, pl.DataFrame] = {}
@@ -140,7 +140,7 @@ def read_store(uri: str, experiment: str | None, cache: Path) -> StoreData:
         else:
             predictions[r.info.run_id] = frame
     if missing:
-        raise UserError(f"{len(missing)} finished run(s) of '{chosen.name}' have no {PREDICTIONS} artifact "
+        raise StoreError(f"{len(missing)} finished run(s) of '{chosen.name}' have no {PREDICTIONS} artifact "
                         f"(e.g. {missing[0]}); they predate prediction logging or their artifacts were deleted: "
                         "delete those runs and re-run `bench run` to produce them")
     train_seconds = {r.data.tags[HASH_TAG]: r.data.metrics.get("train_wall_time_s", 0.0) for r in runs

@@ -7,7 +7,7 @@ import pytest
 from cli_runner import flat, run_cli
 
 import runners.predict
-from bench.vocabulary import ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
+from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
 
 GRID = """
 name: e2e

@@ -73,6 +73,6 @@ def test_every_run_of_a_grid_has_the_same_param_keys(name):
 
 def test_the_names_reports_read_are_params_runs_carry():
     from bench.specs import RunSpec
-    from bench.vocabulary import REPORT_PARAMS
+    from reports.vocabulary import REPORT_PARAMS
 
     assert set(REPORT_PARAMS) <= set(params(RunSpec, None))

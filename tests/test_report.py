@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from cli_runner import bench, flat
 
-from bench.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
 from reports.analysis import build_boards, strategy_effects
 from reports.store import read_store
+from reports.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
 from strategies.registry import Strategy
 
 N = 20

@@ -26,8 +26,8 @@ from bench.recorder import JobResult, MlflowRecorder
 from bench.search import Search, open_study, summarise
 from bench.space import read_space
 from bench.store import MemoryStore, SqlStore
-from bench.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
 from bench.workspace import Workspace
+from reports.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = """name: space_test

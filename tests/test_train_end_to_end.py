@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from cli_runner import flat, run_cli, tiny_training_grid
 
-from bench.vocabulary import HASH_TAG, KIND_TAG
+from reports.vocabulary import HASH_TAG, KIND_TAG
 
 GRID = tiny_training_grid("train_e2e", """\
   rl: {steps: 2, prompts_per_step: 2, num_generations: 2, max_completion_length: 4, reasoning_max_completion_length: 6}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from bench.vocabulary import GRID_TAG, HASH_TAG
+from reports.vocabulary import GRID_TAG, HASH_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = """name: workers
