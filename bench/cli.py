@@ -67,14 +67,11 @@ def _results_table(rows) -> Table:
 
 
 def _writable_folder(folder: Path, option: str) -> None:
-    """Fail with one line unless `folder` (or, while it does not exist, its nearest existing parent) takes files:
-    checked before any work, not after it, and leaving nothing behind."""
-    import tempfile
+    """Fail with one line unless `folder` can take files: checked before any work, not after it."""
+    from bench.locations import probe_writable
 
-    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            return
+        probe_writable(folder)
     except OSError as exc:
         raise UserError(f"{option} {folder}: cannot write there ({exc.strerror}); give a folder you can write") \
             from None

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.cost import token_counter, without_retrieval
-from bench.datasets import DatasetCache
+from bench.datasets import Dataset, DatasetCache
 from bench.errors import UserError
 from bench.specs import RunSpec
 from bench.workspace import Workspace
 from runners.token_counter import TokenCounter
+from strategies.example import Example
 from strategies.prompts import PromptBuilder
 
 LONGEST = 3  # texts per evaluation set whose whole prompts are rendered and counted
@@ -28,6 +29,7 @@ def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, workspace: W
                   max_input_tokens: int | None) -> None:
     """Raise a UserError naming the first evaluation row whose prompt and answer do not fit (see the module doc)."""
     counters: dict[str, TokenCounter] = {}
+    longest: dict[tuple, list[Example]] = {}  # per evaluation set and tokenizer: counted once, not per strategy
     seen: set[tuple] = set()
     for spec in specs:
         shape = (spec.dataset.content, spec.eval, spec.strategy, spec.model, spec.max_new_tokens)
@@ -37,17 +39,21 @@ def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, workspace: W
         counter = token_counter(workspace, spec.model, counters)
         limits = [(n, why) for n, why in ((counter.context, f"{spec.model}'s context"),
                                           (max_input_tokens, "eval.max_input_tokens")) if n]
-        if limits:
-            _check(spec, datasets, counter, *min(limits))
+        if not limits:
+            continue
+        dataset = datasets.get(spec.dataset.config)
+        texts = (spec.dataset.content, spec.eval, spec.model)
+        if texts not in longest:
+            examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+            longest[texts] = sorted(examples, key=lambda e: -counter.text(e.text))[:LONGEST]
+        _check(spec, dataset, longest[texts], counter, *min(limits))
 
 
-def _check(spec: RunSpec, datasets: DatasetCache, counter: TokenCounter, limit: int, why: str) -> None:
-    dataset = datasets.get(spec.dataset.config)
-    examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+def _check(spec: RunSpec, dataset: Dataset, longest: list[Example], counter: TokenCounter, limit: int,
+           why: str) -> None:
     builder = PromptBuilder(dataset.card, without_retrieval(spec.strategy), dataset.pool, spec.seed)
     generates = spec.strategy.decoding == "generate" or spec.strategy.reasoning == "on"
     answer = spec.max_new_tokens if generates else max(counter.text(c) + 1 for c in builder.candidates())
-    longest = sorted(examples, key=lambda e: -counter.text(e.text))[:LONGEST]
     for example in longest:
         tokens = counter.prompt(builder.messages(example)) + answer
         if tokens > limit:

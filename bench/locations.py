@@ -77,9 +77,18 @@ def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = 
         _check_postgresql(uri, what, timeout_s)
 
 
+def probe_writable(folder: Path) -> None:
+    """Raise OSError unless `folder` (or, while it does not exist, its nearest existing parent) takes a file; the
+    probe leaves nothing behind."""
+    import tempfile
+
+    existing = next(p for p in [folder.absolute(), *folder.absolute().parents] if p.exists())
+    with tempfile.TemporaryFile(dir=existing):
+        pass
+
+
 def _check_sqlite(path: Path, what: str, create: bool) -> None:
     import sqlite3
-    import tempfile
 
     if path.is_file():
         try:
@@ -93,9 +102,8 @@ def _check_sqlite(path: Path, what: str, create: bool) -> None:
                             "move this one away to start afresh") from None
     elif create:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=path.parent):
-                pass
+            path.parent.mkdir(parents=True, exist_ok=True)  # the store is to be made there
+            probe_writable(path.parent)
         except OSError as exc:
             raise UserError(f"cannot create the {what} {path} ({exc.strerror}); give a file in a folder you can "
                             "write, e.g. --tracking-uri sqlite:///$HOME/mlflow.db") from None

@@ -126,6 +126,11 @@ def _left_padded(rows: Sequence[Sequence[int]], pad: int, device: torch.device) 
     return ids, real
 
 
+def _suffix_positions(real: torch.Tensor, n_prefix: int) -> torch.Tensor:
+    """Positions of left-padded suffix tokens after the prefix (a padding position takes the first real one's)."""
+    return (n_prefix + real.cumsum(-1) - 1).clamp(min=n_prefix)
+
+
 @torch.inference_mode()
 def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batching: Batching,
              on_progress: OnProgress = lambda n: None) -> list[str]:
@@ -140,7 +145,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
                                steps=1 + max_new_tokens):
         rows = [suffixes[i] for i in batch]
         new_ids, real = _left_padded(rows, tok.pad_token_id, lm.device)
-        positions = (n_prefix + real.cumsum(-1) - 1).clamp(min=n_prefix)
+        positions = _suffix_positions(real, n_prefix)
         mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=real.dtype, device=lm.device), real], dim=1)
         cache = prefix.for_rows(len(rows))
         out = lm.model(input_ids=new_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -232,16 +237,17 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
     targets = torch.tensor(block.targets, device=lm.device)
     predictors = torch.tensor(block.predictors, device=lm.device)
     owner = torch.tensor(block.owner, device=lm.device)
+    inputs = torch.tensor(block.inputs, device=lm.device)
+    offsets = torch.tensor(block.offsets, device=lm.device)
+    within = block.within.to(lm.device)
     result = np.zeros((len(prompts), len(cand)))
     for batch in token_batches([len(s) for s in suffixes], block_len, batching, lm.device, row_limit):
         rows = [suffixes[i] for i in batch]
         suffix_ids, real = _left_padded(rows, lm.tokenizer.pad_token_id, lm.device)
         width, n = suffix_ids.shape[1], len(rows)
-        input_ids = torch.cat([suffix_ids, torch.tensor([block.inputs] * n, device=lm.device)], dim=1)
-        lengths = real.sum(-1)
-        offsets = torch.tensor(block.offsets, device=lm.device)
-        positions = torch.cat([(n_prefix + real.cumsum(-1) - 1).clamp(min=n_prefix),
-                               n_prefix + lengths[:, None] + offsets[None, :]], dim=1)
+        input_ids = torch.cat([suffix_ids, inputs.expand(n, -1)], dim=1)
+        positions = torch.cat([_suffix_positions(real, n_prefix), n_prefix + real.sum(-1)[:, None] + offsets[None, :]],
+                              dim=1)
         mask = torch.zeros(n, 1, width + block_len, n_prefix + width + block_len, dtype=torch.bool,
                            device=lm.device)
         mask[:, :, :, :n_prefix] = True  # everything sees the shared prefix
@@ -249,7 +255,7 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
         causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=lm.device))
         mask[:, :, :width, n_prefix:n_prefix + width] = causal[None, None] & suffix_seen
         mask[:, :, width:, n_prefix:n_prefix + width] = suffix_seen.expand(n, 1, block_len, width)
-        mask[:, :, width:, n_prefix + width:] = block.within.to(lm.device)
+        mask[:, :, width:, n_prefix + width:] = within
         pad_rows = ~real.bool()  # a padding position sees itself, so no softmax row is empty
         mask[:, 0, :width, n_prefix:n_prefix + width] |= torch.diag_embed(pad_rows)
         out = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
