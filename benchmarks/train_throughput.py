@@ -10,28 +10,30 @@ for both, so the ratio compares wall time for the same work. Both run once, back
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench.trainspec import LoraSettings, SFTSettings
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from bench.datasets import DatasetCache, DatasetConfig
+from bench.workspace import Workspace, default_cache
 from runners.sft import sft_rows, train_sft
+from runners.sft_config import LoraSettings, SFTSettings
 from runners.train_common import StepLogger, load_trainable, lora_config, trainer_args, training_examples
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
 
 
-def _plain_trainer(model_name: str, rows: list[dict[str, str]], sft: SFTSettings, lora: LoraSettings) -> float:
+def _plain_trainer(folder: Path, rows: list[dict[str, str]], sft: SFTSettings, lora: LoraSettings) -> float:
     """Wall seconds of a plain `Trainer` on the same rows: completion-only labels, right padding, same LoRA."""
     from datasets import Dataset
     from peft import get_peft_model
 
-    lm = load_trainable(model_name, "float32", [])
+    lm = load_trainable(folder, "float32", [])
     tok = lm.tokenizer
 
     def encode(row: dict[str, str]) -> dict[str, list[int]]:
@@ -70,14 +72,15 @@ def main() -> None:
     examples = training_examples(dataset.pool, args.n, 0)
     builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
     sft, lora = SFTSettings(epochs=1, batch_size=args.batch_size), LoraSettings()
-    lm = load_trainable(args.model, "float32", [])
+    folder = Workspace(default_cache(dict(os.environ))).model(args.model)
+    lm = load_trainable(folder, "float32", [])
     rows = sft_rows(lm, builder, examples, [e.label for e in examples], sft.max_length, [None] * len(examples))
     tokens = sum(len(lm.tokenizer(r["prompt"] + r["completion"], add_special_tokens=False).input_ids) + 1
                  for r in rows) * int(sft.epochs)
 
     with tempfile.TemporaryDirectory() as out:
         cost = train_sft(lm, rows, sft, lora, 0, Path(out), StepLogger("", lambda m, s: None, lambda s, t: None))
-    plain = _plain_trainer(args.model, rows, sft, lora)
+    plain = _plain_trainer(folder, rows, sft, lora)
     ours, theirs = tokens / cost.wall_time_s, tokens / plain
     print(f"model {args.model}, {len(rows)} rows, {tokens} tokens, batch {args.batch_size}, "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}")

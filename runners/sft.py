@@ -14,7 +14,7 @@ from pathlib import Path
 from runners.inference import prompt_text
 from runners.models import LoadedModel
 from runners.sft_config import LoraSettings, SFTSettings
-from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args
+from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args, training_tokens_per_pass
 from strategies.example import Example
 from strategies.prompts import PromptBuilder
 
@@ -38,16 +38,28 @@ def sft_rows(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example
     return rows
 
 
+def micro_batch(batch_size: int, longest: int, tokens_per_pass: int) -> int:
+    """Rows per forward/backward pass: the largest divisor of `batch_size` whose rows, each `longest` tokens, fit in
+    `tokens_per_pass` (one row at least). Gradient accumulation makes up the batch: the optimiser steps see the
+    same rows, and TRL divides the loss by the whole batch's completion tokens, so the gradients are the batch's
+    own (to float rounding) and the micro-batch is no part of a run's identity."""
+    fitting = [d for d in range(1, batch_size + 1) if batch_size % d == 0 and d * longest <= tokens_per_pass]
+    return max(fitting, default=1)
+
+
 def train_sft(lm: LoadedModel, rows: list[dict[str, str]], sft: SFTSettings, lora: LoraSettings, seed: int,
               out: Path, logger: StepLogger) -> Cost:
     """Fine-tune `lm` on `rows` and save the adapter (or, with full_finetune, the whole model) to `out`."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    longest = max(row_tokens(lm, row) for row in rows)
+    micro = micro_batch(sft.batch_size, longest, training_tokens_per_pass(lm.device))
     with tempfile.TemporaryDirectory() as work:
         config = SFTConfig(
             **trainer_args(Path(work), seed, sft.learning_rate), num_train_epochs=sft.epochs,
-            per_device_train_batch_size=sft.batch_size, warmup_steps=sft.warmup_ratio, lr_scheduler_type="cosine",
+            per_device_train_batch_size=micro, gradient_accumulation_steps=sft.batch_size // micro,
+            warmup_steps=sft.warmup_ratio, lr_scheduler_type="cosine",
             max_length=sft.max_length, completion_only_loss=True, packing=False,
         )
         trainer = SFTTrainer(

@@ -39,6 +39,13 @@ def load_trainable(folder: Path, dtype: str, stages: Sequence[Path]) -> LoadedMo
     return lm
 
 
+def training_tokens_per_pass(device: torch.device) -> int:
+    """Tokens one training forward/backward pass may hold. Activations of SmolLM2-135M in fp32 cost ~5 MB a token
+    here, so a batch of 8 rows of 512 tokens peaked at 13 GB; 512 tokens a pass keeps a CPU run near 3 GB and was
+    no slower (benchmarks/training_memory.py). A GPU takes far longer passes."""
+    return 16384 if device.type == "cuda" else 512
+
+
 def lora_config(lora: LoraSettings):
     from peft import LoraConfig
 

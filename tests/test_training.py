@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.datasets import DatasetCache, DatasetConfig
 from bench.errors import UserError
@@ -121,6 +122,39 @@ def test_sft_lowers_the_loss_and_changes_predictions(tmp_path, tiny_folder):
     assert (tuned.argmax(1) != base.argmax(1)).any() or (tuned - base).__abs__().max() > 1.0
     gold = [builder.answers.index(builder.completion(e.label)) for e in examples[:8]]
     assert sum(tuned[i, g] for i, g in enumerate(gold)) > sum(base[i, g] for i, g in enumerate(gold))
+
+
+def test_micro_batches_are_the_largest_divisor_that_fits():
+    from runners.sft import micro_batch
+
+    assert micro_batch(8, 439, 512) == 1 and micro_batch(8, 120, 512) == 4 and micro_batch(8, 60, 512) == 8
+    assert micro_batch(6, 200, 512) == 2 and micro_batch(6, 100, 512) == 3 and micro_batch(8, 2000, 512) == 1
+
+
+def test_micro_batches_train_the_same_adapter_as_the_whole_batch(tmp_path, tiny_folder, monkeypatch):
+    """Gradient accumulation over token-bounded micro-batches is why the micro-batch is no part of identity."""
+    from safetensors.torch import load_file
+
+    import runners.sft
+    from runners.sft import sft_rows, train_sft
+    from runners.train_common import StepLogger, load_trainable, training_examples
+
+    dataset = DatasetCache().get(DatasetConfig(name="emotion"))
+    examples = training_examples(dataset.pool, 16, 0)
+    builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
+    settings = SFTSettings(epochs=1, learning_rate=5e-3, batch_size=8, warmup_ratio=0.0)
+    weights = {}
+    for budget in (1 << 20, 1):  # the whole batch per pass, then one row per pass
+        monkeypatch.setattr(runners.sft, "training_tokens_per_pass", lambda device: budget)
+        lm = load_trainable(tiny_folder, "float32", [])
+        rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512, [None] * len(examples))
+        logger = StepLogger("", lambda metrics, step: None, lambda step, total: None)
+        train_sft(lm, rows, settings, LoraSettings(r=8, alpha=16), 0, tmp_path / str(budget), logger)
+        weights[budget] = load_file(tmp_path / str(budget) / "adapter_model.safetensors")
+    whole, single = weights.values()
+    assert whole.keys() == single.keys()
+    assert all(torch.allclose(whole[k], single[k], atol=1e-5) for k in whole)
+    assert any(not torch.equal(whole[k], torch.zeros_like(whole[k])) for k in whole if "lora_B" in k)
 
 
 def test_a_nan_loss_fails_the_job_with_its_step():
