@@ -371,9 +371,10 @@ def list_registry() -> None:
     console.print(data)
     models = Table(title="models (or any local folder or Hub id)")
     models.add_column("model")
+    models.add_column("role")
     models.add_column("doc")
     for name, entry in MODELS.items():
-        models.add_row(name, entry.doc)
+        models.add_row(name, entry.role, entry.doc)
     console.print(models)
     for name, baseline in BASELINES.items():
         console.print(f"baseline (grid: baselines): {name}: {baseline.doc}")

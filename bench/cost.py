@@ -14,6 +14,7 @@ from bench.specs import Job, RunSpec, TrainSpec
 from bench.workspace import Workspace
 from runners.model_registry import MODELS
 from runners.token_counter import TokenCounter
+from strategies.demos import DEMO_SELECTORS
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
 
@@ -46,7 +47,8 @@ def token_counter(workspace: Workspace, model: str, counters: dict[str, TokenCou
 def without_retrieval(strategy: Strategy) -> Strategy:
     """`strategy` with retrieved demos drawn at random instead (as many, from the same pool: about as long, without
     building a retrieval index for an estimate)."""
-    return replace(strategy, icl=f"random-{strategy.shots}") if strategy.icl_method == "similar" else strategy
+    retrieves = DEMO_SELECTORS[strategy.icl_method].retrieves
+    return replace(strategy, icl=f"random-{strategy.shots}") if retrieves else strategy
 
 
 def _prompt_tokens(card, strategy: Strategy, pool, examples, counter: TokenCounter) -> float:

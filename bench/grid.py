@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
@@ -23,10 +23,12 @@ from bench.reasoning_corpora import load_corpus
 from bench.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
 from bench.yaml_files import load_yaml_file
 from runners.baselines import BASELINES
-from runners.model_registry import ModelError, check_model_ref, model_revision
+from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model_revision
 from runners.relabel_config import RelabelSettings
 from runners.rl_config import RLSettings
 from runners.sft_config import LoraSettings, Settings, SFTSettings
+from strategies.demos import DEMO_SELECTORS
+from strategies.lookup import registered
 from strategies.prompts import prompt_format
 from strategies.reasoning import rgen_format
 from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, parse_value
@@ -36,13 +38,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_EXAMPLES = 10_000_000  # an evaluation limit above this is a typo, not a dataset
 
 
-
-def registered(names: list[str], registry: Mapping[str, object], what: str) -> list[str]:
-    """`names` when every one is in `registry`; otherwise the first that is not, named, with the registered ones."""
-    unknown = [n for n in names if n not in registry]
-    if unknown:
-        raise ValueError(f"unknown {what} '{unknown[0]}'; registered: {', '.join(registry)}")
-    return names
 
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +54,7 @@ class InferenceConfig(BaseModel):
     max_new_tokens: int = Field(default=16, ge=1)
     reasoning_max_new_tokens: int = Field(default=128, ge=1)
     dtype: str = "auto"
+    retriever: str = "all-minilm-l6-v2"  # the sentence-embedding model of dense-K: an alias, folder or Hub id
 
     @field_validator("dtype")
     @classmethod
@@ -202,8 +198,13 @@ def train_blocks(grid: GridFile, path: Path) -> list[TrainStrategy]:
     """The grid's training recipes (none without a `training` section)."""
     if grid.training is None:
         return []
-    return _points(grid.training.strategies, f"{path}: training.strategies", TRAIN_DIMENSIONS,
-                   lambda v: normalise(TrainStrategy(**v), TRAIN_DIMENSIONS))
+    recipes = _points(grid.training.strategies, f"{path}: training.strategies", TRAIN_DIMENSIONS,
+                      lambda v: normalise(TrainStrategy(**v), TRAIN_DIMENSIONS))
+    for recipe in recipes:
+        if DEMO_SELECTORS[recipe.prompt.icl_method].needs_embeddings:
+            raise UserError(f"{path}: training.strategies: {recipe.icl} is an inference strategy only (training "
+                            "prompts do not load a retriever); train with similar-K, random-K or fixed-K demos")
+    return recipes
 
 
 @contextmanager
@@ -261,11 +262,20 @@ def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], datas
     ) for recipe in recipes]
 
 
+def _retriever(grid: GridFile, strategy: Strategy) -> tuple[str | None, str | None]:
+    """(retriever, its revision) of a strategy whose demos need sentence embeddings, else (None, None)."""
+    if not DEMO_SELECTORS[strategy.icl_method].needs_embeddings:
+        return None, None
+    return grid.inference.retriever, model_revision(grid.inference.retriever)
+
+
 def _check_models(grid: GridFile, path: Path) -> None:
-    """Every model the grid names (classifiers, relabel scorers, R-Gen's base) is one that can be found."""
+    """Every model the grid names (classifiers, relabel scorers, R-Gen's base, the retriever) can be found."""
     for m, model in enumerate(grid.models):
         with _located(f"{path}: models[{m}]"):
             check_model_ref(model)
+    with _located(f"{path}: inference.retriever"):
+        check_model_ref(grid.inference.retriever, EMBEDDING)
     for s, scorer in enumerate(grid.training.relabel.scorers if grid.training else ()):
         with _located(f"{path}: training.relabel.scorers[{s}]"):
             scorer == "base" or check_model_ref(scorer)
@@ -306,9 +316,11 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
             for train, strategy in itertools.product(untrained + trained, strategies):
                 tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
                     else grid.inference.max_new_tokens
+                retriever, retriever_revision = _retriever(grid, strategy)
                 specs.append(RunSpec(
                     dataset=data, model=model, model_revision=model_revision(model), strategy=strategy,
                     eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens,
-                    prompt_format=prompt_format(dataset.card.language), train=train,
+                    prompt_format=prompt_format(dataset.card.language), train=train, retriever=retriever,
+                    retriever_revision=retriever_revision,
                 ))
     return specs

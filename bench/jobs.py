@@ -8,11 +8,12 @@ MLflow run on another machine), and writes its own output into the staging folde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,8 +24,9 @@ from bench.metrics import classification_report, metric_key
 from bench.reasoning_corpora import load_corpus, rgen_mixture
 from bench.recorder import DatasetLog, JobResult
 from bench.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
-from bench.workspace import Workspace, per_example
+from bench.workspace import Workspace, cached_array, per_example
 from runners.batching import Batching
+from strategies.demos import PoolEmbeddings
 from strategies.example import Example
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
@@ -70,9 +72,28 @@ class JobContext:
     on_progress: OnProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
     on_partial: OnPartial | None = None
+    embedders: dict[Path, object] = field(default_factory=dict)  # sentence encoders loaded by this worker
 
     def dataset(self, job: RunSpec | TrainSpec | ReasoningsSpec | RelabelSpec) -> Dataset:
         return self.datasets.get(job.dataset.config)
+
+    def pool_embeddings(self, spec: RunSpec, dataset: Dataset) -> PoolEmbeddings | None:
+        """The demo pool's embeddings under the spec's retriever (dense-K; None for other strategies): computed once
+        per (retriever, pool contents) on this machine and cached on disk, the encoder loaded once per worker."""
+        if spec.retriever is None:
+            return None
+        from runners.embeddings import SentenceEmbedder
+        from runners.model_registry import EMBEDDING
+
+        folder = self.workspace.model(spec.retriever, EMBEDDING)
+        if folder not in self.embedders:
+            self.embedders[folder] = SentenceEmbedder(folder)
+        embedder = self.embedders[folder]
+        identity = json.dumps([spec.retriever, spec.retriever_revision, spec.dataset.content])
+        key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        vectors = cached_array(self.workspace.embeddings(key),
+                               lambda: embedder.embed([e.text for e in dataset.pool]))
+        return PoolEmbeddings(vectors, embedder.embed)
 
 
 def stages(train: TrainSpec | None) -> list[TrainSpec]:
@@ -101,7 +122,7 @@ def round_order(n: int, sample_seed: int) -> list[int]:
 def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     """Predict the evaluation examples under the spec's strategy (or its classical baseline) and score them."""
     from runners.baselines import BASELINES
-    from runners.predict import DecodeSettings, predict
+    from runners.predict import DecodeSettings, Predictor
 
     dataset = ctx.dataset(spec)
     examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
@@ -111,8 +132,9 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
         ctx.on_progress(len(examples), len(examples))
     else:
         lm = ctx.models.get(ctx.workspace.model(spec.model), spec.dtype, _stage_folders(spec.train, ctx))
-        builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed)
-        settings = DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed)
+        builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed,
+                                ctx.pool_embeddings(spec, dataset))
+        predict = Predictor(lm, builder, DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed))
         done = [0]
 
         def progress(n: int) -> None:
@@ -123,7 +145,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
         order = round_order(len(examples), spec.eval.sample_seed)
         for start in range(0, len(order), ROUND):  # a seeded shuffled order, so every prefix is a fair sample
             chunk = order[start:start + ROUND]
-            for i, prediction in zip(chunk, predict(lm, builder, [examples[i] for i in chunk], settings, progress)):
+            for i, prediction in zip(chunk, predict([examples[i] for i in chunk], progress)):
                 predictions[i] = prediction
             if ctx.on_partial is not None:
                 ctx.on_partial([predictions[i].label == examples[i].label for i in order[:start + len(chunk)]])
@@ -141,6 +163,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
         "id": [e.id for e in examples], "text": [e.text for e in examples], "gold": [e.label for e in examples],
         "prediction": [p.label for p in predictions], "raw_output": [p.raw_output for p in predictions],
         "candidate_scores": [p.candidate_scores for p in predictions],
+        "calibrated_scores": [p.calibrated_scores for p in predictions],
     })
     evaluation = DatasetLog(pd.DataFrame({"text": table["text"], "label": table["gold"]}), spec.dataset.content,
                             f"{spec.dataset.name}:{spec.eval.split}", "evaluation")

@@ -246,6 +246,8 @@ class RunSpec(Job):
     prompt_format: str | None = field(metadata=_HIDDEN)
     train: TrainSpec | None = None
     baseline: str | None = None
+    retriever: str | None = field(default=None, metadata=identity_field(param="infer.retriever"))  # dense-K only
+    retriever_revision: str | None = field(default=None, metadata=_HIDDEN)
 
     @property
     def name(self) -> str:

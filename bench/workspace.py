@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.model_registry import model_folder
+import numpy as np
+
+from runners.model_registry import CLASSIFIER, model_folder
 from strategies.example import Example
 
 COMPLETE = "genclsbench_complete.json"  # written last into a job's output folder: its presence means it is usable
@@ -27,9 +29,9 @@ class Workspace:
 
     root: Path
 
-    def model(self, name: str) -> Path:
+    def model(self, name: str, role: str = CLASSIFIER) -> Path:
         """The local folder of a model (built on first use for an alias)."""
-        return model_folder(name, self.root)
+        return model_folder(name, self.root, role)
 
     @property
     def jobs(self) -> Path:
@@ -46,17 +48,39 @@ class Workspace:
         """A JSON cache of one value per example id, shared by every job of `kind` with the same `identity`."""
         return self.root / kind / f"{identity.replace('/', '__')}.json"
 
+    def embeddings(self, key: str) -> Path:
+        """The cached sentence embeddings of one (retriever, demo pool), an .npy file."""
+        return self.root / "embeddings" / f"{key}.npy"
+
     @property
     def report(self) -> Path:
         return self.root / "report"
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write beside `path`, then rename: a cache file is whole or absent, never half written."""
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` a file beside `path`, then rename it into place: a cache file is whole or absent, never half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    write(staging)
     os.replace(staging, path)
+
+
+def write_json(path: Path, data: object) -> None:
+    _write_atomically(path, lambda staging: staging.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8"))
+
+
+def cached_array(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array saved at `path`, computed and saved (atomically) on first use."""
+    if path.is_file():
+        return np.load(path)
+    array = compute()
+
+    def save(staging: Path) -> None:
+        with staging.open("wb") as handle:
+            np.save(handle, array)
+
+    _write_atomically(path, save)
+    return array
 
 
 def per_example(cache: Path, examples: Sequence[Example], compute: Callable[[list[Example]], Sequence]) -> list:

@@ -15,7 +15,7 @@ from bench.datasets import DatasetConfig, load_dataset
 from bench.workspace import Workspace, default_cache
 from runners.batching import Batching
 from runners.models import load_model
-from runners.predict import DecodeSettings, predict
+from runners.predict import DecodeSettings, Predictor
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
 
@@ -35,7 +35,7 @@ def main() -> None:
         for strategy in strategies:
             builder = PromptBuilder(dataset.card, strategy, dataset.pool, 0)
             start = time.perf_counter()
-            predictions = predict(lm, builder, examples, DecodeSettings(Batching(64), 12, 0))
+            predictions = Predictor(lm, builder, DecodeSettings(Batching(64), 12, 0))(examples)
             results[dtype, strategy.tag()] = ([p.label for p in predictions], time.perf_counter() - start)
     for strategy in strategies:
         (fp32, t32), (bf16, t16) = results["float32", strategy.tag()], results["bfloat16", strategy.tag()]

@@ -18,6 +18,7 @@ class BaselinePrediction:
     raw_output: str
     candidate_scores: str
     prompt_tokens: int = 0
+    calibrated_scores: str = ""  # a baseline's class probabilities are not calibrated further
 
 
 def _tfidf_logreg(card: TaskCard, pool: Sequence[Example], examples: Sequence[Example],

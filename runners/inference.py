@@ -26,7 +26,9 @@ import torch
 
 from runners.batching import Batching
 from runners.models import LoadedModel
+from strategies.lookup import entry
 from strategies.prompts import Message, render_plain
+from strategies.scoring import PPL_NORMS
 
 OnProgress = Callable[[int], None]
 PASS_COST = 64  # a forward pass's fixed cost (reading every weight once), in tokens' worth of work
@@ -179,8 +181,8 @@ class CandidateScores:
     n_tokens: np.ndarray
 
     def normalised(self, norm: str) -> np.ndarray:
-        """`sum`: total log-likelihood; `mean`: per token (the log of inverse perplexity)."""
-        return self.logprob_sum if norm == "sum" else self.logprob_sum / self.n_tokens[None, :]
+        """The scores under the registered `ppl_norm` value `norm` (an unknown one is an error, not a default)."""
+        return entry(PPL_NORMS, norm, "ppl_norm").normalise(self.logprob_sum, self.n_tokens)
 
 
 def candidate_ids(lm: LoadedModel, candidates: Sequence[str]) -> list[list[int]]:

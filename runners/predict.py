@@ -1,18 +1,23 @@
-"""Decoding methods: each registered `decoding` value turns prompts into predictions."""
+"""Decoding: each registered `decoding` value turns prompts into predictions, with the registered `ppl_norm` and
+`calibration` values deciding among candidate scores."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 
+import numpy as np
 from transformers import set_seed
 
 from runners.batching import Batching
 from runners.inference import OnProgress, candidate_ids, generate, prompt_text, score_candidates
 from runners.models import LoadedModel
 from strategies.example import Example
+from strategies.lookup import entry
 from strategies.prompts import PromptBuilder
+from strategies.scoring import CALIBRATIONS
 
 
 @dataclass(frozen=True)
@@ -21,8 +26,9 @@ class Prediction:
 
     label: str
     raw_output: str
-    candidate_scores: str  # JSON {answer: score} under ppl decoding, "" otherwise
+    candidate_scores: str  # JSON {answer: score} under ppl decoding (as the model gives them), "" otherwise
     prompt_tokens: int
+    calibrated_scores: str = ""  # JSON {answer: score} after calibration (what the prediction took), "" without
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,6 @@ class DecodeSettings:
     seed: int
 
 
-Decoder = Callable[[LoadedModel, PromptBuilder, Sequence[str], DecodeSettings, OnProgress], list[tuple[str, str, str]]]
-
-
 def answer_budget(lm: LoadedModel, builder: PromptBuilder) -> int:
     """The most tokens a label-only answer needs: the longest candidate (with its end of turn) after a restatement
     of the task ("The emotion expressed in the tweet is sadness." is how a small model answers "Classify the
@@ -45,40 +48,66 @@ def answer_budget(lm: LoadedModel, builder: PromptBuilder) -> int:
     return longest + len(lm.tokenizer(builder.card.task, add_special_tokens=False).input_ids)
 
 
-def _decode_generate(lm, builder, prompts, settings, on_progress):
-    limit = settings.max_new_tokens if builder.strategy.reasoning == "on" else \
-        min(settings.max_new_tokens, answer_budget(lm, builder))
-    outputs = generate(lm, prompts, limit, settings.batching, on_progress)
-    return [(builder.parse(text), text, "") for text in outputs]
+def _scores_json(answers: Sequence[str], row: np.ndarray) -> str:
+    return json.dumps({a: round(float(s), 5) for a, s in zip(answers, row)}, ensure_ascii=False)
 
 
-def _decode_ppl(lm, builder, prompts, settings, on_progress):
-    """Score every candidate completion after the prompt; with reasoning on, first generate the reasoning and score
-    each `Answer: <label>` after it (the raw output is then the generated text)."""
-    outputs = None
-    if builder.strategy.reasoning == "on":
-        outputs = generate(lm, prompts, settings.max_new_tokens, settings.batching, on_progress)
-        reasonings = [builder.reasoning_of(text) for text in outputs]
-        prompts = [p + f"{r}\n" if r else p for p, r in zip(prompts, reasonings)]
-        on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
-    scores = score_candidates(lm, prompts, builder.candidates(), settings.batching, on_progress)
-    table = scores.normalised(builder.strategy.ppl_norm)
-    rows = []
-    for i, row in enumerate(table):
-        best = builder.answers[int(row.argmax())]
-        evidence = json.dumps({a: round(float(s), 5) for a, s in zip(builder.answers, row)}, ensure_ascii=False)
-        rows.append((builder.label_of_answer(best), outputs[i] if outputs else best, evidence))
-    return rows
+class Predictor:
+    """Predictions of one run (model, prompt builder, settings), asked for in as many chunks as the caller likes:
+    what does not depend on the input (the calibration's reference scores) is computed once, on first need."""
+
+    def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings) -> None:
+        self.lm, self.builder, self.settings = lm, builder, settings
+        self.decode = partial(entry(DECODERS, builder.strategy.decoding, "decoding"), self)
+        self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration") \
+            if builder.strategy.decoding == "ppl" else CALIBRATIONS["none"]
+
+    def __call__(self, examples: Sequence[Example], on_progress: OnProgress = lambda n: None) -> list[Prediction]:
+        """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
+        set_seed(self.settings.seed)
+        prompts = [prompt_text(self.lm, self.builder.messages(e)) for e in examples]
+        lengths = [len(ids) for ids in self.lm.tokenizer(prompts, add_special_tokens=False).input_ids]
+        return [replace(p, prompt_tokens=n) for p, n in zip(self.decode(prompts, on_progress), lengths)]
+
+    def _generate(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
+        builder, settings = self.builder, self.settings
+        limit = settings.max_new_tokens if builder.strategy.reasoning == "on" else \
+            min(settings.max_new_tokens, answer_budget(self.lm, builder))
+        outputs = generate(self.lm, prompts, limit, settings.batching, on_progress)
+        return [Prediction(builder.parse(text), text, "", 0) for text in outputs]
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        """The calibration's reference prompts' scores ([m, candidates]; no rows without calibration)."""
+        messages = self.calibration.reference_prompts(self.builder)
+        if not messages:
+            return np.zeros((0, len(self.builder.answers)))
+        prompts = [prompt_text(self.lm, m) for m in messages]
+        scores = score_candidates(self.lm, prompts, self.builder.candidates(), self.settings.batching)
+        return scores.normalised(self.builder.strategy.ppl_norm)
+
+    def _ppl(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
+        """Score every candidate completion after the prompt; with reasoning on, first generate the reasoning and
+        score each `Answer: <label>` after it (the raw output is then the generated text)."""
+        builder, settings = self.builder, self.settings
+        outputs = None
+        if builder.strategy.reasoning == "on":
+            outputs = generate(self.lm, prompts, settings.max_new_tokens, settings.batching, on_progress)
+            prompts = [p + f"{r}\n" if (r := builder.reasoning_of(text)) else p for p, text in zip(prompts, outputs)]
+            on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
+        scores = score_candidates(self.lm, prompts, builder.candidates(), settings.batching, on_progress)
+        raw = scores.normalised(builder.strategy.ppl_norm)
+        calibrated = self.calibration.adjust(raw, self.reference) if len(self.reference) else None
+        decided = raw if calibrated is None else calibrated
+        predictions = []
+        for i, row in enumerate(decided):
+            best = builder.answers[int(row.argmax())]
+            predictions.append(Prediction(
+                builder.label_of_answer(best), outputs[i] if outputs else best, _scores_json(builder.answers, raw[i]),
+                0, "" if calibrated is None else _scores_json(builder.answers, calibrated[i])))
+        return predictions
 
 
-DECODERS: dict[str, Decoder] = {"generate": _decode_generate, "ppl": _decode_ppl}
-
-
-def predict(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], settings: DecodeSettings,
-            on_progress: OnProgress = lambda n: None) -> list[Prediction]:
-    """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
-    set_seed(settings.seed)
-    prompts = [prompt_text(lm, builder.messages(e)) for e in examples]
-    lengths = [len(ids) for ids in lm.tokenizer(prompts, add_special_tokens=False).input_ids]
-    decoded = DECODERS[builder.strategy.decoding](lm, builder, prompts, settings, on_progress)
-    return [Prediction(label, raw, scores, n) for (label, raw, scores), n in zip(decoded, lengths)]
+# the registered `decoding` values and the methods that implement them (tests/test_registry.py: the same names)
+DECODERS: dict[str, Callable[[Predictor, list[str], OnProgress], list[Prediction]]] = {
+    "generate": Predictor._generate, "ppl": Predictor._ppl}

@@ -1,8 +1,8 @@
 """In-context demonstration selection: each method is one registered `DemoSelector`.
 
 A selector is built once per (pool, k, seed) and then maps a query example to its demos, so a costly index
-(BM25) is built once per run, not once per input. Every draw is seeded, so the same spec sees the same demos.
-A query is never its own demo: training prompts are drawn from the pool the demos come from.
+(BM25, the pool's embeddings) is built once per run, not once per input. Every draw is seeded, so the same spec sees
+the same demos. A query is never its own demo: training prompts are drawn from the pool the demos come from.
 """
 
 from __future__ import annotations
@@ -16,8 +16,27 @@ import numpy as np
 from rank_bm25 import BM25Okapi
 
 from strategies.example import Example
+from strategies.lookup import entry
 
 SelectDemos = Callable[[Example], list[Example]]
+
+
+@dataclass(frozen=True)
+class PoolEmbeddings:
+    """Sentence embeddings of a demo pool (row i: pool[i]) and the encoder that made them, for the queries."""
+
+    vectors: np.ndarray
+    embed: Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DemoSource:
+    """What a selector draws from: the pool, how many demos, the seed, and the pool's embeddings (dense-K only)."""
+
+    pool: Sequence[Example]
+    k: int
+    seed: int
+    embeddings: PoolEmbeddings | None = None
 
 _CJK = "\u3400-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}_]+")
@@ -58,20 +77,23 @@ class PostingsBM25(BM25Okapi):
         return score
 
 
-def _zero(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+def _zero(source: DemoSource) -> SelectDemos:
     return lambda query: []
 
 
-def _random(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+def _random(source: DemoSource) -> SelectDemos:
+    pool, k, seed = source.pool, source.k, source.seed
+
     def select(query: Example) -> list[Example]:
         return random.Random(f"{seed}:{query.id}").sample([e for e in pool if e.id != query.id], k)
 
     return select
 
 
-def _fixed(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
+def _fixed(source: DemoSource) -> SelectDemos:
     """One label-balanced draw (round-robin over labels) shared by every input."""
-    shuffled = random.Random(seed).sample(list(pool), len(pool))
+    pool, k = source.pool, source.k
+    shuffled = random.Random(source.seed).sample(list(pool), len(pool))
     by_label: dict[str, list[Example]] = {}
     for example in shuffled:
         by_label.setdefault(example.label, []).append(example)
@@ -81,39 +103,70 @@ def _fixed(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
             if examples and len(demos) < k + 1:
                 demos.append(examples.pop())
     demos, spare = demos[:k], demos[k:]
-    random.Random(seed).shuffle(demos)
+    random.Random(source.seed).shuffle(demos)
     return lambda query: [spare[0] if d.id == query.id and spare else d for d in demos]
 
 
-def _similar(pool: Sequence[Example], k: int, seed: int) -> SelectDemos:
-    """Top-k BM25 neighbours of the input, the most similar placed last (nearest to the input)."""
-    index = PostingsBM25([bm25_tokens(e.text) or ["<empty>"] for e in pool])
+def _nearest(source: DemoSource, scores: Callable[[Example], np.ndarray]) -> SelectDemos:
+    """The k pool examples of highest `scores(query)`, never the query itself, the most similar placed last
+    (nearest to the input); ties keep pool order."""
+    pool, k = source.pool, source.k
 
     def select(query: Example) -> list[Example]:
-        ranked = np.argsort(-index.get_scores(bm25_tokens(query.text)), kind="stable")  # ties: pool order
+        ranked = np.argsort(-scores(query), kind="stable")
         best = [int(i) for i in ranked[:k + 1] if pool[i].id != query.id][:k]
         return [pool[i] for i in reversed(best)]
 
     return select
 
 
+def _similar(source: DemoSource) -> SelectDemos:
+    """Top-k BM25 neighbours of the input."""
+    index = PostingsBM25([bm25_tokens(e.text) or ["<empty>"] for e in source.pool])
+    return _nearest(source, lambda query: index.get_scores(bm25_tokens(query.text)))
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _dense(source: DemoSource) -> SelectDemos:
+    """Top-k cosine neighbours of the input's sentence embedding: one matrix-vector product per input."""
+    if source.embeddings is None:
+        raise ValueError("dense-K needs the pool's sentence embeddings (inference.retriever names the model)")
+    pool_vectors, embed = _unit(source.embeddings.vectors.astype(np.float32)), source.embeddings.embed
+    if len(pool_vectors) != len(source.pool):
+        raise ValueError(f"{len(pool_vectors)} pool embeddings for a pool of {len(source.pool)} examples")
+    return _nearest(source, lambda query: pool_vectors @ _unit(embed([query.text]))[0])
+
+
 @dataclass(frozen=True)
 class DemoSelector:
-    """A registered demo-selection method."""
+    """A registered demo-selection method: its doc, how to build it, whether its demos depend on the input's
+    content (a cost or length estimate draws as many at random instead of building its index), and whether it
+    needs the pool's sentence embeddings."""
 
     doc: str
-    build: Callable[[Sequence[Example], int, int], SelectDemos]
+    build: Callable[[DemoSource], SelectDemos]
+    retrieves: bool = False
+    needs_embeddings: bool = False
 
 
 DEMO_SELECTORS: dict[str, DemoSelector] = {
     "zero": DemoSelector("zero-shot: no examples", _zero),
     "random": DemoSelector("K examples drawn at random from the pool for each input", _random),
     "fixed": DemoSelector("the same K label-balanced examples for every input", _fixed),
-    "similar": DemoSelector("the K pool examples most similar to the input (BM25)", _similar),
+    "similar": DemoSelector("the K pool examples most similar to the input by BM25 (words; characters and "
+                            "character bigrams for Chinese: the retriever for the Chinese datasets)", _similar,
+                            retrieves=True),
+    "dense": DemoSelector("the K pool examples nearest the input by sentence-embedding cosine (inference.retriever, "
+                          "default all-MiniLM-L6-v2: English only; Chinese datasets take similar-K, or a multilingual "
+                          "retriever)", _dense, retrieves=True, needs_embeddings=True),
 }
 
 
-def demo_selector(icl: str, pool: Sequence[Example], seed: int) -> SelectDemos:
+def demo_selector(icl: str, pool: Sequence[Example], seed: int,
+                  embeddings: PoolEmbeddings | None = None) -> SelectDemos:
     """The selector for a canonical `icl` value such as `zero` or `similar-3`."""
     method, _, k = icl.partition("-")
-    return DEMO_SELECTORS[method].build(pool, int(k or 0), seed)
+    return entry(DEMO_SELECTORS, method, "icl method").build(DemoSource(pool, int(k or 0), seed, embeddings))

@@ -18,8 +18,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from strategies.demos import demo_selector
+from strategies.demos import PoolEmbeddings, demo_selector
 from strategies.example import Example, TaskCard
+from strategies.lookup import entry
 from strategies.parsing import parse_answer, reasoning_part
 from strategies.registry import Strategy
 from strategies.verbalizers import VERBALIZERS
@@ -71,14 +72,14 @@ TEMPLATES: dict[str, Template] = {
     ),
 }
 
-_WHAT = {"en": {"names": "name", "numeric": "number"}, "zh": {"names": "名称", "numeric": "编号"}}
 PROMPT_REVISION = 1  # bump when the way a prompt is assembled changes (its wording is fingerprinted by itself)
 
 
 def prompt_format(language: str) -> str:
     """A fingerprint of how prompts in `language` are worded and assembled: part of the identity of every run whose
     prompts it renders, so a changed template is a new run, never a stale one."""
-    wording = [PROMPT_REVISION, asdict(TEMPLATES[language]), _WHAT.get(language, _WHAT["en"])]
+    answers = {name: v.what[language] for name, v in VERBALIZERS.items() if language in v.what}
+    wording = [PROMPT_REVISION, asdict(TEMPLATES[language]), answers]
     return hashlib.sha256(json.dumps(wording, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
@@ -90,28 +91,30 @@ def render_plain(messages: Sequence[Message]) -> str:
 class PromptBuilder:
     """Renders prompts and completions for one (task, strategy, demo pool, seed), and reads answers back."""
 
-    def __init__(self, card: TaskCard, strategy: Strategy, pool: Sequence[Example], seed: int) -> None:
+    def __init__(self, card: TaskCard, strategy: Strategy, pool: Sequence[Example], seed: int,
+                 embeddings: PoolEmbeddings | None = None) -> None:
         if card.language not in TEMPLATES:
             raise ValueError(f"no prompt template for language '{card.language}'; available: {', '.join(TEMPLATES)}")
         self.card, self.strategy = card, strategy
         self.template = TEMPLATES[card.language]
-        self.label_answers = VERBALIZERS[strategy.labels].answers(card.categories)
+        self.verbalizer = entry(VERBALIZERS, strategy.labels, "labels value")
+        self.label_answers = self.verbalizer.answers(card.categories)
         self._label_of = {a: c.value for a, c in zip(self.label_answers, card.categories)}
         self._answer_of = {c.value: a for a, c in zip(self.label_answers, card.categories)}
         if strategy.uncertain == "on":
             self._label_of[self.template.uncertain_word] = UNCERTAIN
             self._answer_of[UNCERTAIN] = self.template.uncertain_word
         self.answers = list(self._label_of)
-        self.select_demos = demo_selector(strategy.icl, pool, seed)
+        self.select_demos = demo_selector(strategy.icl, pool, seed, embeddings)
         self.instructions = self._instructions()
 
     def _instructions(self) -> str:
         t, s = self.template, self.strategy
-        what = _WHAT.get(self.card.language, _WHAT["en"])[s.labels]
-        entry = t.numeric_entry if s.labels == "numeric" else t.named_entry
+        what = self.verbalizer.wording(self.card.language)
+        line_format = t.numeric_entry if self.verbalizer.listed_with_answer else t.named_entry
         lines = [self.card.task, t.categories]
         for answer, category in zip(self.label_answers, self.card.categories):
-            line = entry.format(answer=answer, name=category.name)
+            line = line_format.format(answer=answer, name=category.name)
             lines.append(line + (t.definition_sep + category.definition if s.definitions == "on" else ""))
         rule = t.reasoning_rule if s.reasoning == "on" else t.answer_rule
         lines.append(rule.format(what=what, marker=t.answer_marker))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 
 from strategies.demos import DEMO_SELECTORS
+from strategies.scoring import CALIBRATIONS, PPL_NORMS
 from strategies.verbalizers import VERBALIZERS
 
 NOT_APPLICABLE = "none"
@@ -88,7 +89,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "labels",
             "how categories are named in the prompt and the answer",
-            tuple(Value(name, v.doc, "" if name == "names" else name) for name, v in VERBALIZERS.items()),
+            tuple(Value(name, v.doc, v.tag) for name, v in VERBALIZERS.items()),
             default="names",
         ),
         Dimension(
@@ -103,11 +104,15 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "ppl_norm",
             "normalisation of candidate log-likelihoods under ppl decoding",
-            (
-                Value("mean", "mean log-likelihood per token (= lowest perplexity); the default, fair to long labels"),
-                Value("sum", "total log-likelihood (favours short labels)", "sum"),
-            ),
+            tuple(Value(name, norm.doc, norm.tag) for name, norm in PPL_NORMS.items()),
             default="mean",
+            applies=lambda s: s.decoding == "ppl",
+        ),
+        Dimension(
+            "calibration",
+            "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
+            tuple(Value(name, c.doc, c.tag) for name, c in CALIBRATIONS.items()),
+            default="none",
             applies=lambda s: s.decoding == "ppl",
         ),
         Dimension(
@@ -141,6 +146,7 @@ class Strategy:
     labels: str = "names"
     decoding: str = "generate"
     ppl_norm: str = "mean"
+    calibration: str = "none"
     reasoning: str = "off"
 
     @property

@@ -75,14 +75,14 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
 
 
 def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, tmp_path, monkeypatch, capsys):
-    real = runners.predict.predict
+    real = runners.predict.Predictor.__call__
 
-    def flaky(lm, builder, examples, settings, on_progress=lambda n: None):
-        if builder.strategy.icl == "similar-2" and builder.strategy.decoding == "ppl":
+    def flaky(self, examples, on_progress=lambda n: None):
+        if self.builder.strategy.icl == "similar-2" and self.builder.strategy.decoding == "ppl":
             raise RuntimeError("simulated crash")
-        return real(lm, builder, examples, settings, on_progress)
+        return real(self, examples, on_progress)
 
-    monkeypatch.setattr("runners.predict.predict", flaky)
+    monkeypatch.setattr(runners.predict.Predictor, "__call__", flaky)
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 1
     evals = [r for r in runs(tracking_uri) if r.data.tags.get(KIND_TAG) == "eval"]
     statuses = {r.info.run_name: r.info.status for r in evals}
@@ -93,7 +93,7 @@ def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, tmp_pat
     trace = mlflow.MlflowClient(tracking_uri).download_artifacts(failed.info.run_id, ERROR_ARTIFACT, str(tmp_path))
     assert "Traceback (most recent call last)" in Path(trace).read_text() and "in flaky" in Path(trace).read_text()
     assert "1 run(s) failed" in flat(capsys.readouterr().out)
-    monkeypatch.setattr("runners.predict.predict", real)
+    monkeypatch.setattr(runners.predict.Predictor, "__call__", real)
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0  # the re-run does only the failed one
     assert "6 runs, 5 already finished, 1 to run" in flat(capsys.readouterr().out)
 

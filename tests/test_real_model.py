@@ -8,7 +8,7 @@ from runners.batching import Batching
 from runners.inference import candidate_ids, prompt_text, score_candidates
 from runners.model_registry import model_folder
 from runners.models import load_model
-from runners.predict import DecodeSettings, predict
+from runners.predict import DecodeSettings, Predictor
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
 
@@ -35,6 +35,6 @@ def test_real_model_scores_equal_direct_and_beat_chance_with_demos(smollm2):
                 logp = torch.log_softmax(smollm2.model(torch.tensor([ids + cand])).logits[0], -1)
             direct = sum(logp[len(ids) - 1 + j, t].item() for j, t in enumerate(cand))
             np.testing.assert_allclose(scores.logprob_sum[i, k], direct, atol=1e-3)
-    predictions = predict(smollm2, builder, examples, DecodeSettings(Batching(16), 8, 0))
+    predictions = Predictor(smollm2, builder, DecodeSettings(Batching(16), 8, 0))(examples)
     accuracy = sum(p.label == e.label for p, e in zip(predictions, examples)) / len(examples)
     assert accuracy > 1 / 6

@@ -91,7 +91,7 @@ def test_shared_prefix_and_token_batches():
 
 def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(tiny_lm, monkeypatch):
     import runners.predict as predict_module
-    from runners.predict import DecodeSettings, predict
+    from runners.predict import DecodeSettings, Predictor
     from strategies.example import Category, Example, TaskCard
     from strategies.prompts import PromptBuilder
     from strategies.registry import Strategy
@@ -105,7 +105,7 @@ def test_ppl_after_reasoning_scores_each_answer_after_the_generated_reasoning(ti
     monkeypatch.setattr(predict_module, "generate", lambda lm, prompts, *a, **k: generated)
     monkeypatch.setattr(predict_module, "score_candidates",
                         lambda lm, prompts, *a, **k: seen.append(list(prompts)) or real_score(lm, prompts, *a, **k))
-    predictions = predict(tiny_lm, builder, examples, DecodeSettings(Batching(2), 8, 0))
+    predictions = Predictor(tiny_lm, builder, DecodeSettings(Batching(2), 8, 0))(examples)
     prompts = [inference.prompt_text(tiny_lm, builder.messages(e)) for e in examples]
     assert seen == [[prompts[0] + "It sounds sad.\n", prompts[1] + "Happy words\n"]]
     assert builder.candidates() == ["Answer: sadness", "Answer: joy"]

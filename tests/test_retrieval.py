@@ -1,0 +1,129 @@
+"""Dense retrieval of demonstrations: nearest neighbours by sentence embedding, never the query itself, pool
+embeddings computed once per (retriever, pool) and cached on disk, and the real offline MiniLM encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+from bench.datasets import DatasetCache
+from bench.errors import UserError
+from bench.grid import expand, read_grid
+from bench.workspace import cached_array
+from reports.vocabulary import KIND_TAG
+from strategies.demos import PoolEmbeddings, demo_selector
+from strategies.example import Example
+
+POOL = [Example("p0", "cats", "a"), Example("p1", "kittens", "a"), Example("p2", "stocks", "b"),
+        Example("p3", "shares", "b"), Example("p4", "cake", "c")]
+# handcrafted 3-d embeddings: an animals axis, a finance axis, a food axis
+VECTORS = {"cats": [1, 0, 0], "kittens": [0.9, 0.1, 0], "stocks": [0, 1, 0], "shares": [0.1, 0.9, 0.1],
+           "cake": [0, 0, 1], "markets": [0.05, 1, 0.02], "puppies": [0.8, 0, 0.3]}
+
+
+def _embeddings() -> PoolEmbeddings:
+    embed = lambda texts: np.array([VECTORS[t] for t in texts], dtype=np.float32)  # noqa: E731
+    return PoolEmbeddings(embed([e.text for e in POOL]), embed)
+
+
+def test_dense_returns_the_nearest_neighbours_most_similar_last():
+    select = demo_selector("dense-2", POOL, 0, _embeddings())
+    assert [d.id for d in select(Example("q", "markets", "b"))] == ["p3", "p2"]
+    assert [d.id for d in select(Example("q", "puppies", "a"))] == ["p1", "p0"]
+
+
+def test_dense_never_returns_the_query_itself():
+    select = demo_selector("dense-2", POOL, 0, _embeddings())
+    assert [d.id for d in select(POOL[2])] == ["p1", "p3"]  # stocks: shares first, never itself
+    assert all(d.id != e.id for e in POOL for d in select(e))
+
+
+def test_dense_without_embeddings_says_what_it_needs():
+    with pytest.raises(ValueError, match="dense-K needs the pool's sentence embeddings"):
+        demo_selector("dense-2", POOL, 0)
+
+
+def test_pool_embeddings_are_computed_once_and_written_whole(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(6, dtype=np.float32).reshape(2, 3)
+
+    path = tmp_path / "embeddings" / "k.npy"
+    first, second = cached_array(path, compute), cached_array(path, compute)
+    assert len(calls) == 1 and np.array_equal(first, second)
+    assert [p.name for p in path.parent.iterdir()] == ["k.npy"]  # no staging file left
+
+
+def _grid(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "g.yaml"
+    path.write_text(f"name: g\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: []\n{body}", encoding="utf-8")
+    return path
+
+
+def test_only_dense_runs_name_a_retriever_and_training_refuses_it(tmp_path):
+    path = _grid(tmp_path, "strategies:\n  - {icl: [similar-2, dense-2]}\n")
+    specs = expand(read_grid(path), path, DatasetCache(), "float32")
+    assert {s.strategy.icl: s.retriever for s in specs} == {"similar-2": None, "dense-2": "all-minilm-l6-v2"}
+    path = _grid(tmp_path, "training:\n  strategies: [{icl: dense-2}]\n")
+    with pytest.raises(UserError, match="dense-2 is an inference strategy only"):
+        expand(read_grid(path), path, DatasetCache(), "float32")
+    path = _grid(tmp_path, "inference: {retriever: tiny-random}\n")
+    with pytest.raises(UserError, match="inference.retriever: 'tiny-random' is registered with role 'classifier'"):
+        expand(read_grid(path), path, DatasetCache(), "float32")
+
+
+@pytest.fixture(scope="session")
+def minilm(model_cache: Path):
+    from runners.embeddings import SentenceEmbedder
+    from runners.model_registry import EMBEDDING, model_folder
+
+    return SentenceEmbedder(model_folder("all-minilm-l6-v2", model_cache, EMBEDDING))
+
+
+def test_minilm_from_its_wheel_finds_neighbours_by_meaning(minilm):
+    pool = ["The cat is sleeping on the sofa.", "Stock prices fell sharply this morning.",
+            "I baked a chocolate cake for her birthday.", "The striker scored twice in the final."]
+    examples = [Example(f"p{i}", text, str(i)) for i, text in enumerate(pool)]
+    vectors = minilm.embed(pool)
+    assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.embed))
+    queries = {"Investors panicked as the market crashed.": "p1", "My kitten naps all afternoon.": "p0",
+               "The goalkeeper saved a penalty.": "p3", "Dessert was a lemon tart.": "p2"}
+    assert {q: select(Example("q", q, ""))[0].id for q in queries} == queries
+    # batching and padding do not change a vector
+    assert np.allclose(minilm.embed(pool[:1])[0], vectors[0], atol=1e-5)
+
+
+def test_a_dense_calibrated_grid_runs_end_to_end_and_caches_the_pool(tmp_path, tracking_uri, monkeypatch,
+                                                                    model_cache):
+    folder = tmp_path / "topics"
+    folder.mkdir()
+    topics = {"pets": ["my dog", "the cat", "a kitten", "puppies"], "money": ["stocks", "bank loan", "shares", "tax"]}
+    rows = [{"text": f"{t} {i}", "label": label} for label, texts in topics.items() for t in texts for i in range(3)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[::5]), encoding="utf-8")
+    grid = tmp_path / "g.yaml"
+    data = f"{{path: {folder / 'train.jsonl'}, eval_path: {folder / 'test.jsonl'}}}"
+    grid.write_text(f"name: dense\ndatasets: [{data}]\nmodels: [tiny-random]\nbaselines: []\nstrategies:\n"
+                    "  - {icl: dense-2, decoding: ppl, calibration: [none, contextual, pmi]}\n", encoding="utf-8")
+    assert run_cli(monkeypatch, "--grid", str(grid)) == 0
+    cached = list((model_cache / "embeddings").glob("*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape == (len(rows), 384)
+    mlflow.set_tracking_uri(tracking_uri)
+    children = [r for r in mlflow.search_runs(experiment_names=["dense"], output_format="list")
+                if r.data.tags.get(KIND_TAG) == "eval"]
+    assert {r.info.run_name.rsplit("/", 1)[1] for r in children} == {"dense-2+ppl", "dense-2+ppl+cc", "dense-2+ppl+pmi"}
+    assert {r.data.params["infer.retriever"] for r in children} == {"all-minilm-l6-v2"}
+    client = mlflow.MlflowClient(tracking_uri)
+    for run in children:
+        table = json.loads(Path(client.download_artifacts(run.info.run_id, "predictions.json", str(tmp_path)))
+                           .read_text())
+        calibrated = table["data"][0][table["columns"].index("calibrated_scores")]
+        assert bool(calibrated) == (run.data.params["infer.calibration"] != "none")
