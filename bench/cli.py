@@ -292,7 +292,8 @@ def report(
     from bench.locations import tracking_uri as resolve_tracking
     from bench.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
-    from reports.render import Report, references_frame, write_report
+    from reports.render import Report, references_frame, seeds_frame, write_report
+    from reports.seeds import seed_summaries
     from reports.store import StoreError, log_report, read_store
 
     environment = dict(os.environ)
@@ -308,13 +309,18 @@ def report(
         raise UserError(str(exc)) from None
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
-                    reference_deltas(boards), data.unfinished, data.never_started, data.reasonings)
+                    reference_deltas(boards), data.unfinished, data.never_started, data.reasonings,
+                    seed_summaries(boards))
     md, page = write_report(result, out)
     for board in boards:
         frame = board_frame(board).select(
             pl.format("{} / {}", "training", "strategy").str.strip_prefix("none / ").alias("run"),
             pl.col("accuracy [95% CI]"), pl.col("macro-F1 [95% CI]"), pl.col("p acc (McNemar, Holm)").alias("p acc"))
         _print_frame(f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}", frame, ("run",))
+    if result.seeds:
+        _print_frame("across seeds (mean; interval over examples and seeds)", seeds_frame(result.seeds).select(
+            pl.col("strategy"), pl.col("seeds"), pl.col("accuracy [95% CI, examples+seeds]").alias("accuracy"),
+            pl.col("sd"), pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("same sign")), ("strategy",))
     if result.references:
         _print_frame("reference deltas from the papers (context, not targets)", references_frame(
             result.references).select(

@@ -314,6 +314,8 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
             untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
             trained = _train_specs(grid, path, recipes, data, dataset.card.language, model, seed, dtype)
             for train, strategy in itertools.product(untrained + trained, strategies):
+                if train is None and not DEMO_SELECTORS[strategy.icl_method].seeded and seed != grid.seeds[0]:
+                    continue  # nothing random touches it (greedy or scored, no training): one run serves every seed
                 tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
                     else grid.inference.max_new_tokens
                 retriever, retriever_revision = _retriever(grid, strategy)

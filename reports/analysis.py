@@ -321,12 +321,18 @@ def reference_deltas(boards: list[Board]) -> list[ReferenceDelta]:
 
 
 def board_frame(board: Board) -> pl.DataFrame:
-    """The leaderboard as a frame (for the terminal and the markdown)."""
+    """The leaderboard as a frame (for the terminal and the markdown); a row names its seed when the board has
+    several."""
     def p(value: float | None) -> str:
         return "baseline" if value is None else f"{value:.3g}"
 
+    several_seeds = len({r.params.get("seed") for r in board.rows}) > 1
+
+    def strategy(row: Row) -> str:
+        return f"{row.strategy} (seed {row.params.get('seed', '?')})" if several_seeds else row.strategy
+
     return pl.DataFrame([{
-        "training": r.training, "strategy": r.strategy, "accuracy [95% CI]": r.accuracy.text(),
+        "training": r.training, "strategy": strategy(r), "accuracy [95% CI]": r.accuracy.text(),
         "macro-F1 [95% CI]": r.macro_f1.text(),
         "invalid": f"{r.metrics.get('invalid_rate', 0):.3f}", "uncertain": f"{r.metrics.get('uncertain_rate', 0):.3f}",
         "p acc (McNemar, Holm)": p(r.p_accuracy) if r is not board.baseline else "baseline",

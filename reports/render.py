@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -13,6 +13,7 @@ from jinja2 import Environment
 
 from reports.analysis import Board, Effect, ReferenceDelta, board_frame
 from reports.charts import heatmap, pareto
+from reports.seeds import SeedSummary
 from reports.stats import B_DEFAULT
 
 METHOD = (f"Intervals: 95% percentile bootstrap over the evaluation examples ({B_DEFAULT} resamples, shared by every "
@@ -33,6 +34,24 @@ class Report:
     unfinished: list[str]
     never_started: int = 0
     reasonings: pl.DataFrame | None = None  # see reports.store: written training reasonings, per training run
+    seeds: list[SeedSummary] = field(default_factory=list)  # strategies over seeds, where a board has several
+
+
+SEEDS_NOTE = ("Each strategy over its seeds: the mean, the standard deviation across seeds, and a 95% interval "
+              "that resamples the seeds and the examples together; Δ is the mean paired accuracy difference from "
+              "the board's baseline strategy (seed with seed; a run nothing random touches stands for every seed), "
+              "and 'same sign' counts the seeds in which the difference points the way of the mean.")
+
+
+def seeds_frame(summaries: list[SeedSummary]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "board": s.board, "strategy": s.label, "seeds": ",".join(s.seeds),
+        "accuracy [95% CI, examples+seeds]": s.accuracy.text(), "sd": f"{s.accuracy_sd:.3f}",
+        "macro-F1 [95% CI]": s.macro_f1.text(), "F1 sd": f"{s.macro_f1_sd:.3f}",
+        "Δ acc vs baseline [95% CI]": s.vs_baseline.text(signed=True) if s.vs_baseline else "baseline",
+        "same sign": (f"{s.same_sign}/{s.pairs}" + (" (every seed)" if s.holds_in_every_seed else ""))
+        if s.vs_baseline else "-",
+    } for s in summaries])
 
 
 def effects_frame(effects: list[Effect]) -> pl.DataFrame:
@@ -98,6 +117,8 @@ def to_markdown(report: Report) -> str:
               "all other dimensions equal (where they apply).", ""]
     parts += [markdown_table(effects_frame(report.effects)) if report.effects else "No pairs of runs differ in "
               "exactly one dimension.", ""]
+    if report.seeds:
+        parts += ["## Across seeds", "", SEEDS_NOTE, "", markdown_table(seeds_frame(report.seeds)), ""]
     if report.references:
         parts += ["## Reference deltas from the papers", "", "The papers' numbers come from other models and data "
                   "sizes; they are context, not targets.", "", markdown_table(references_frame(report.references)), ""]
@@ -129,6 +150,7 @@ tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em
 {% endfor %}
 <h2>Strategy effects</h2><p>Mean paired gain of each value over the dimension's reference value, all other
 dimensions equal (where they apply).</p>{{ effects }}
+{% if seeds %}<h2>Across seeds</h2><p>{{ seeds_note }}</p>{{ seeds }}{% endif %}
 {% if references %}<h2>Reference deltas from the papers</h2><p>The papers' numbers come from other models and data
 sizes; they are context, not targets.</p>{{ references }}{% endif %}
 {% if reasonings %}<h2>Training reasonings</h2><p>{{ reasonings_note }}</p>{{ reasonings }}{% endif %}
@@ -177,7 +199,8 @@ def to_html(report: Report) -> str:
         rows=sum(len(b.rows) for b in report.boards), effects=html_table(effects_frame(report.effects)),
         references=html_table(references_frame(report.references)) if report.references else "",
         reasonings=html_table(reasonings_frame(report.reasonings)) if report.reasonings is not None else "",
-        reasonings_note=REASONINGS_NOTE,
+        reasonings_note=REASONINGS_NOTE, seeds=html_table(seeds_frame(report.seeds)) if report.seeds else "",
+        seeds_note=SEEDS_NOTE,
     )
 
 

@@ -150,12 +150,13 @@ class DemoSelector:
     build: Callable[[DemoSource], SelectDemos]
     retrieves: bool = False
     needs_embeddings: bool = False
+    seeded: bool = False  # the seed changes its demos (else an untrained model's run is the same under any seed)
 
 
 DEMO_SELECTORS: dict[str, DemoSelector] = {
     "zero": DemoSelector("zero-shot: no examples", _zero),
-    "random": DemoSelector("K examples drawn at random from the pool for each input", _random),
-    "fixed": DemoSelector("the same K label-balanced examples for every input", _fixed),
+    "random": DemoSelector("K examples drawn at random from the pool for each input", _random, seeded=True),
+    "fixed": DemoSelector("the same K label-balanced examples for every input", _fixed, seeded=True),
     "similar": DemoSelector("the K pool examples most similar to the input by BM25 (words; characters and "
                             "character bigrams for Chinese: the retriever for the Chinese datasets)", _similar,
                             retrieves=True),

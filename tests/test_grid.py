@@ -45,6 +45,22 @@ def test_blocks_expand_to_the_union_without_duplicates(tmp_path):
     assert all(s.max_new_tokens == 16 and s.dtype == "float32" for s in specs)
 
 
+def test_seeds_repeat_what_they_change_and_run_the_rest_once(tmp_path):
+    path = write(tmp_path, """
+        seeds: [0, 1, 2]
+        strategies:
+          - {icl: [zero, random-2, fixed-2, similar-2], decoding: [generate, ppl]}
+        training: {strategies: [{method: sft}]}
+    """)
+    runs: dict[str, list[int]] = {}
+    for spec in specs_of(path):
+        runs.setdefault(f"{spec.train.strategy.tag() + '/' if spec.train else ''}{spec.strategy.tag()}", []).append(
+            spec.seed)
+    # untrained with zero-shot or retrieved demos: nothing random, one run; demo draws and training: every seed
+    assert runs["zero"] == runs["similar-2+ppl"] == [0]
+    assert runs["random-2"] == runs["fixed-2+ppl"] == runs["sft/zero"] == runs["sft/similar-2"] == [0, 1, 2]
+
+
 def test_the_classical_baseline_is_on_by_default_and_checked(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("name: t\ndatasets: [emotion, sst2]\nmodels: [tiny-random]\n", encoding="utf-8")

@@ -30,9 +30,10 @@ def _wrong(label: str) -> str:
 
 
 def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True,
-              baseline: str = "none") -> None:
-    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: name, KIND_TAG: "eval"}):
-        params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none",
+              baseline: str = "none", seed: int = 0) -> None:
+    job = f"{name}:{seed}" if seed else name
+    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: job, KIND_TAG: "eval"}):
+        params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none", "seed": str(seed),
                   "eval.sample_seed": "0", "train.method": "none", "baseline": baseline,
                   **{f"infer.{k}": v for k, v in strategy.as_dict().items()}}
         mlflow.log_params(params)
@@ -217,3 +218,33 @@ def test_one_row_per_job_the_newest_finished_run_and_killed_runs_listed(tracking
     data = read_store(tracking_uri, "again", tmp_path / "cache")
     assert sorted(data.runs["run_name"].to_list()) == ["zero", "zero+ppl"]
     assert data.unfinished == ["similar-3 (KILLED)"]
+
+
+def test_seeds_are_aggregated_by_hand(tracking_uri, tmp_path):
+    """random-2 under seeds 0, 1, 2 (12, 14 and 9 right) against zero-shot run once (10 right); fixed-2 under the
+    same seeds, identical each time (15 right)."""
+    from reports.seeds import seed_summaries
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("seeds")
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "seeds"}):
+        _log_eval("zero", Strategy(), set(range(10)))
+        for seed, right in enumerate((12, 14, 9)):
+            _log_eval("random-2", Strategy(icl="random-2"), set(range(right)), seed=seed)
+            _log_eval("fixed-2", Strategy(icl="fixed-2"), set(range(15)), seed=seed)
+    boards = build_boards(read_store(tracking_uri, "seeds", tmp_path / "cache"))
+    summaries = {s.label: s for s in seed_summaries(boards)}
+    assert set(summaries) == {"zero", "random-2", "fixed-2"}
+    rand, fixed, zero = summaries["random-2"], summaries["fixed-2"], summaries["zero"]
+    assert rand.seeds == ("0", "1", "2") and zero.seeds == ("0",) and zero.vs_baseline is None
+    assert rand.accuracy.value == pytest.approx(35 / 60) and rand.accuracy_sd == pytest.approx(np.std([.6, .7, .45],
+                                                                                                       ddof=1))
+    # the difference from zero-shot (0.5) per seed: +.10, +.20, -.05: the mean +.0833, the same sign in 2 of 3
+    assert rand.vs_baseline.value == pytest.approx(0.25 / 3) and (rand.same_sign, rand.pairs) == (2, 3)
+    assert not rand.holds_in_every_seed
+    assert fixed.vs_baseline.value == pytest.approx(0.25) and fixed.holds_in_every_seed and fixed.accuracy_sd == 0
+    # identical seeds: the interval is the one run's own; differing seeds widen it beyond any one seed's
+    one_run = next(r for r in boards[0].rows if r.strategy == "fixed-2")
+    assert (fixed.accuracy.low, fixed.accuracy.high) == (one_run.accuracy.low, one_run.accuracy.high)
+    widths = [r.accuracy.high - r.accuracy.low for r in boards[0].rows if r.strategy == "random-2"]
+    assert rand.accuracy.high - rand.accuracy.low > max(widths)
