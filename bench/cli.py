@@ -317,8 +317,9 @@ def report(
             pl.format("{} / {}", "training", "strategy").str.strip_prefix("none / ").alias("run"),
             pl.col("accuracy [95% CI]"), pl.col("macro-F1 [95% CI]"), pl.col("p acc (McNemar, Holm)").alias("p acc"))
         _print_frame(f"{board.title}; baseline {board.baseline.label if board.baseline else 'none'}", frame, ("run",))
-    if result.seeds:
-        _print_frame("across seeds (mean; interval over examples and seeds)", seeds_frame(result.seeds).select(
+    for title in dict.fromkeys(s.board for s in result.seeds):
+        _print_frame(f"{title}: across seeds (mean; interval over examples and seeds)", seeds_frame(
+            [s for s in result.seeds if s.board == title]).select(
             pl.col("strategy"), pl.col("seeds"), pl.col("accuracy [95% CI, examples+seeds]").alias("accuracy"),
             pl.col("sd"), pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("same sign")), ("strategy",))
     if result.references:

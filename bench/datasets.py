@@ -256,7 +256,7 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
     eval_path = Path(config.eval_path) if config.eval_path else None
     for p in (path, eval_path):
         if p is not None and not p.is_file():
-            raise UserError(f"dataset file '{p}' does not exist")
+            raise UserError(f"dataset file '{p}' does not exist (looked at {p.absolute()}); check the path")
     listed = _labels_file(config.labels) if config.labels else None
     reader = _RowReader(config.text_field, config.label_field, {c.value for c in listed} if listed else None,
                         config.skip_invalid_rows)

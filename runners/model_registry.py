@@ -197,20 +197,24 @@ def sweep_staging(folder: Path) -> int:
     return swept
 
 
+def _aliases(role: str) -> str:
+    return ", ".join(name for name, entry in MODELS.items() if entry.role == role)
+
+
 def check_model_ref(name: str, role: str = CLASSIFIER) -> None:
     """Fail early on a name that is neither an alias (of `role`), a local folder, nor shaped like a Hub id."""
     if name in MODELS:
         if MODELS[name].role != role:
             raise ModelError(f"'{name}' is registered with role '{MODELS[name].role}', not '{role}'; the {role} "
-                             f"models: {', '.join(n for n, m in MODELS.items() if m.role == role)}")
+                             f"models: {_aliases(role)}")
         return
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         if not Path(name).expanduser().is_dir():
             raise ModelError(f"model folder '{name}' does not exist; give a folder with config.json and weights, or "
-                             f"one of {', '.join(MODELS)}")
+                             f"one of {_aliases(role)}")
         return
     if "/" not in name:
-        raise ModelError(f"unknown model '{name}'; registered: {', '.join(MODELS)}, or a local folder or Hub id")
+        raise ModelError(f"unknown model '{name}'; registered: {_aliases(role)}, or a local folder or Hub id")
 
 
 def model_revision(name: str) -> str:
@@ -246,7 +250,7 @@ def model_folder(name: str, cache: Path, role: str = CLASSIFIER) -> Path:
     except Exception as exc:  # offline, unknown, gated
         raise ModelError(
             f"cannot fetch model '{name}' from the Hub ({type(exc).__name__}); offline, use one of "
-            f"{', '.join(MODELS)} or a local folder"
+            f"{_aliases(role)} or a local folder"
         ) from None
 
 
