@@ -353,6 +353,7 @@ def list_registry() -> None:
     from bench.reasoning_corpora import BUNDLED_CORPORA
     from runners.baselines import BASELINES
     from runners.model_registry import MODELS
+    from strategies.demos import RETRIEVER_FOR_LANGUAGE
     from strategies.registry import DIMENSIONS
     from strategies.training import PROMPT_DIMENSIONS, TRAIN_DIMENSIONS
 
@@ -368,13 +369,14 @@ def list_registry() -> None:
                 table.add_row("", value.name, value.doc)
         console.print(table)
     data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
-    for column in ("dataset", "language", "classes", "pool", "evaluation"):
+    for column in ("dataset", "language", "classes", "pool", "evaluation", "similar demos by"):
         data.add_column(column)
     for name in bundled_names():
         d = load_dataset(DatasetConfig(name=name))
         evals = ", ".join(f"{k} {len(v)}" + (" (default)" if k == d.default_eval_split else "")
                           for k, v in d.eval_splits.items())
-        data.add_row(name, d.card.language, str(len(d.card.categories)), str(len(d.pool)), evals)
+        data.add_row(name, d.card.language, str(len(d.card.categories)), str(len(d.pool)), evals,
+                     RETRIEVER_FOR_LANGUAGE.get(d.card.language, "similar-K"))
     console.print(data)
     models = Table(title="models (or any local folder or Hub id)")
     models.add_column("model")

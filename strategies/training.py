@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from strategies.lookup import entry
 from strategies.registry import DIMENSIONS, Dimension, Strategy, Value, normalise, value_tags
 
 RL_ALGOS: dict[str, str] = {
@@ -23,15 +24,32 @@ RL_ALGOS: dict[str, str] = {
 
 PROMPT_DIMENSIONS = ("icl", "definitions", "uncertain", "labels", "reasoning")
 
+
+@dataclass(frozen=True)
+class TrainMethod:
+    """A registered training method: its doc, and its stages: an SFT stage, an RL stage after it (the SFT stage is
+    then a warm-up the RL stage starts from), or both."""
+
+    doc: str
+    sft: bool
+    rl: bool
+
+    def label(self, name: str, rl_algo: str) -> str:
+        """The method's part of a run name: `sft`, `sft+grpo`, `grpo`."""
+        return f"sft+{rl_algo}" if self.sft and self.rl else rl_algo if self.rl else name
+
+
+TRAIN_METHODS: dict[str, TrainMethod] = {
+    "sft": TrainMethod("supervised fine-tuning on the gold completion (loss on the completion only)", True, False),
+    "sft+rl": TrainMethod("SFT warm-up, then RL with the exact-match reward from the SFT model", True, True),
+    "rl": TrainMethod("RL with the exact-match reward straight from the base model (no warm-up)", False, True),
+}
+
 TRAIN_DIMENSIONS: dict[str, Dimension] = {
     "method": Dimension(
         "method",
         "how the model is trained",
-        (
-            Value("sft", "supervised fine-tuning on the gold completion (loss on the completion only)", "sft"),
-            Value("sft+rl", "SFT warm-up, then RL with the exact-match reward from the SFT model", "sft+rl"),
-            Value("rl", "RL with the exact-match reward straight from the base model (no warm-up)", "rl"),
-        ),
+        tuple(Value(name, method.doc, name) for name, method in TRAIN_METHODS.items()),
         default="sft",
     ),
     "rl_algo": Dimension(
@@ -39,7 +57,7 @@ TRAIN_DIMENSIONS: dict[str, Dimension] = {
         "the RL policy-gradient estimator",
         tuple(Value(name, doc, name) for name, doc in RL_ALGOS.items()),
         default="grpo",
-        applies=lambda t: "rl" in t.method,
+        applies=lambda t: t.has_rl,
     ),
     **{name: DIMENSIONS[name] for name in PROMPT_DIMENSIONS},
     "reasoning_source": Dimension(
@@ -72,12 +90,16 @@ class TrainStrategy:
     reasoning_source: str = "none"
 
     @property
+    def training_method(self) -> TrainMethod:
+        return entry(TRAIN_METHODS, self.method, "training method")
+
+    @property
     def has_sft(self) -> bool:
-        return "sft" in self.method
+        return self.training_method.sft
 
     @property
     def has_rl(self) -> bool:
-        return "rl" in self.method
+        return self.training_method.rl
 
     @property
     def prompt(self) -> Strategy:
@@ -86,7 +108,7 @@ class TrainStrategy:
 
     def warmup(self) -> TrainStrategy | None:
         """The SFT recipe an SFT+RL recipe starts from (same prompt), else None."""
-        if self.method != "sft+rl":
+        if not (self.has_sft and self.has_rl):
             return None
         return normalise(TrainStrategy(**(asdict(self) | {"method": "sft"})), TRAIN_DIMENSIONS)
 
@@ -95,7 +117,7 @@ class TrainStrategy:
 
     def tag(self) -> str:
         """Readable name such as `sft+grpo` or `sft(similar-3+defs)` (training prompt in parentheses if not zero)."""
-        method = {"sft": "sft", "sft+rl": f"sft+{self.rl_algo}", "rl": self.rl_algo}[self.method]
+        method = self.training_method.label(self.method, self.rl_algo)
         prompt = "+".join([self.icl, *value_tags(self, TRAIN_DIMENSIONS, skip=("method", "rl_algo", "icl"))])
         return method if prompt == "zero" else f"{method}({prompt})"
 

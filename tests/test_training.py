@@ -71,6 +71,16 @@ def _builder(reasoning: str = "off") -> PromptBuilder:
     return PromptBuilder(CARD, Strategy(reasoning=reasoning), [], 0)
 
 
+def test_training_methods_carry_their_stages():
+    from strategies.training import TRAIN_METHODS
+
+    stages = {name: (TrainStrategy(method=name).has_sft, TrainStrategy(method=name).has_rl) for name in TRAIN_METHODS}
+    assert stages == {"sft": (True, False), "sft+rl": (True, True), "rl": (False, True)}
+    assert [TrainStrategy(method=m, rl_algo="rloo").tag() for m in TRAIN_METHODS] == ["sft", "sft+rloo", "rloo"]
+    with pytest.raises(ValueError, match="unknown training method 'rlhf'; registered: sft, sft\\+rl, rl"):
+        TrainStrategy(method="rlhf").has_rl
+
+
 def test_exact_match_reward():
     from runners.rl import exact_match_reward, format_reward
 
