@@ -18,9 +18,8 @@ import numpy as np
 
 def build_store(uri: str, runs: int, examples: int) -> None:
     import mlflow
-    from bench.runspec import SPEC_HASH_TAG
-    from bench.tracking import GRID_TAG, KIND_TAG
 
+    from reports.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
     from strategies.registry import Strategy
 
     mlflow.set_tracking_uri(uri)
@@ -37,7 +36,7 @@ def build_store(uri: str, runs: int, examples: int) -> None:
                                 decoding=decoding, ppl_norm="mean" if decoding == "ppl" else "none")
             skill = rng.uniform(0.2, 0.8)
             pred = np.where(rng.random(examples) < skill, gold, rng.integers(0, 6, examples))
-            with mlflow.start_run(run_name=f"r{n}", nested=True, tags={SPEC_HASH_TAG: f"h{n}", KIND_TAG: "eval"}):
+            with mlflow.start_run(run_name=f"r{n}", nested=True, tags={HASH_TAG: f"h{n}", KIND_TAG: "eval"}):
                 mlflow.log_params({"dataset": "synthetic", "model": "m", "seed": seed, "eval.split": "test",
                                    "eval.limit": "none", "eval.sample_seed": "0", "train.method": "none",
                                    "baseline": "none", **{f"infer.{k}": v for k, v in strategy.as_dict().items()}})
@@ -62,6 +61,7 @@ def main() -> None:
 
     from reports.analysis import build_boards, reference_deltas, strategy_effects
     from reports.render import Report, write_report
+    from reports.seeds import seed_summaries
     from reports.store import read_store
 
     for label in ("cold predictions cache", "warm predictions cache"):
@@ -72,10 +72,14 @@ def main() -> None:
         analysed = time.perf_counter() - started
         effects = strategy_effects(boards)
         effected = time.perf_counter() - started
-        write_report(Report("scale", uri, boards, effects, reference_deltas(boards), data.unfinished), args.dir / "out")
+        seeds = seed_summaries(boards)
+        seeded = time.perf_counter() - started
+        write_report(Report("scale", uri, boards, effects, reference_deltas(boards), data.unfinished, seeds=seeds),
+                     args.dir / "out")
         total = time.perf_counter() - started
         print(f"{label}: read {read:.1f} s, leaderboards {analysed - read:.1f} s, effects {effected - analysed:.1f} s, "
-              f"render {total - effected:.1f} s, total {total:.1f} s for {len(data.runs)} runs")
+              f"seeds {seeded - effected:.1f} s, render {total - seeded:.1f} s, total {total:.1f} s for "
+              f"{len(data.runs)} runs")
 
 
 if __name__ == "__main__":

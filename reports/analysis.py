@@ -8,8 +8,10 @@ difference in a board comes from the same resamples.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -69,6 +71,21 @@ class Board:
     @property
     def title(self) -> str:
         return f"{self.dataset} / {self.model} ({self.evaluation}, {self.n_examples} examples)"
+
+    @cached_property
+    def seeds(self) -> tuple[str, ...]:
+        return tuple(sorted({r.params.get("seed", NOT_APPLICABLE) for r in self.rows}))
+
+    @cached_property
+    def _runs_per_label(self) -> Counter[str]:
+        return Counter(r.label for r in self.rows)
+
+    def seeds_of(self, row: Row) -> tuple[str, ...]:
+        """The seeds `row`'s result holds for: its own; or, where the board has several seeds and this is its
+        strategy's only run, all of them (a run nothing random touches runs once: `bench.grid.expand`)."""
+        if len(self.seeds) > 1 and self._runs_per_label[row.label] == 1:
+            return self.seeds
+        return (row.params.get("seed", NOT_APPLICABLE),)
 
 
 @dataclass(frozen=True)
@@ -211,18 +228,20 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
         same_model = () if column.startswith("train.") else ("train.hash",)
         context = [c for c in columns.values() if c != column and c not in _gated_by(column, columns)] \
             + [*ALWAYS_PAIRED, *same_model]
-        gains: dict[str, list[tuple[Row, Row]]] = {}
+        gains: dict[str, dict[tuple[int, int], tuple[Row, Row]]] = {}
         for board in boards:
             buckets: dict[tuple, dict[str, list[Row]]] = {}
             for row in (r for r in board.rows if r.kind == "llm"):
-                key = tuple(row.params.get(c, NOT_APPLICABLE) for c in context)
-                buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
+                for seed in board.seeds_of(row):  # a run that stands for every seed pairs with each
+                    key = tuple(seed if c == "seed" else row.params.get(c, NOT_APPLICABLE) for c in context)
+                    buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
             for by_value in buckets.values():
                 controls = by_value.get(reference, [])
                 for value, rows in by_value.items():
                     if value not in (reference, NOT_APPLICABLE):
-                        gains.setdefault(value, []).extend((r, c) for r in rows for c in controls)
-        for value, pairs in gains.items():
+                        gains.setdefault(value, {}).update(((id(r), id(c)), (r, c)) for r in rows for c in controls)
+        for value, found in gains.items():
+            pairs = list(found.values())
             if not pairs:
                 continue
             acc = np.mean([a.acc_replicates - b.acc_replicates for a, b in pairs], axis=0)
@@ -326,7 +345,7 @@ def board_frame(board: Board) -> pl.DataFrame:
     def p(value: float | None) -> str:
         return "baseline" if value is None else f"{value:.3g}"
 
-    several_seeds = len({r.params.get("seed") for r in board.rows}) > 1
+    several_seeds = len(board.seeds) > 1
 
     def strategy(row: Row) -> str:
         return f"{row.strategy} (seed {row.params.get('seed', '?')})" if several_seeds else row.strategy

@@ -53,13 +53,10 @@ def _by_label(board: Board) -> dict[str, list[Row]]:
     return {label: sorted(rows, key=lambda r: r.params.get("seed", "")) for label, rows in groups.items()}
 
 
-def _pairs(rows: list[Row], baseline: list[Row]) -> list[tuple[Row, Row]]:
-    """Each seed's run with the baseline's run of the same seed; a single run on either side pairs with every
-    seed of the other (it is the same under any seed)."""
-    if len(rows) == 1 or len(baseline) == 1:
-        return [(a, b) for a in rows for b in baseline]
-    by_seed = {b.params.get("seed"): b for b in baseline}
-    return [(a, by_seed[a.params.get("seed")]) for a in rows if a.params.get("seed") in by_seed]
+def _pairs(board: Board, rows: list[Row], baseline: list[Row]) -> list[tuple[Row, Row]]:
+    """Each seed's run with the baseline's run of the same seed, a run that stands for every seed pairing with
+    each run of the other side."""
+    return [(a, b) for a in rows for b in baseline if set(board.seeds_of(a)) & set(board.seeds_of(b))]
 
 
 def seed_summaries(boards: list[Board], seed: int = 0) -> list[SeedSummary]:
@@ -74,7 +71,7 @@ def seed_summaries(boards: list[Board], seed: int = 0) -> list[SeedSummary]:
         for label, rows in groups.items():
             acc = [r.accuracy.value for r in rows]
             f1 = [r.macro_f1.value for r in rows]
-            pairs = [] if not baseline or label == board.baseline.label else _pairs(rows, baseline)
+            pairs = [] if not baseline or label == board.baseline.label else _pairs(board, rows, baseline)
             differences = [a.accuracy.value - b.accuracy.value for a, b in pairs]
             mean_difference = float(np.mean(differences)) if pairs else 0.0
             found.append(SeedSummary(

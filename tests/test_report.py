@@ -248,3 +248,6 @@ def test_seeds_are_aggregated_by_hand(tracking_uri, tmp_path):
     assert (fixed.accuracy.low, fixed.accuracy.high) == (one_run.accuracy.low, one_run.accuracy.high)
     widths = [r.accuracy.high - r.accuracy.low for r in boards[0].rows if r.strategy == "random-2"]
     assert rand.accuracy.high - rand.accuracy.low > max(widths)
+    # the strategy effects pair zero-shot, run once, with each seed of random-2
+    effect = next(e for e in strategy_effects(boards) if e.value == "random-2")
+    assert effect.pairs == 3 and effect.accuracy.value == pytest.approx(0.25 / 3)
