@@ -107,14 +107,23 @@ def _fixed(source: DemoSource) -> SelectDemos:
     return lambda query: [spare[0] if d.id == query.id and spare else d for d in demos]
 
 
+def top(scores: np.ndarray, n: int) -> np.ndarray:
+    """The indices of the `n` highest scores, highest first, ties in index order: the first `n` of a stable
+    descending sort, found by partition (linear) and then sorting only the scores at or above the n-th."""
+    if n >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    threshold = np.partition(scores, len(scores) - n)[len(scores) - n]
+    candidates = np.flatnonzero(scores >= threshold)  # every tie at the threshold, in index order
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:n]
+
+
 def _nearest(source: DemoSource, scores: Callable[[Example], np.ndarray]) -> SelectDemos:
     """The k pool examples of highest `scores(query)`, never the query itself, the most similar placed last
     (nearest to the input); ties keep pool order."""
     pool, k = source.pool, source.k
 
     def select(query: Example) -> list[Example]:
-        ranked = np.argsort(-scores(query), kind="stable")
-        best = [int(i) for i in ranked[:k + 1] if pool[i].id != query.id][:k]
+        best = [int(i) for i in top(scores(query), k + 1) if pool[i].id != query.id][:k]
         return [pool[i] for i in reversed(best)]
 
     return select

@@ -43,6 +43,18 @@ def test_dense_never_returns_the_query_itself():
     assert all(d.id != e.id for e in POOL for d in select(e))
 
 
+def test_top_is_the_head_of_a_stable_descending_sort():
+    """Selection by partition returns what a full stable sort would: ties (BM25's zero scores) in pool order."""
+    from strategies.demos import top
+
+    rng = np.random.default_rng(0)
+    for trial in range(2000):
+        n = int(rng.integers(1, 60))
+        scores = rng.integers(0, 4, n).astype(float) if trial % 2 else rng.random(n)
+        k = int(rng.integers(1, n + 2))
+        assert np.array_equal(top(scores, k), np.argsort(-scores, kind="stable")[:k])
+
+
 def test_dense_without_embeddings_says_what_it_needs():
     with pytest.raises(ValueError, match="dense-K needs the pool's sentence embeddings"):
         demo_selector("dense-2", POOL, 0)
