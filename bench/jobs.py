@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -30,6 +31,9 @@ from strategies.demos import PoolEmbeddings
 from strategies.example import Example
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
+
+if TYPE_CHECKING:
+    from runners.embeddings import SentenceEmbedder
 
 OnProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
 OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
@@ -72,7 +76,7 @@ class JobContext:
     on_progress: OnProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
     on_partial: OnPartial | None = None
-    embedders: dict[Path, object] = field(default_factory=dict)  # sentence encoders loaded by this worker
+    embedders: dict[Path, SentenceEmbedder] = field(default_factory=dict)  # sentence encoders this worker loaded
 
     def dataset(self, job: RunSpec | TrainSpec | ReasoningsSpec | RelabelSpec) -> Dataset:
         return self.datasets.get(job.dataset.config)

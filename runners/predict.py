@@ -59,8 +59,7 @@ class Predictor:
     def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings) -> None:
         self.lm, self.builder, self.settings = lm, builder, settings
         self.decode = partial(entry(DECODERS, builder.strategy.decoding, "decoding"), self)
-        self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration") \
-            if builder.strategy.decoding == "ppl" else CALIBRATIONS["none"]
+        self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration")  # "none" off ppl
 
     def __call__(self, examples: Sequence[Example], on_progress: OnProgress = lambda n: None) -> list[Prediction]:
         """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
