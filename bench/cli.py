@@ -288,7 +288,7 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.locations import check_reachable, mask, sqlite_path
+    from bench.locations import check_reachable, mask
     from bench.locations import tracking_uri as resolve_tracking
     from bench.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
@@ -298,11 +298,8 @@ def report(
 
     environment = dict(os.environ)
     uri = resolve_tracking(tracking_uri, environment)
-    check_reachable(uri, "tracking store", create=False)
     _writable_folder(out, "--out")
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise UserError(f"no tracking store at {path}; run `bench run` here first, or pass --tracking-uri")
+    check_reachable(uri, "tracking store", create=False)  # a report reads a store: it must exist
     try:
         data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
     except StoreError as exc:

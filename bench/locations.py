@@ -64,9 +64,9 @@ def known_scheme(uri: str, what: str) -> None:
 
 def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = True) -> None:
     """Fail at once with one line when the store at `uri` cannot be used: an unknown scheme, a SQLite file that is
-    not a database or cannot be created (`create`: a missing file is to be made, so its folder must take one), a
-    PostgreSQL driver that is not installed, or a server (an MLflow tracking server, a PostgreSQL database) that
-    does not answer within `timeout_s` (instead of hanging in the client's retries)."""
+    not a database, or that is missing (`create`: it is to be made, so its folder must take one; otherwise it must
+    exist), a PostgreSQL driver that is not installed, or a server (an MLflow tracking server, a PostgreSQL
+    database) that does not answer within `timeout_s` (instead of hanging in the client's retries)."""
     known_scheme(uri, what)
     path = sqlite_path(uri)
     if path is not None:
@@ -107,6 +107,8 @@ def _check_sqlite(path: Path, what: str, create: bool) -> None:
         except OSError as exc:
             raise UserError(f"cannot create the {what} {path} ({exc.strerror}); give a file in a folder you can "
                             "write, e.g. --tracking-uri sqlite:///$HOME/mlflow.db") from None
+    else:
+        raise UserError(f"no {what} at {path}; run `bench run` here first, or pass --tracking-uri")
 
 
 def _check_http(uri: str, what: str, timeout_s: float) -> None:
