@@ -8,7 +8,6 @@ difference in a board comes from the same resamples.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,12 +17,13 @@ import polars as pl
 
 from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_p, resamples
 from reports.store import StoreData
+from reports.vocabulary import DTYPE, SEED
 from strategies.prompts import INVALID, UNCERTAIN
 from strategies.registry import DIMENSIONS, NOT_APPLICABLE, Strategy
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 BOARD_KEYS = ("dataset", "model", "param.eval.split", "param.eval.limit", "param.eval.sample_seed")
-ALWAYS_PAIRED = ("seed", "dtype")  # settings that are no strategy dimension but change results: equal in every pair
+ALWAYS_PAIRED = (SEED, DTYPE)  # settings that are no strategy dimension but change results: equal in every pair
 
 
 @dataclass
@@ -47,6 +47,10 @@ class Row:
     @property
     def label(self) -> str:
         return self.strategy if self.training == "none" else f"{self.training} / {self.strategy}"
+
+    @property
+    def seed(self) -> str:
+        return self.params.get(SEED, NOT_APPLICABLE)
 
     @property
     def kind(self) -> str:
@@ -74,18 +78,22 @@ class Board:
 
     @cached_property
     def seeds(self) -> tuple[str, ...]:
-        return tuple(sorted({r.params.get("seed", NOT_APPLICABLE) for r in self.rows}))
+        return tuple(sorted({r.seed for r in self.rows}))
 
     @cached_property
-    def _runs_per_label(self) -> Counter[str]:
-        return Counter(r.label for r in self.rows)
+    def by_label(self) -> dict[str, list[Row]]:
+        """The rows of each strategy (a row label), one per seed, in seed order; strategies in board order."""
+        groups: dict[str, list[Row]] = {}
+        for row in self.rows:
+            groups.setdefault(row.label, []).append(row)
+        return {label: sorted(rows, key=lambda r: r.seed) for label, rows in groups.items()}
 
     def seeds_of(self, row: Row) -> tuple[str, ...]:
         """The seeds `row`'s result holds for: its own; or, where the board has several seeds and this is its
         strategy's only run, all of them (a run nothing random touches runs once: `bench.grid.expand`)."""
-        if len(self.seeds) > 1 and self._runs_per_label[row.label] == 1:
+        if len(self.seeds) > 1 and len(self.by_label[row.label]) == 1:
             return self.seeds
-        return (row.params.get("seed", NOT_APPLICABLE),)
+        return (row.seed,)
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,7 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
             buckets: dict[tuple, dict[str, list[Row]]] = {}
             for row in (r for r in board.rows if r.kind == "llm"):
                 for seed in board.seeds_of(row):  # a run that stands for every seed pairs with each
-                    key = tuple(seed if c == "seed" else row.params.get(c, NOT_APPLICABLE) for c in context)
+                    key = tuple(seed if c == SEED else row.params.get(c, NOT_APPLICABLE) for c in context)
                     buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
             for by_value in buckets.values():
                 controls = by_value.get(reference, [])
@@ -348,7 +356,7 @@ def board_frame(board: Board) -> pl.DataFrame:
     several_seeds = len(board.seeds) > 1
 
     def strategy(row: Row) -> str:
-        return f"{row.strategy} (seed {row.params.get('seed', '?')})" if several_seeds else row.strategy
+        return f"{row.strategy} (seed {row.seed})" if several_seeds else row.strategy
 
     return pl.DataFrame([{
         "training": r.training, "strategy": strategy(r), "accuracy [95% CI]": r.accuracy.text(),

@@ -46,13 +46,6 @@ def _two_level(point: float, replicates: list[np.ndarray], rng: np.random.Genera
     return interval(point, stacked[drawn, np.arange(stacked.shape[1])[:, None]].mean(axis=1))
 
 
-def _by_label(board: Board) -> dict[str, list[Row]]:
-    groups: dict[str, list[Row]] = {}
-    for row in board.rows:
-        groups.setdefault(row.label, []).append(row)
-    return {label: sorted(rows, key=lambda r: r.params.get("seed", "")) for label, rows in groups.items()}
-
-
 def _pairs(board: Board, rows: list[Row], baseline: list[Row]) -> list[tuple[Row, Row]]:
     """Each seed's run with the baseline's run of the same seed, a run that stands for every seed pairing with
     each run of the other side."""
@@ -64,7 +57,7 @@ def seed_summaries(boards: list[Board], seed: int = 0) -> list[SeedSummary]:
     rng = np.random.default_rng(seed)
     found = []
     for board in boards:
-        groups = _by_label(board)
+        groups = board.by_label
         if all(len(rows) == 1 for rows in groups.values()):
             continue
         baseline = groups.get(board.baseline.label, []) if board.baseline else []
@@ -75,7 +68,7 @@ def seed_summaries(boards: list[Board], seed: int = 0) -> list[SeedSummary]:
             differences = [a.accuracy.value - b.accuracy.value for a, b in pairs]
             mean_difference = float(np.mean(differences)) if pairs else 0.0
             found.append(SeedSummary(
-                board.title, label, tuple(r.params.get("seed", "?") for r in rows),
+                board.title, label, tuple(r.seed for r in rows),
                 _two_level(float(np.mean(acc)), [r.acc_replicates for r in rows], rng), _spread(acc),
                 _two_level(float(np.mean(f1)), [r.f1_replicates for r in rows], rng), _spread(f1),
                 _two_level(mean_difference, [a.acc_replicates - b.acc_replicates for a, b in pairs], rng)
