@@ -38,7 +38,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_EXAMPLES = 10_000_000  # an evaluation limit above this is a typo, not a dataset
 
 
-
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     split: str | None = None

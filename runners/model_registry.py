@@ -33,10 +33,9 @@ CHATML_TEMPLATE = (
 )
 # the tiny test model's tokenizer learns from the text the suite ships (a data folder, read as files)
 TINY_CORPUS = (Path(__file__).resolve().parent.parent / "bench" / "data", (("emotion", 3000), ("tnews", 1000)))
-
-
 TINY_CONTEXT = 4096
-CLASSIFIER, EMBEDDING = "classifier", "embedding"
+CLASSIFIER, EMBEDDING = "classifier", "embedding"  # the roles a registered model plays
+
 
 class ModelError(Exception):
     """A model that cannot be found, fetched or trained: the message says what and how to fix it."""

@@ -38,6 +38,7 @@ class DemoSource:
     seed: int
     embeddings: PoolEmbeddings | None = None
 
+
 _CJK = "\u3400-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W{_CJK}_]+")
 

@@ -8,8 +8,9 @@ Pure Python: no torch here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from strategies.demos import DEMO_SELECTORS
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
@@ -57,6 +58,16 @@ def _parse_icl(raw: str) -> str:
     return f"{match.group(1)}-{int(match.group(2))}"
 
 
+def _values_of(registry: Mapping[str, Any]) -> tuple[Value, ...]:
+    """The values of a registry whose entries carry their own `doc` and `tag` (verbalizers, norms, calibrations)."""
+    return tuple(Value(name, entry.doc, entry.tag) for name, entry in registry.items())
+
+
+def _under_ppl(strategy: Strategy) -> bool:
+    """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: under ppl only."""
+    return strategy.decoding == "ppl"
+
+
 def _on_off(name: str, on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
     return (Value("off", off_doc), Value("on", on_doc, tag))
 
@@ -89,7 +100,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "labels",
             "how categories are named in the prompt and the answer",
-            tuple(Value(name, v.doc, v.tag) for name, v in VERBALIZERS.items()),
+            _values_of(VERBALIZERS),
             default="names",
         ),
         Dimension(
@@ -104,16 +115,16 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "ppl_norm",
             "normalisation of candidate log-likelihoods under ppl decoding",
-            tuple(Value(name, norm.doc, norm.tag) for name, norm in PPL_NORMS.items()),
+            _values_of(PPL_NORMS),
             default="mean",
-            applies=lambda s: s.decoding == "ppl",
+            applies=_under_ppl,
         ),
         Dimension(
             "calibration",
             "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
-            tuple(Value(name, c.doc, c.tag) for name, c in CALIBRATIONS.items()),
+            _values_of(CALIBRATIONS),
             default="none",
-            applies=lambda s: s.decoding == "ppl",
+            applies=_under_ppl,
         ),
         Dimension(
             "reasoning",
