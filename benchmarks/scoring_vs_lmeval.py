@@ -60,7 +60,7 @@ def check_same_tokens(lm: LoadedModel, encode_pair, prompt: str, candidates: lis
     suite_context = lm.tokenizer(context, add_special_tokens=False).input_ids
     for candidate in candidates:
         theirs = encode_pair(prompt, candidate + lm.tokenizer.eos_token)
-        ours = lm.tokenizer("\n" + candidate, add_special_tokens=False).input_ids + [lm.tokenizer.eos_token_id]
+        ours = lm.tokenizer("\n" + candidate, add_special_tokens=False).input_ids + [lm.end_id]
         if (list(theirs[0]), list(theirs[1])) != (suite_context, ours):
             raise SystemExit(f"tokenisations differ for {candidate!r}: lm-eval {theirs[1]} vs suite {ours}")
 

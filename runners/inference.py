@@ -157,9 +157,9 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
         last = positions[:, -1]
         for step in range(max_new_tokens):
             chosen = out.logits[:, -1].argmax(-1)
-            ended |= chosen == tok.eos_token_id
+            ended |= chosen == lm.end_id
             for r, token in enumerate(chosen.tolist()):
-                if not tokens[r] or tokens[r][-1] != tok.eos_token_id:
+                if not tokens[r] or tokens[r][-1] != lm.end_id:
                     tokens[r].append(token)
             if bool(ended.all()) or step + 1 == max_new_tokens:
                 break
@@ -188,7 +188,7 @@ class CandidateScores:
 def candidate_ids(lm: LoadedModel, candidates: Sequence[str]) -> list[list[int]]:
     """Token ids of each candidate completion, ending with the end-of-turn token (so "joy" != "joyful")."""
     ids = lm.tokenizer(list(candidates), add_special_tokens=False).input_ids
-    return [list(c) + [lm.tokenizer.eos_token_id] for c in ids]
+    return [list(c) + [lm.end_id] for c in ids]
 
 
 @dataclass(frozen=True)

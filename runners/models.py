@@ -12,11 +12,13 @@ import torch
 
 @dataclass
 class LoadedModel:
-    """A causal LM and its tokenizer, ready for batched left-padded inference."""
+    """A causal LM and its tokenizer, ready for batched left-padded inference. `end_id` is the token that ends a
+    turn (the tokenizer's end-of-sequence token, read once at load): generation stops on it, candidates end with it."""
 
     model: torch.nn.Module
     tokenizer: object
     device: torch.device
+    end_id: int
 
 
 def is_adapter(folder: Path) -> bool:
@@ -45,4 +47,4 @@ def load_model(folder: Path, dtype: str, stages: Sequence[Path] = ()) -> LoadedM
 
         for adapter in adapters:
             model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    return LoadedModel(model.to(device).eval(), tokenizer, device)
+    return LoadedModel(model.to(device).eval(), tokenizer, device, tokenizer.eos_token_id)

@@ -2,6 +2,8 @@
 direct forward pass per (prompt, candidate); greedy generation from the shared prefix equals `model.generate` on
 each prompt alone; batching by tokens changes nothing."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -65,15 +67,18 @@ def test_greedy_generation_equals_model_generate_on_each_prompt_alone(tiny_lm):
         assert generate(tiny_lm, PROMPTS + UNRELATED, 6, batching) == expected
 
 
-def test_generation_stops_when_every_row_has_ended(tiny_lm, monkeypatch):
-    """Make every row's first token the end of the turn: no decoding step follows the prompt's pass."""
+def test_generation_stops_when_every_row_has_ended(tiny_lm):
+    """Make every row's first token the end of the turn: no decoding step follows the prompt's pass. The model and
+    tokenizer are left untouched (a copy of the loaded model names another end token; a forward hook counts)."""
     rows = [PROMPTS[0], PROMPTS[0]]
     first = tiny_lm.tokenizer(generate(tiny_lm, rows[:1], 1, Batching(8)), add_special_tokens=False).input_ids[0][0]
-    monkeypatch.setattr(tiny_lm.tokenizer, "eos_token_id", first)
+    ending_at_first = dataclasses.replace(tiny_lm, end_id=first)
     calls = []
-    real = tiny_lm.model.forward
-    monkeypatch.setattr(tiny_lm.model, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
-    generate(tiny_lm, rows, 50, Batching(8))
+    hook = tiny_lm.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        generate(ending_at_first, rows, 50, Batching(8))
+    finally:
+        hook.remove()
     assert len(calls) == 2  # the shared prefix, then the prompts' own tokens: 50 new tokens allowed, none needed
 
 
