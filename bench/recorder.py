@@ -26,6 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from bench.specs import Job
 from bench.store import JobStore
 from reports.vocabulary import (
+    ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
     ERROR_TAG,
     EXPERIMENT_KIND,
@@ -39,6 +40,7 @@ from reports.vocabulary import (
     TRIAL_STATE_TAG,
     TRIAL_TAG,
 )
+from runners.environment import environment
 
 BATCH = 900  # MLflow takes at most 1000 metrics and 100 params per log_batch call
 
@@ -68,6 +70,11 @@ class JobResult:
     summary: str = ""
 
 
+def environment_tags() -> dict[str, str]:
+    """The versions, commit and device this process runs with, as the tags every run carries."""
+    return {ENV_TAG_PREFIX + name: value for name, value in environment().items()}
+
+
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """`Type: message` on one line, cut to `limit` characters (the whole traceback goes to error.txt)."""
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -90,7 +97,8 @@ class MlflowRecorder:
         """The grid's one parent run (every worker and invocation nests under it), marked RUNNING again if an
         earlier invocation ended it, with the number of evaluations planned."""
         def create() -> str:
-            run = self.client.create_run(self.experiment_id, run_name=grid, tags={GRID_TAG: grid})
+            tags = {GRID_TAG: grid, **environment_tags()}
+            run = self.client.create_run(self.experiment_id, run_name=grid, tags=tags)
             if source is not None and source.is_file():
                 self.client.log_param(run.info.run_id, "grid.file", str(source))
                 self.client.log_artifact(run.info.run_id, str(source), artifact_path="grid")
@@ -107,7 +115,7 @@ class MlflowRecorder:
 
     def start(self, job: Job, parent_id: str | None, tags: dict[str, str] | None = None) -> str:
         """A RUNNING child run for `job`, with its params and its identity tags."""
-        run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, **(tags or {})}
+        run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, **environment_tags(), **(tags or {})}
         if parent_id:
             run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=job.name, tags=run_tags)
@@ -119,7 +127,8 @@ class MlflowRecorder:
     def start_trial(self, spec: Job, parent_id: str, number: int, study: str) -> str:
         """A search trial's run (kind `trial`, its jobs nest under it), with the params of the spec it evaluates: the
         same vocabulary as a grid's runs, so both line up in MLflow's compare view."""
-        tags = {KIND_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id}
+        tags = {KIND_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id,
+                **environment_tags()}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {number}: {spec.name}", tags=tags)
         values = [Param(k, v) for k, v in spec.run_params().items()]
         for start in range(0, len(values), 100):

@@ -8,6 +8,7 @@ difference in a board comes from the same resamples.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,7 +18,7 @@ import polars as pl
 
 from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_p, resamples
 from reports.store import StoreData
-from reports.vocabulary import DTYPE, SEED
+from reports.vocabulary import DTYPE, RESULT_ENVIRONMENT, SEED
 from strategies.prompts import INVALID, UNCERTAIN
 from strategies.registry import DIMENSIONS, NOT_APPLICABLE, Strategy
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
@@ -41,6 +42,7 @@ class Row:
     correct: np.ndarray
     acc_replicates: np.ndarray
     f1_replicates: np.ndarray
+    environment: dict[str, str] = field(default_factory=dict)  # what produced it (`runners.environment`)
     p_accuracy: float | None = None  # McNemar against the board's baseline row, Holm-adjusted
     p_macro_f1: float | None = None  # paired approximate randomization against the baseline row, Holm-adjusted
 
@@ -164,10 +166,11 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
                 {k.removeprefix("param."): v for k, v in record.items() if k.startswith("param.") and v is not None},
                 {k.removeprefix("metric."): v for k, v in record.items() if k.startswith("metric.") and v is not None},
                 acc, f1, predicted, gold == predicted, acc_replicates, f1_replicates,
+                {k.removeprefix("env."): v for k, v in record.items() if k.startswith("env.") and v is not None},
             ))
         rows.sort(key=lambda r: (-r.accuracy.value, -r.macro_f1.value, r.label))
         board = Board(dataset, model, f"{split}, limit {limit}, sample seed {sample_seed}", len(ids), rows, gold,
-                      classes.n, notes=notes + _class_notes(rows, gold, classes.n))
+                      classes.n, notes=notes + _class_notes(rows, gold, classes.n) + _environment_notes(rows))
         _test_against_baseline(board, baseline, seed)
         boards.append(board)
     return boards
@@ -182,6 +185,19 @@ def _class_notes(rows: list[Row], gold: np.ndarray, n_classes: int) -> list[str]
     return [f"{dataset_classes - in_sample} of the dataset's {dataset_classes} classes never occur as gold in these "
             f"{len(gold)} examples; macro-F1 averages over the classes that occur as gold or as a prediction "
             f"({in_sample} as gold here), as scikit-learn does by default"]
+
+
+def _environment_notes(rows: list[Row]) -> list[str]:
+    """One note per library (or device) that changes results and differs between the board's rows: their numbers
+    may differ for that reason alone."""
+    notes = []
+    for name in RESULT_ENVIRONMENT:
+        counts = Counter(r.environment.get(name, "not recorded") for r in rows)
+        if len(counts) > 1:
+            seen = ", ".join(f"{value} ({n} row{'s' if n > 1 else ''})" for value, n in sorted(counts.items()))
+            notes.append(f"rows produced under different {name} {'' if name == 'device' else 'versions '}"
+                         f"({seen}): a difference between them may come from that alone")
+    return notes
 
 
 def _test_against_baseline(board: Board, name: str | None, seed: int) -> None:

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from reports.vocabulary import (
     BASELINE,
     DATASET,
+    ENV_TAG_PREFIX,
     GRID_TAG,
     HASH_TAG,
     INFER_PREFIX,
@@ -158,6 +159,8 @@ def read_store(uri: str, experiment: str | None, cache: Path, shown: str | None 
             else _tag(params, INFER_PREFIX, Strategy),
             "is_baseline": params.get(BASELINE, "none") != "none",
             **{f"param.{k}": v for k, v in params.items()},
+            **{f"env.{k.removeprefix(ENV_TAG_PREFIX)}": v for k, v in r.data.tags.items()
+               if k.startswith(ENV_TAG_PREFIX)},
             **{f"metric.{k}": float(v) for k, v in r.data.metrics.items()},
             "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # R-Gen, warm-up included
         })

@@ -18,6 +18,8 @@ TRIAL_STATE_TAG = "genclsbench.trial_state"  # COMPLETE | PRUNED | FAIL | cached
 OUTPUT_ARTIFACT = "output"  # a job's output folder (trained adapter, reasonings, confidences)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment of this kind on its runs
 EXPERIMENT_KIND = "custom_model_development"
+ENV_TAG_PREFIX = "genclsbench.env."  # + python, torch, ..., commit, device, device_name: what produced the run
+RESULT_ENVIRONMENT = ("torch", "transformers", "tokenizers", "trl", "peft", "device")  # those that move results
 
 # params a report reads (all runs of a kind carry the same keys; "none" where a value does not apply)
 DATASET, MODEL, SEED, DTYPE, BASELINE = "dataset", "model", "seed", "dtype", "baseline"

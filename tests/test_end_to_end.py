@@ -1,5 +1,7 @@
 """A whole grid on tiny-random into a temporary MLflow store: runs, params, metrics, artifacts, resume, faults."""
 
+import platform
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -7,7 +9,7 @@ import pytest
 from cli_runner import flat, run_cli
 
 import runners.predict
-from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
+from reports.vocabulary import ENV_TAG_PREFIX, ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
 
 GRID = """
 name: e2e
@@ -46,6 +48,12 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert all(c.info.status == "FINISHED" for c in children)
     assert len({tuple(sorted(c.data.params)) for c in children}) == 1  # identical param keys
+    for run in parents + children:  # what produced each run, the same keys everywhere
+        env = {k.removeprefix(ENV_TAG_PREFIX): v for k, v in run.data.tags.items() if k.startswith(ENV_TAG_PREFIX)}
+        assert set(env) == {"python", "torch", "transformers", "tokenizers", "trl", "peft", "mlflow", "optuna",
+                            "genclsbench", "commit", "device", "device_name"}
+        assert env["torch"] == version("torch") and env["transformers"] == version("transformers")
+        assert env["python"] == platform.python_version() and env["device"] == "cpu" and env["device_name"]
     names = {c.info.run_name for c in children}
     assert "emotion/tiny-random/zero+defs+uncertain+numeric+ppl+sum" in names
     assert "emotion/tiny-random/fixed-2+reason" in names

@@ -15,7 +15,7 @@ from cli_runner import bench, flat
 
 from reports.analysis import build_boards, strategy_effects
 from reports.store import read_store
-from reports.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
+from reports.vocabulary import ENV_TAG_PREFIX, GRID_TAG, HASH_TAG, KIND_TAG
 from strategies.registry import Strategy
 
 N = 20
@@ -30,9 +30,9 @@ def _wrong(label: str) -> str:
 
 
 def _log_eval(name: str, strategy: Strategy, right: set[int], with_predictions: bool = True,
-              baseline: str = "none", seed: int = 0) -> None:
+              baseline: str = "none", seed: int = 0, tags: dict[str, str] | None = None) -> None:
     job = f"{name}:{seed}" if seed else name
-    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: job, KIND_TAG: "eval"}):
+    with mlflow.start_run(run_name=name, nested=True, tags={HASH_TAG: job, KIND_TAG: "eval", **(tags or {})}):
         params = {"dataset": "toy", "model": "m", "eval.split": "test", "eval.limit": "none", "seed": str(seed),
                   "eval.sample_seed": "0", "train.method": "none", "baseline": baseline,
                   **{f"infer.{k}": v for k, v in strategy.as_dict().items()}}
@@ -200,6 +200,23 @@ def test_a_board_says_which_classes_its_sample_lacks(tracking_uri, tmp_path, mon
                              artifact_file="predictions.json")
     board = build_boards(read_store(tracking_uri, "classes", tmp_path / "cache"))[0]
     assert any("75 of the dataset's 77 classes never occur as gold in these 20 examples" in n for n in board.notes)
+
+
+def test_a_board_notes_rows_made_under_different_library_versions(tracking_uri, tmp_path):
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("versions")
+    same = {ENV_TAG_PREFIX + "transformers": "5.23.0", ENV_TAG_PREFIX + "device": "cpu",
+            ENV_TAG_PREFIX + "mlflow": "3.17.2"}
+    torch_of = {"zero": "2.13.0", "zero+ppl": "2.13.0", "similar-3": "2.14.0"}
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "versions"}):
+        for name, strategy in STRATEGIES.items():
+            mlflow_of_row = {ENV_TAG_PREFIX + "mlflow": "3.18.0"} if name == "zero" else {}
+            _log_eval(name, strategy, CORRECT[name],
+                      tags={**same, ENV_TAG_PREFIX + "torch": torch_of[name], **mlflow_of_row})
+    board = build_boards(read_store(tracking_uri, "versions", tmp_path / "cache"))[0]
+    assert [n for n in board.notes if "rows produced under" in n] == [
+        "rows produced under different torch versions (2.13.0 (2 rows), 2.14.0 (1 row)): a difference between them "
+        "may come from that alone"]  # mlflow differs too, but it does not change results
 
 
 def test_one_row_per_job_the_newest_finished_run_and_killed_runs_listed(tracking_uri, tmp_path):
