@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.plan.errors import UserError
 
 DEFAULT_STORE_FILE = "mlflow.db"
 
