@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bench.errors import UserError
+from bench.plan.errors import UserError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
@@ -68,7 +69,7 @@ def _results_table(rows) -> Table:
 
 def _writable_folder(folder: Path, option: str) -> None:
     """Fail with one line unless `folder` can take files: checked before any work, not after it."""
-    from bench.locations import probe_writable
+    from bench.run.locations import probe_writable
 
     try:
         probe_writable(folder)
@@ -117,7 +118,7 @@ def run(
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Evaluate every strategy combination of a grid and log each one to MLflow."""
-    from bench.launch import (
+    from bench.run.launch import (
         Overrides,
         graph_models,
         join_workers,
@@ -128,7 +129,7 @@ def run(
         spawn_workers,
         work,
     )
-    from bench.locations import mask
+    from bench.run.locations import mask
 
     launch = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
                      experiment, dict(os.environ))
@@ -136,7 +137,8 @@ def run(
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
         work(launch, jobs, console, lease, label="worker", threads=_threads_per_worker())
         return
-    for line in plan_lines(launch, jobs.states(list(launch.graph.jobs)) if jobs else {}, dry_run):
+    states, now = (jobs.states(list(launch.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
+    for line in plan_lines(launch, states, now, dry_run):
         console.print(line, highlight=False, markup=False)
     if dry_run:
         return
@@ -186,7 +188,7 @@ def search(
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
     import yaml
 
-    from bench.locations import mask
+    from bench.run.locations import mask
     from bench.search import best_grid, lowered, start_search, summarise
     from reports.search_page import SearchPage, write_search_page
 
@@ -243,34 +245,19 @@ def status(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
 ) -> None:
     """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why)."""
-    import time
-
-    from bench.launch import Overrides, open_store, prepare
-    from bench.progress import clock
-    from bench.store import DONE, FAILED, RUNNING
+    from bench.run.launch import Overrides, open_store, prepare
+    from bench.run.status import GROUPS, job_statuses
 
     launch = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
     jobs = open_store(launch, create=False)
     states = jobs.states(list(launch.graph.jobs)) if jobs else {}
-    now = jobs.now() if jobs else time.time()
+    statuses = job_statuses(launch.graph, states, jobs.now() if jobs else time.time())
     table = _table(f"grid {launch.name}, experiment '{launch.experiment}'", ["job", "kind", "status"],
                    wrap=("job", "status"))
-    counts = dict.fromkeys((DONE, RUNNING, "waiting", FAILED), 0)
+    counts = dict.fromkeys(GROUPS, 0)
     for key, job in launch.graph.jobs.items():
-        state = states.get(key)
-        if state is not None and state.status == RUNNING:
-            lapsed = "" if (state.lease_until or 0) >= now else ", lease expired: another worker takes it over"
-            text, group = f"running on {state.worker} for {clock(now - (state.started or now))}{lapsed}", RUNNING
-        elif state is not None and state.status == DONE:
-            text, group = "done", DONE
-        elif state is not None and state.status == FAILED:
-            text, group = f"failed: {state.error}", FAILED
-        else:
-            needs = [launch.graph.jobs[d].name for d in launch.graph.needs[key]
-                     if not (d in states and states[d].status == DONE)]
-            text, group = (f"waits on {', '.join(needs)}" if needs else "ready"), "waiting"
-        counts[group] += 1
-        table.add_row(job.name, job.KIND, text)
+        counts[statuses[key].group] += 1
+        table.add_row(job.name, job.KIND, statuses[key].text)
     console.print(table)
     console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(launch.graph.jobs)} jobs)"
                   + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
@@ -288,9 +275,9 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.locations import check_reachable, mask
-    from bench.locations import tracking_uri as resolve_tracking
-    from bench.workspace import Workspace, default_cache
+    from bench.run.locations import check_reachable, mask
+    from bench.run.locations import tracking_uri as resolve_tracking
+    from bench.run.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
     from reports.render import Report, references_frame, seeds_frame, write_report
     from reports.seeds import seed_summaries
@@ -346,8 +333,8 @@ def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:
 @_one_line_errors
 def list_registry() -> None:
     """Print every strategy dimension with its values and docs, the datasets and the models."""
-    from bench.datasets import DatasetConfig, bundled_names, load_dataset
-    from bench.reasoning_corpora import BUNDLED_CORPORA
+    from bench.plan.datasets import DatasetConfig, bundled_names, load_dataset
+    from bench.plan.reasoning_corpora import BUNDLED_CORPORA
     from runners.baselines import BASELINES
     from runners.model_registry import MODELS
     from strategies.demos import RETRIEVER_FOR_LANGUAGE

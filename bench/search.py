@@ -1,8 +1,8 @@
 """`bench search`: an Optuna study whose trials are RunSpecs, run by the same executor against the same job store as
 `bench run`.
 
-A trial samples a point of the space (`bench.space`), expands it into its one RunSpec, and asks the job store: a spec
-already finished (by a grid or an earlier trial) costs nothing (the trial is *cached*); otherwise the executor runs
+A trial samples a point of the space (`bench.plan.space`), expands it into its one RunSpec, and asks the job store: a
+spec already finished (by a grid or an earlier trial) costs nothing (the trial is *cached*); otherwise the executor runs
 its job graph, so a trained model is trained once and shared by every trial that uses it. The evaluation goes in
 rounds over a seeded shuffled order of the examples; after each round the trial reports every example's correctness
 (step = its position) and Optuna's Wilcoxon pruner, pairing them with the best trial's on the same examples, stops a
@@ -23,16 +23,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.errors import UserError
-from bench.executor import Executor, Pruned
-from bench.graph import build_graph
-from bench.jobs import ROUND, Performer, round_order
-from bench.launch import Launch
-from bench.locations import mask, sqlite_path, with_driver
-from bench.recorder import MlflowRecorder
-from bench.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
-from bench.specs import RunSpec
-from bench.store import DONE, JobStore
+from bench.plan.errors import UserError
+from bench.plan.graph import build_graph
+from bench.plan.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
+from bench.plan.specs import RunSpec
+from bench.run.executor import Executor, Pruned
+from bench.run.jobs import ROUND, Performer, round_order
+from bench.run.launch import Launch
+from bench.run.locations import mask, sqlite_path, with_driver
+from bench.run.recorder import MlflowRecorder
+from bench.run.store import DONE, JobStore
 from reports.search_page import TrialRow
 
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
@@ -118,7 +118,7 @@ class Search:
         self.parent = recorder.open_parent(store, f"study {study.study_name}", space.path, 0)
 
     def _spec(self, trial) -> tuple[RunSpec, dict]:
-        from bench.grid import expand
+        from bench.plan.grid import expand
         from runners.model_registry import default_dtype
 
         grid = self.space.sample(trial)
@@ -245,14 +245,14 @@ def start_search(space_path: Path, study: str | None, storage: str, tracking_uri
                  experiment: str | None, lease_s: float, console: Console, environment: Mapping[str, str]) -> Search:
     """A worker of the study `study` (default: the space's name) of the space file `space_path`, ready to optimise:
     its job store and Optuna storage opened, its model converted, its MLflow parent run open."""
-    from bench.datasets import DatasetCache
-    from bench.graph import JobGraph
-    from bench.launch import open_store, prepare_models
-    from bench.locations import job_store_uri
-    from bench.locations import tracking_uri as resolve_tracking
-    from bench.progress import LineReporter
-    from bench.space import read_space
-    from bench.workspace import Workspace, default_cache
+    from bench.plan.datasets import DatasetCache
+    from bench.plan.graph import JobGraph
+    from bench.plan.space import read_space
+    from bench.run.launch import open_store, prepare_models
+    from bench.run.locations import job_store_uri
+    from bench.run.locations import tracking_uri as resolve_tracking
+    from bench.run.progress import LineReporter
+    from bench.run.workspace import Workspace, default_cache
     from runners.batching import Batching
     from runners.quiet import quiet_libraries
 

@@ -11,8 +11,8 @@ import argparse
 import os
 import time
 
-from bench.datasets import DatasetConfig, load_dataset
-from bench.workspace import Workspace, default_cache
+from bench.plan.datasets import DatasetConfig, load_dataset
+from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 from runners.models import load_model
 from runners.predict import DecodeSettings, Predictor

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.datasets import DatasetConfig, load_dataset
-from bench.workspace import Workspace, default_cache
+from bench.plan.datasets import DatasetConfig, load_dataset
+from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 from runners.inference import prompt_text, score_candidates
 from runners.models import LoadedModel, load_model

@@ -19,8 +19,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from bench.datasets import DatasetCache, DatasetConfig
-from bench.workspace import Workspace, default_cache
+from bench.plan.datasets import DatasetCache, DatasetConfig
+from bench.run.workspace import Workspace, default_cache
 from runners.sft import sft_rows, train_sft
 from runners.sft_config import LoraSettings, SFTSettings
 from runners.train_common import StepLogger, load_trainable, lora_config, trainer_args, training_examples

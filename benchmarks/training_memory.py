@@ -26,8 +26,8 @@ CORPORA = ("cose", "esnli", "gsm8k")
 def child(model: str, n: int, batch_size: int, budget: int) -> dict[str, float]:
     """Train once in this process with `budget` tokens per pass (0: the whole batch) and return its figures."""
     import runners.sft
-    from bench.reasoning_corpora import load_corpus, rgen_mixture
-    from bench.workspace import Workspace, default_cache
+    from bench.plan.reasoning_corpora import load_corpus, rgen_mixture
+    from bench.run.workspace import Workspace, default_cache
     from runners.rgen import rgen_rows
     from runners.sft import row_tokens, train_sft
     from runners.sft_config import LoraSettings, SFTSettings

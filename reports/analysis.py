@@ -92,7 +92,7 @@ class Board:
 
     def seeds_of(self, row: Row) -> tuple[str, ...]:
         """The seeds `row`'s result holds for: its own; or, where the board has several seeds and this is its
-        strategy's only run, all of them (a run nothing random touches runs once: `bench.grid.expand`)."""
+        strategy's only run, all of them (a run nothing random touches runs once: `bench.plan.grid.expand`)."""
         if len(self.seeds) > 1 and len(self.by_label[row.label]) == 1:
             return self.seeds
         return (row.seed,)

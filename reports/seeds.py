@@ -5,7 +5,7 @@ seeds; its difference from the board's baseline says in how many seeds it has th
 The interval is a two-level bootstrap: each replicate draws the seeds with replacement and, within the board's
 shared resample of the examples, averages those seeds' replicate scores, so a strategy whose result swings from
 seed to seed gets a wide interval even on many examples. A run that nothing random touches (untrained, zero-shot or
-retrieved demos, greedy or scored) is run once (`bench.grid.expand`) and stands for every seed.
+retrieved demos, greedy or scored) is run once (`bench.plan.grid.expand`) and stands for every seed.
 """
 
 from __future__ import annotations

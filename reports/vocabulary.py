@@ -1,7 +1,7 @@
 """The names shared by the writers and the readers of the tracking store: tag names, and the params a report reads.
 It lives with the readers; `bench`, the writer, imports it (arrows point one way). No heavy imports.
 
-Params themselves are derived from the job records (`bench.identity.params`); a test checks that every name listed
+Params themselves are derived from the job records (`bench.plan.identity.params`); a test checks that every name listed
 here is one they produce.
 """
 

@@ -235,11 +235,24 @@ def model_revision(name: str) -> str:
     return "hub"
 
 
+def _alias_folder(name: str, cache: Path) -> Path:
+    """Where an alias is built under the cache root."""
+    return cache / "models" / name
+
+
+def local_folder(name: str, cache: Path) -> Path | None:
+    """The folder of a model already on this machine (a local folder, or an alias built under `cache`), found
+    without fetching or building anything; None when it is not here yet."""
+    folder = Path(name).expanduser()
+    folder = folder if folder.is_dir() else _alias_folder(name, cache)
+    return folder if folder.is_dir() else None
+
+
 def model_folder(name: str, cache: Path, role: str = CLASSIFIER) -> Path:
     """The local folder of a model alias (built under `cache`/models on first use), local folder, or Hub id."""
     check_model_ref(name, role)
     if name in MODELS:
-        return build_once(cache / "models" / name, "config.json", MODELS[name].build)
+        return build_once(_alias_folder(name, cache), "config.json", MODELS[name].build)
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
     from huggingface_hub import snapshot_download

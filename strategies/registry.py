@@ -173,7 +173,7 @@ class Strategy:
 
     @staticmethod
     def extra_params(strategy: Strategy | None) -> dict[str, object]:
-        """Params derived from the fields, for the MLflow compare view (see bench.identity.params)."""
+        """Params derived from the fields, for the MLflow compare view (see bench.plan.identity.params)."""
         return {"icl_method": strategy and strategy.icl_method, "shots": strategy and strategy.shots}
 
     def tag(self) -> str:

@@ -2,7 +2,7 @@
 (`ppl_norm`) and the calibration against content-free prompts (`calibration`). Each value is one registration
 carrying its behaviour; numpy only, so the registry stays free of torch.
 
-Calibration (both cited in the README):
+Calibration (both cited in docs/grids.md):
 - `contextual`, Zhao et al. 2021, "Calibrate Before Use": the label distribution the model gives content-free
   inputs ("N/A", "", "[MASK]" in the input's place, the same instructions and demos) estimates its label bias;
   each prediction's label probabilities are divided by it: log p(label | x) - log mean_cf p(label | cf).

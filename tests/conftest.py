@@ -52,10 +52,9 @@ def fresh_cache(tmp_path, monkeypatch, tiny_folder):
 def servers(tmp_path_factory):
     """A PostgreSQL server (the databases `jobs`, `mlflow`, `optuna`) and an MLflow tracking server on it, both on
     127.0.0.1, started once for the tests that need them and stopped after; yields (tracking URI, server URI)."""
-    from servers import mlflow_server, postgres, postgres_binary
+    from servers import mlflow_server, postgres, postgres_binary, require
 
-    if postgres_binary("initdb") is None:
-        pytest.skip("needs Debian's postgresql package (.ci/run installs it)")
+    require(postgres_binary("initdb") is not None, "Debian's postgresql package")
     with postgres() as server:
         with mlflow_server(f"{server}/mlflow", tmp_path_factory.mktemp("artifacts")) as tracking:
             yield tracking, server

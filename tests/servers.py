@@ -1,5 +1,6 @@
 """Real servers for the tests that need them, started here and stopped here, on 127.0.0.1 only: a throwaway
-PostgreSQL cluster (Debian's `postgresql` package; .ci/run installs it) and an `mlflow server` on it."""
+PostgreSQL cluster (Debian's `postgresql` package; .ci/run installs it) and an `mlflow server` on it; and the rule
+for a server or program that is missing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 USER, PASSWORD = "bench", "s3cret-pw"
+
+
+def require(found: bool, what: str) -> None:
+    """Skip a test whose server or program is missing on a developer's machine; fail it where `CI` is set, so CI
+    never goes green with the test unrun (.ci/run installs what the tests need)."""
+    if found:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide {what} (.ci/run installs it)")
+    pytest.skip(f"needs {what} (.ci/run installs it)")
 
 
 def free_port() -> int:

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from bench.datasets import DatasetConfig, bundled_names, load_dataset
-from bench.errors import UserError
+from bench.plan.datasets import DatasetConfig, bundled_names, load_dataset
+from bench.plan.errors import UserError
 
 
 def test_bundled_sets_load_with_definitions():

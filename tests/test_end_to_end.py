@@ -138,7 +138,7 @@ def test_a_terminated_worker_ends_its_run_killed_and_a_rerun_finishes_the_grid(t
     import sys
     import time
 
-    from bench.store import PENDING, SqlStore
+    from bench.run.store import PENDING, SqlStore
 
     grid = tmp_path / "long.yaml"
     grid.write_text("name: long\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: []\n"

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.datasets import DatasetCache
-from bench.executor import DependencyFailed, Executor, Hooks
-from bench.graph import build_graph
-from bench.grid import expand, read_grid
-from bench.progress import LineReporter
-from bench.recorder import JobResult
-from bench.specs import Job, RunSpec
-from bench.store import DONE, FAILED, PENDING, MemoryStore
-from bench.workspace import Workspace
+from bench.plan.datasets import DatasetCache
+from bench.plan.graph import build_graph
+from bench.plan.grid import expand, read_grid
+from bench.plan.specs import Job, RunSpec
+from bench.run.executor import DependencyFailed, Executor, Hooks
+from bench.run.progress import LineReporter
+from bench.run.recorder import JobResult
+from bench.run.status import job_rows
+from bench.run.store import DONE, FAILED, PENDING, MemoryStore
+from bench.run.workspace import Workspace
 
 GRID = """name: t
 datasets: [emotion]
@@ -142,13 +143,25 @@ def test_jobs_run_once_each_after_what_they_need(tmp_path):
     assert again.done == []  # a later invocation finds everything done
 
 
+def dependents_of(graph, key: str) -> set[str]:
+    """Every job that needs `key`, directly or not."""
+    found, frontier = set(), [key]
+    while frontier:
+        current = frontier.pop()
+        for other, needs in graph.needs.items():
+            if current in needs and other not in found:
+                found.add(other)
+                frontier.append(other)
+    return found
+
+
 def test_a_failing_job_fails_exactly_its_dependents_and_is_retried_later(tmp_path):
     graph = graph_of(tmp_path)
     clock = Clock()
     store, recorder = MemoryStore(clock), FakeRecorder()
     warmup = next(j for j in graph.jobs.values() if j.KIND == "train" and j.strategy.tag() == "sft")
     outcomes = executor(graph, store, recorder, tmp_path, FakePerformer(fail=(warmup.name,))).run()
-    doomed = set(graph.dependents(warmup.key))
+    doomed = dependents_of(graph, warmup.key)
     assert len(doomed) == 2 + 2 * 3  # sft+grpo, sft+rloo; 2 evaluations each of sft, sft+grpo, sft+rloo
     states = store.states()
     assert {k for k, s in states.items() if s.status == FAILED} == doomed | {warmup.key}
@@ -171,7 +184,7 @@ def test_a_dead_workers_job_is_taken_over_after_its_lease(tmp_path):
     graph = graph_of(tmp_path)
     clock = Clock()
     store, recorder = MemoryStore(clock), FakeRecorder()
-    store.register(graph.rows())
+    store.register(job_rows(graph))
     first, second = [k for k, j in graph.jobs.items() if j.KIND == "rgen"] + \
         [k for k, j in graph.jobs.items() if j.KIND == "relabel"]
     for key in (first, second):  # a worker claims, starts a run, and dies (kill -9: nothing more is written)

@@ -11,9 +11,9 @@ from cli_runner import bench
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.datasets import DatasetCache
-from bench.errors import UserError
-from bench.grid import expand, read_grid
+from bench.plan.datasets import DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.grid import expand, read_grid
 
 BASE = {"name": "fuzz", "datasets": ["emotion"], "models": ["tiny-random"], "eval": {"limit": 4},
         "inference": {"batch_size": 4, "max_new_tokens": 4}, "baselines": [],

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.datasets import DatasetCache
-from bench.errors import UserError
-from bench.grid import expand, read_grid
-from bench.identity import params
-from bench.specs import RunSpec
+from bench.plan.datasets import DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.grid import expand, read_grid
+from bench.plan.identity import params
+from bench.plan.specs import RunSpec
 
 BASE = """
 name: t

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.datasets import DatasetCache
-from bench.grid import expand, read_grid
-from bench.identity import identity_field, identity_hash, params
+from bench.plan.datasets import DatasetCache
+from bench.plan.grid import expand, read_grid
+from bench.plan.identity import identity_field, identity_hash, params
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 
@@ -65,14 +65,14 @@ def test_what_changes_a_result_changes_the_hash(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["quick.yaml", "quick_train.yaml", "two_stage.yaml", "gencls.yaml"])
 def test_every_run_of_a_grid_has_the_same_param_keys(name):
-    from bench.specs import RunSpec
+    from bench.plan.specs import RunSpec
 
     keys = {tuple(sorted(params(RunSpec, s))) for s in _specs(name).values()}
     assert len(keys) == 1 and "spec_hash" in next(iter(keys))
 
 
 def test_the_names_reports_read_are_params_runs_carry():
-    from bench.specs import RunSpec
+    from bench.plan.specs import RunSpec
     from reports.vocabulary import REPORT_PARAMS
 
     assert set(REPORT_PARAMS) <= set(params(RunSpec, None))

@@ -1,5 +1,6 @@
-"""The layering of ../shared/DESIGN.md, checked: runners and reports import nothing from bench; reports and grid
-validation load no torch; nothing writes through MLflow's process-global active run; nothing imports the CLI."""
+"""The layering of ../shared/DESIGN.md, checked: runners and reports import nothing from bench; bench.plan imports
+nothing from bench.run, nor torch, nor MLflow; reports and grid validation load no torch; nothing writes through
+MLflow's process-global active run; nothing imports the CLI."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _imports(package: str) -> dict[str, set[str]]:
-    """Module file -> the top-level packages it imports (anywhere in the file, lazy imports included)."""
+def _imports(package: str, depth: int = 1) -> dict[str, set[str]]:
+    """Module file -> the modules it imports, named by their first `depth` parts (anywhere in the file, lazy imports
+    included); `package` is a folder path such as `bench/plan`."""
     found = {}
     for path in (ROOT / package).rglob("*.py"):
         names = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
+                names |= {".".join(alias.name.split(".")[:depth]) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names.add(".".join(node.module.split(".")[:depth]))
         found[str(path.relative_to(ROOT))] = names
     return found
 
@@ -34,6 +36,10 @@ def test_arrows_point_one_way():
         assert not names & {"bench", "runners", "reports", "torch", "transformers"}, module
     for module, names in _imports("reports").items():
         assert not names & {"bench", "runners", "torch", "transformers"}, module
+    for module, names in _imports("bench/plan", depth=2).items():  # planning: what runs, never how
+        assert not names & {"bench.run", "bench.cli", "bench.search", "torch", "mlflow"}, module
+    for module, names in _imports("bench/run", depth=2).items():
+        assert not names & {"bench.cli", "bench.search"}, module
     for package in ("bench", "runners", "reports", "strategies"):
         for module, names in _imports(package).items():
             entry_point = module == "bench/__main__.py"  # `python -m bench` is the CLI itself
@@ -56,10 +62,10 @@ def _loads_torch(code: str) -> bool:
 
 
 def test_grid_validation_and_reports_load_no_torch():
-    assert not _loads_torch("from pathlib import Path\nfrom bench.grid import read_grid, expand\n"
-                            "from bench.datasets import DatasetCache\n"
+    assert not _loads_torch("from pathlib import Path\nfrom bench.plan.grid import read_grid, expand\n"
+                            "from bench.plan.datasets import DatasetCache\n"
                             "expand(read_grid(Path('grids/quick.yaml')), Path('grids/quick.yaml'), DatasetCache(), "
-                            "'float32')\nimport bench.graph, bench.store, bench.executor, bench.jobs")
+                            "'float32')\nimport bench.plan.graph, bench.run.store, bench.run.executor, bench.run.jobs")
     assert not _loads_torch("import reports.analysis, reports.render, reports.store, reports.charts")
 
 

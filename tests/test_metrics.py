@@ -1,6 +1,6 @@
 import pytest
 
-from bench.metrics import classification_report, metric_key
+from bench.run.metrics import classification_report, metric_key
 from strategies.prompts import INVALID, UNCERTAIN
 
 

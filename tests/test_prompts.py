@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench.datasets import DatasetConfig, load_dataset
+from bench.plan.datasets import DatasetConfig, load_dataset
 from strategies.demos import PostingsBM25, bm25_tokens
 from strategies.prompts import INVALID, UNCERTAIN, PromptBuilder, render_plain
 from strategies.registry import Strategy

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.datasets import DatasetConfig, load_dataset
+from bench.plan.datasets import DatasetConfig, load_dataset
 from runners.batching import Batching
 from runners.inference import candidate_ids, prompt_text, score_candidates
 from runners.model_registry import model_folder

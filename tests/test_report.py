@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 from cli_runner import bench, flat
+from servers import require
 
 from reports.analysis import build_boards, strategy_effects
 from reports.store import read_store
@@ -137,8 +138,8 @@ def test_report_errors_are_one_line(tracking_uri, tmp_path, monkeypatch, capsys,
     assert setup is not None or not (tmp_path / "mlflow.db").exists()  # no empty store left behind
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (installed by .ci/run)")
 def test_html_report_in_headless_chromium(store, tmp_path, monkeypatch):
+    require(shutil.which("chromium") is not None, "Debian's chromium")
     out = tmp_path / "rep"
     assert bench(monkeypatch, "report", "--experiment", "synthetic", "--out", str(out)) == 0
     page = (out / "report.html").resolve().as_uri()

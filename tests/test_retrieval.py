@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from cli_runner import run_cli
 
-from bench.datasets import DatasetCache
-from bench.errors import UserError
-from bench.grid import expand, read_grid
-from bench.workspace import cached_array
+from bench.plan.datasets import DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.grid import expand, read_grid
+from bench.run.workspace import cached_array
 from reports.vocabulary import KIND_TAG
 from strategies.demos import PoolEmbeddings, demo_selector
 from strategies.example import Example

@@ -15,18 +15,18 @@ from cli_runner import bench, run_cli
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from bench.datasets import DatasetCache
-from bench.errors import UserError
-from bench.executor import Hooks
-from bench.graph import JobGraph
-from bench.jobs import ROUND, round_order
-from bench.launch import Launch
-from bench.progress import LineReporter
-from bench.recorder import JobResult, MlflowRecorder
+from bench.plan.datasets import DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.graph import JobGraph
+from bench.plan.space import read_space
+from bench.run.executor import Hooks
+from bench.run.jobs import ROUND, round_order
+from bench.run.launch import Launch
+from bench.run.progress import LineReporter
+from bench.run.recorder import JobResult, MlflowRecorder
+from bench.run.store import MemoryStore, SqlStore
+from bench.run.workspace import Workspace
 from bench.search import Search, open_study, summarise
-from bench.space import read_space
-from bench.store import MemoryStore, SqlStore
-from bench.workspace import Workspace
 from reports.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
 
 ROOT = Path(__file__).resolve().parent.parent

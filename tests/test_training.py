@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.datasets import DatasetCache, DatasetConfig
-from bench.errors import UserError
-from bench.grid import read_grid, train_blocks
-from bench.identity import params
-from bench.specs import RunSpec, TrainSpec
+from bench.plan.datasets import DatasetCache, DatasetConfig
+from bench.plan.errors import UserError
+from bench.plan.grid import read_grid, train_blocks
+from bench.plan.identity import params
+from bench.plan.specs import RunSpec, TrainSpec
 from runners.sft_config import LoraSettings, SFTSettings
 from strategies.example import Category, Example, TaskCard
 from strategies.prompts import UNCERTAIN, PromptBuilder
@@ -51,7 +51,7 @@ def test_bad_training_sections_fail_in_one_line(tmp_path, training, message):
 
 
 def test_warmup_spec_is_the_plain_sft_spec(tmp_path):
-    from bench.grid import expand
+    from bench.plan.grid import expand
 
     path = _grid(tmp_path, "  strategies:\n    - method: [sft, sft+rl]\n      rl_algo: [grpo, rloo]\n")
     specs = expand(read_grid(path), path, DatasetCache(), "float32")

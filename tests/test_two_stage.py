@@ -13,8 +13,8 @@ import pytest
 from cli_runner import bench, flat, run_cli, tiny_training_grid
 
 import runners.rgen
-from bench.errors import UserError
-from bench.reasoning_corpora import BUNDLED_CORPORA, load_corpus, rgen_mixture
+from bench.plan.errors import UserError
+from bench.plan.reasoning_corpora import BUNDLED_CORPORA, load_corpus, rgen_mixture
 from reports.vocabulary import HASH_TAG, KIND_TAG
 from runners.rgen import rgen_rows
 from strategies.example import Category, Example, TaskCard

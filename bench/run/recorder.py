@@ -23,8 +23,8 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 
-from bench.specs import Job
-from bench.store import JobStore
+from bench.plan.specs import Job
+from bench.run.store import JobStore
 from reports.vocabulary import (
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.datasets import DatasetCache
-from bench.errors import UserError
-from bench.graph import JobGraph, build_graph, describe
-from bench.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
-from bench.specs import RunSpec, TrainSpec
-from bench.store import DONE, FAILED, RUNNING, JobState, SqlStore
-from bench.workspace import Workspace, default_cache
+from bench.plan.datasets import DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.graph import JobGraph, build_graph
+from bench.plan.specs import RunSpec, TrainSpec
+from bench.run.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
+from bench.run.store import DONE, FAILED, RUNNING, JobState, SqlStore
+from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 
 DEFAULT_LEASE_S = 120.0
@@ -56,8 +56,8 @@ class Launch:
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
             environment: dict[str, str]) -> Launch:
     """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
-    from bench.grid import MAX_EXAMPLES, expand, read_grid
-    from bench.lengths import check_lengths
+    from bench.plan.grid import MAX_EXAMPLES, expand, read_grid
+    from bench.plan.lengths import check_lengths
     from runners.model_registry import default_dtype
 
     grid = read_grid(path)
@@ -73,7 +73,7 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
     datasets = DatasetCache()
     graph = build_graph(expand(grid, path, datasets, default_dtype()))
     workspace = Workspace(default_cache(environment))
-    check_lengths(graph.evaluations, datasets, workspace, grid.eval.max_input_tokens)
+    check_lengths(graph.evaluations, datasets, workspace.root, grid.eval.max_input_tokens)
     uri = tracking_uri(tracking, environment)
     return Launch(grid.name, path, graph, datasets, workspace, uri,
                   job_store_uri(store, uri), experiment or grid.name,
@@ -91,10 +91,11 @@ def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
     return SqlStore(launch.store_uri, launch.experiment)
 
 
-def plan_lines(launch: Launch, states: dict[str, JobState], dry_run: bool) -> list[str]:
+def plan_lines(launch: Launch, states: dict[str, JobState], now: float, dry_run: bool) -> list[str]:
     """What the plan says before anything runs: the counts, where it goes, notes, the estimated cost (and with
-    `dry_run`, every job)."""
-    from bench.cost import estimate, expensive, tokens
+    `dry_run`, every job, at store time `now`)."""
+    from bench.plan.cost import estimate, expensive, tokens
+    from bench.run.status import describe
 
     graph = launch.graph
     evaluations = graph.evaluations
@@ -106,14 +107,14 @@ def plan_lines(launch: Launch, states: dict[str, JobState], dry_run: bool) -> li
              + f"; tracking {mask(launch.tracking)}, jobs {mask(launch.store_uri)}, experiment '{launch.experiment}'"]
     lines += [f"note: {note}" for note in graph.notes]
     todo = [j for k, j in graph.jobs.items() if not (k in states and states[k].status == DONE)]
-    costs = estimate(todo, launch.datasets, launch.workspace)
+    costs = estimate(todo, launch.datasets, launch.workspace.root)
     flagged = sorted(expensive(costs), key=lambda k: -costs[k].tokens)
     lines.append(f"estimated cost of what is left: {tokens(sum(c.tokens for c in costs.values()))} model tokens"
                  + (f"; {len(flagged)} expensive job(s):" if flagged else ""))
     lines += [f"  {graph.jobs[k].name}: {tokens(costs[k].tokens)} tokens ({costs[k].why})" for k in flagged[:5]]
     if dry_run:
         notes = {k: f"~{tokens(c.tokens)} tokens" + (" EXPENSIVE" if k in flagged else "") for k, c in costs.items()}
-        lines += [f"  {line}" for line in describe(graph, states, notes)]
+        lines += [f"  {line}" for line in describe(graph, states, now, notes)]
     return lines
 
 
@@ -195,10 +196,10 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
     grid's parent run shared with every other worker). SIGTERM ends the running job KILLED and gives it back, like
     Ctrl-C. `label`: this worker's name in its lines (a worker started by `--workers`); `threads`: torch's CPU
     threads (the machine's cores shared among its workers)."""
-    from bench.executor import Executor
-    from bench.jobs import Performer
-    from bench.progress import LineReporter, LiveReporter
-    from bench.recorder import MlflowRecorder
+    from bench.run.executor import Executor
+    from bench.run.jobs import Performer
+    from bench.run.progress import LineReporter, LiveReporter
+    from bench.run.recorder import MlflowRecorder
     from runners.quiet import quiet_libraries
 
     quiet_libraries()

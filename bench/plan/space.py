@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bench.errors import UserError
-from bench.grid import GridFile, TrainingConfig, load_yaml, validate_grid
+from bench.plan.errors import UserError
+from bench.plan.grid import GridFile, TrainingConfig, load_yaml, validate_grid
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import registered
 from strategies.registry import DIMENSIONS, Dimension, Strategy, parse_value

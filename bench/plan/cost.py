@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.datasets import DatasetCache
-from bench.specs import Job, RunSpec, TrainSpec
-from bench.workspace import Workspace
-from runners.model_registry import MODELS
+from bench.plan.datasets import DatasetCache
+from bench.plan.specs import Job, RunSpec, TrainSpec
+from runners.model_registry import MODELS, local_folder
 from runners.token_counter import TokenCounter
 from strategies.demos import DEMO_SELECTORS
 from strategies.prompts import PromptBuilder
@@ -31,13 +30,11 @@ class Cost:
     why: str
 
 
-def token_counter(workspace: Workspace, model: str, counters: dict[str, TokenCounter]) -> TokenCounter:
+def token_counter(cache: Path, model: str, counters: dict[str, TokenCounter]) -> TokenCounter:
     """The model's token counter if its folder is on this machine already (a dry run downloads nothing); a
     registered model's context is known before it is."""
     if model not in counters:
-        folder = Path(model).expanduser()
-        folder = folder if folder.is_dir() else workspace.root / "models" / model
-        counter = TokenCounter(folder if folder.is_dir() else None)
+        counter = TokenCounter(local_folder(model, cache))
         if counter.context is None and model in MODELS:
             counter.context = MODELS[model].context
         counters[model] = counter
@@ -84,7 +81,7 @@ def _training(spec: TrainSpec, datasets: DatasetCache, counter: TokenCounter) ->
     return Cost(rows * (prompt + 8), f"{rows:.0f} training rows")
 
 
-def estimate(jobs: Sequence[Job], datasets: DatasetCache, workspace: Workspace) -> dict[str, Cost]:
+def estimate(jobs: Sequence[Job], datasets: DatasetCache, cache: Path) -> dict[str, Cost]:
     """The estimated cost of each evaluation and training job, by key (other jobs are small beside them). Runs that
     differ only in how their model was trained cost the same: each shape is counted once."""
     counters: dict[str, TokenCounter] = {}
@@ -94,10 +91,10 @@ def estimate(jobs: Sequence[Job], datasets: DatasetCache, workspace: Workspace) 
         if isinstance(job, RunSpec):
             shape = (job.dataset.content, job.eval, job.strategy, job.max_new_tokens, job.model, job.baseline)
             if shape not in shapes:
-                shapes[shape] = _evaluation(job, datasets, token_counter(workspace, job.model, counters))
+                shapes[shape] = _evaluation(job, datasets, token_counter(cache, job.model, counters))
             costs[job.key] = shapes[shape]
         elif isinstance(job, TrainSpec):
-            costs[job.key] = _training(job, datasets, token_counter(workspace, job.model, counters))
+            costs[job.key] = _training(job, datasets, token_counter(cache, job.model, counters))
     return costs
 
 

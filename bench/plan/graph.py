@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.specs import Job, RunSpec
-from bench.store import DONE, FAILED, RUNNING, JobRow, JobState
+from bench.plan.specs import Job, RunSpec
 
 
 @dataclass
@@ -27,21 +26,6 @@ class JobGraph:
     @property
     def evaluations(self) -> list[RunSpec]:
         return [j for j in self.jobs.values() if isinstance(j, RunSpec)]
-
-    def rows(self) -> list[JobRow]:
-        """The jobs as the store keeps them."""
-        return [JobRow(key, job.KIND, job.name, self.needs[key]) for key, job in self.jobs.items()]
-
-    def dependents(self, key: str) -> list[str]:
-        """Every job that needs `key`, directly or not."""
-        found, frontier = [], [key]
-        while frontier:
-            current = frontier.pop()
-            for other, needs in self.needs.items():
-                if current in needs and other not in found:
-                    found.append(other)
-                    frontier.append(other)
-        return found
 
 
 def _locality(spec: RunSpec) -> tuple:
@@ -74,22 +58,3 @@ def build_graph(specs: Sequence[RunSpec]) -> JobGraph:
     for spec in baselines + sorted((s for s in specs if not s.baseline), key=_locality):
         add(spec)
     return JobGraph(jobs, needs, notes)
-
-
-def describe(graph: JobGraph, states: dict[str, JobState], notes: dict[str, str] | None = None) -> list[str]:
-    """One line per job for `--dry-run` and `bench status`: what it is, whether it is done, running (where), failed
-    (why) or waiting (on what), and a note (its estimated cost) where `notes` has one."""
-    lines = []
-    for key, job in graph.jobs.items():
-        state = states.get(key)
-        status = state.status if state else "new"
-        if status == RUNNING:
-            status = f"running on {state.worker}"
-        elif status == FAILED:
-            status = f"failed: {state.error}"
-        elif status != DONE:
-            waiting = [graph.jobs[d].name for d in graph.needs[key] if not (states.get(d) and states[d].status == DONE)]
-            status = f"waits on {', '.join(waiting)}" if waiting else "ready"
-        extra = f"  {notes[key]}" if notes and key in notes else ""
-        lines.append(f"{job.KIND:<10} {key}  {job.name}  [{status}]{extra}")
-    return lines

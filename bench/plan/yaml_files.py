@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from bench.errors import UserError, utf8_text
+from bench.plan.errors import UserError, utf8_text
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32

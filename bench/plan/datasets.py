@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from bench.errors import UserError, utf8_text
+from bench.plan.errors import UserError, utf8_text
 from strategies.example import Category, Example, TaskCard
 
-BUNDLED_DIR = Path(__file__).parent / "data"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".gz")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name, as the Hub spells them
 EVAL_FRACTION = 5  # a user file without an evaluation file: every 5th row (by text hash) is held out

@@ -12,12 +12,12 @@ random, as long as retrieved ones on average). The inference code refuses an ove
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
-from bench.cost import token_counter, without_retrieval
-from bench.datasets import Dataset, DatasetCache
-from bench.errors import UserError
-from bench.specs import RunSpec
-from bench.workspace import Workspace
+from bench.plan.cost import token_counter, without_retrieval
+from bench.plan.datasets import Dataset, DatasetCache
+from bench.plan.errors import UserError
+from bench.plan.specs import RunSpec
 from runners.token_counter import TokenCounter
 from strategies.example import Example
 from strategies.prompts import PromptBuilder
@@ -25,7 +25,7 @@ from strategies.prompts import PromptBuilder
 LONGEST = 3  # texts per evaluation set whose whole prompts are rendered and counted
 
 
-def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, workspace: Workspace,
+def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, cache: Path,
                   max_input_tokens: int | None) -> None:
     """Raise a UserError naming the first evaluation row whose prompt and answer do not fit (see the module doc)."""
     counters: dict[str, TokenCounter] = {}
@@ -36,7 +36,7 @@ def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, workspace: W
         if spec.baseline or shape in seen:
             continue
         seen.add(shape)
-        counter = token_counter(workspace, spec.model, counters)
+        counter = token_counter(cache, spec.model, counters)
         limits = [(n, why) for n, why in ((counter.context, f"{spec.model}'s context"),
                                           (max_input_tokens, "eval.max_input_tokens")) if n]
         if not limits:

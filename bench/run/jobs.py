@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.datasets import Dataset, DatasetCache
-from bench.identity import identity_hash
-from bench.metrics import classification_report, metric_key
-from bench.reasoning_corpora import load_corpus, rgen_mixture
-from bench.recorder import DatasetLog, JobResult
-from bench.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
-from bench.workspace import Workspace, cached_array, per_example
+from bench.plan.datasets import Dataset, DatasetCache
+from bench.plan.identity import identity_hash
+from bench.plan.reasoning_corpora import load_corpus, rgen_mixture
+from bench.plan.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
+from bench.run.metrics import classification_report, metric_key
+from bench.run.recorder import DatasetLog, JobResult
+from bench.run.workspace import Workspace, cached_array, per_example
 from runners.batching import Batching
 from strategies.demos import PoolEmbeddings
 from strategies.example import Example

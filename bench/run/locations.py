@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.plan.errors import UserError
 
 DEFAULT_STORE_FILE = "mlflow.db"
 
@@ -120,8 +120,8 @@ def _check_http(uri: str, what: str, timeout_s: float) -> None:
             return
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UserError(f"cannot reach the {what} at {mask(uri)} ({reason}); start it (see the README's "
-                        "'Many workers, many machines') or check the URI") from None
+        raise UserError(f"cannot reach the {what} at {mask(uri)} ({reason}); start it (see "
+                        "docs/clusters.md) or check the URI") from None
 
 
 def _check_postgresql(uri: str, what: str, timeout_s: float) -> None:

@@ -23,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bench.graph import JobGraph
-from bench.progress import Reporter
-from bench.recorder import JobResult, one_line
-from bench.specs import Job, RunSpec
-from bench.store import DONE, FAILED, RUNNING, Claim, JobState, JobStore
-from bench.workspace import COMPLETE, Workspace
+from bench.plan.graph import JobGraph
+from bench.plan.specs import Job, RunSpec
+from bench.run.progress import Reporter
+from bench.run.recorder import JobResult, one_line
+from bench.run.status import job_rows
+from bench.run.store import DONE, FAILED, RUNNING, Claim, JobState, JobStore
+from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
 
 class Performer(Protocol):
-    """Computes jobs (see `bench.jobs.Performer`)."""
+    """Computes jobs (see `bench.run.jobs.Performer`)."""
 
     def has_output(self, job: Job) -> bool:
         """The job leaves an output folder that later jobs read."""
@@ -46,7 +47,7 @@ class Performer(Protocol):
 
 
 class Recorder(Protocol):
-    """What the executor records (see `bench.recorder.MlflowRecorder`)."""
+    """What the executor records (see `bench.run.recorder.MlflowRecorder`)."""
 
     def start(self, job: Job, parent_id: str | None, tags: dict[str, str] | None = None) -> str: ...
 
@@ -126,7 +127,7 @@ class Executor:
         """Work until every job of the graph is done or has failed since this worker began; return the outcome of
         every evaluation."""
         began = self.store.now()
-        self.store.register(self.graph.rows())
+        self.store.register(job_rows(self.graph))
         sweep_staging(self.workspace.jobs)
         states = self.store.states(list(self.graph.jobs))
         todo = [s for s in self.graph.evaluations if states[s.key].status != DONE]

@@ -2,7 +2,7 @@
 
 A record's hash (`key`) is its identity everywhere: the claim and resume key in the job store, the MLflow tag of its
 run, the cache folder of its output, and part of the hash of every job that depends on it. It is derived from the
-record's fields (`bench.identity`): a field at its default does not count, so adding a setting keeps old hashes;
+record's fields (`bench.plan.identity`): a field at its default does not count, so adding a setting keeps old hashes;
 the contents of the data, the model's revision and the prompt templates' fingerprints are fields, so a changed file
 or template is a new job, never a stale one.
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import ClassVar
 
-from bench.datasets import Dataset, DatasetConfig
-from bench.identity import canonical, identity_field, identity_hash, params
+from bench.plan.datasets import Dataset, DatasetConfig
+from bench.plan.identity import canonical, identity_field, identity_hash, params
 from runners.relabel_config import RelabelSettings
 from runners.rl_config import RLSettings
 from runners.sft_config import LoraSettings, SFTSettings

@@ -17,11 +17,11 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bench.datasets import DatasetCache, DatasetConfig
-from bench.errors import UserError
-from bench.reasoning_corpora import load_corpus
-from bench.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
-from bench.yaml_files import load_yaml_file
+from bench.plan.datasets import DatasetCache, DatasetConfig
+from bench.plan.errors import UserError
+from bench.plan.reasoning_corpora import load_corpus
+from bench.plan.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
+from bench.plan.yaml_files import load_yaml_file
 from runners.baselines import BASELINES
 from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model_revision
 from runners.relabel_config import RelabelSettings

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from bench.datasets import BUNDLED_DIR, fingerprint, table_rows
-from bench.errors import UserError
+from bench.plan.datasets import BUNDLED_DIR, fingerprint, table_rows
+from bench.plan.errors import UserError
 from strategies.reasoning import ReasoningExample
 
 CORPORA_DIR = BUNDLED_DIR / "reasoning"
