@@ -3,16 +3,15 @@ inline JavaScript to sort tables; nothing fetched when it is opened)."""
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from jinja2 import Environment
 
 from reports.analysis import Board, Effect, ReferenceDelta, board_frame
 from reports.charts import heatmap, pareto
+from reports.pages import frame_table, render, trusted
 from reports.seeds import SeedSummary
 from reports.stats import B_DEFAULT
 
@@ -129,7 +128,7 @@ def to_markdown(report: Report) -> str:
 
 
 TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>genclsbench report: {{ r.experiment|e }}</title>
+<html lang="en"><head><meta charset="utf-8"><title>genclsbench report: {{ r.experiment }}</title>
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}
@@ -139,7 +138,7 @@ th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
 tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
 .charts svg{max-width:100%;height:auto} .note{color:#666}
 </style></head><body data-rows="{{ rows }}">
-<h1>genclsbench report: {{ r.experiment|e }}</h1>
+<h1>genclsbench report: {{ r.experiment }}</h1>
 {% for line in intro %}<p>{{ line }}</p>{% endfor %}
 <p class="note">{{ method }}</p>
 {% for b in boards %}
@@ -177,29 +176,19 @@ document.body.dataset.ready = "yes";
 """
 
 
-def html_table(frame: pl.DataFrame, baseline_index: int | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    rows = []
-    for i, row in enumerate(frame.iter_rows()):
-        cls = ' class="baseline"' if i == baseline_index else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>")
-    return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-
-
 def to_html(report: Report) -> str:
     boards = []
     for board in report.boards:
         index = board.rows.index(board.baseline) if board.baseline else None
         boards.append({"title": board.title, "baseline": board.baseline.label if board.baseline else "none",
-                       "table": html_table(board_frame(board), index), "notes": board.notes,
-                       "pareto": pareto(board), "heatmap": heatmap(board) or ""})
-    template = Environment(autoescape=False).from_string(TEMPLATE)  # tables and SVG are escaped/trusted above
-    return template.render(
-        r=report, intro=[html.escape(line) for line in _intro(report)], method=METHOD, boards=boards,
-        rows=sum(len(b.rows) for b in report.boards), effects=html_table(effects_frame(report.effects)),
-        references=html_table(references_frame(report.references)) if report.references else "",
-        reasonings=html_table(reasonings_frame(report.reasonings)) if report.reasonings is not None else "",
-        reasonings_note=REASONINGS_NOTE, seeds=html_table(seeds_frame(report.seeds)) if report.seeds else "",
+                       "table": frame_table(board_frame(board), index), "notes": board.notes,
+                       "pareto": trusted(pareto(board)), "heatmap": trusted(heatmap(board) or "")})
+    return render(
+        TEMPLATE, r=report, intro=_intro(report), method=METHOD, boards=boards,
+        rows=sum(len(b.rows) for b in report.boards), effects=frame_table(effects_frame(report.effects)),
+        references=frame_table(references_frame(report.references)) if report.references else "",
+        reasonings=frame_table(reasonings_frame(report.reasonings)) if report.reasonings is not None else "",
+        reasonings_note=REASONINGS_NOTE, seeds=frame_table(seeds_frame(report.seeds)) if report.seeds else "",
         seeds_note=SEEDS_NOTE,
     )
 

@@ -4,7 +4,6 @@ with several objectives), the parameter importances, the parallel coordinates, t
 
 from __future__ import annotations
 
-import html
 import io
 import warnings
 from collections.abc import Callable
@@ -15,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from reports.pages import html_table, render, trusted  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,27 @@ def charts(page: SearchPage) -> list[tuple[str, str]]:
     return drawn
 
 
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _values(values: list[float] | None) -> str:
     return ", ".join(f"{v:.4g}" for v in values) if values else "-"
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ page.title }}</title><style>
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;
+text-align:left}th{background:#f2f2f2}svg{max-width:100%;height:auto}
+</style></head><body>
+<h1>{{ page.title }}</h1><p>{{ page.setting }}</p>
+<p>Trials: {{ counts or "none yet" }}. A cached trial's spec had finished earlier (a grid or another trial): it cost
+nothing. A pruned trial was stopped after some examples, clearly worse than the best trial on the same examples
+(Wilcoxon).</p>
+<h2>{{ "Best trials" if page.objectives|length > 1 else "Best trial" }}</h2>{{ best }}
+{% for objective, table in importances %}<h2>Parameter importance for {{ objective }} (PED-ANOVA)</h2>{{ table }}
+{% endfor %}
+{% for title, svg in charts %}<div class="chart"><h2>{{ title }}</h2>{{ svg }}</div>{% endfor %}
+<h2>Every trial</h2>{{ trials }}
+<script>document.body.dataset.ready = "yes";</script></body></html>
+"""
 
 
 def to_html(page: SearchPage) -> str:
@@ -103,28 +117,19 @@ def to_html(page: SearchPage) -> str:
     for trial in page.trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
     best = [t for t in page.trials if t.number in page.best]
-    parts = [f"<h1>{html.escape(page.title)}</h1>", f"<p>{html.escape(page.setting)}</p>",
-             f"<p>Trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none yet'}. A cached trial's "
-             "spec had finished earlier (a grid or another trial): it cost nothing. A pruned trial was stopped after "
-             "some examples, clearly worse than the best trial on the same examples (Wilcoxon).</p>",
-             "<h2>Best trials</h2>" if len(page.objectives) > 1 else "<h2>Best trial</h2>",
-             _table(["trial", ", ".join(page.objectives), "spec", "params"],
-                    [[t.number, _values(t.values), t.spec, ", ".join(f"{k}={v}" for k, v in t.params.items())]
-                     for t in best])]
-    for objective, importance in page.importances.items():
-        parts += [f"<h2>Parameter importance for {html.escape(objective)} (PED-ANOVA)</h2>",
-                  _table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in importance.items()])]
-    parts += [f'<div class="chart"><h2>{html.escape(title)}</h2>{svg}</div>' for title, svg in charts(page)]
-    parts += ["<h2>Every trial</h2>", _table(
-        ["trial", "state", ", ".join(page.objectives), "accuracy when pruned", "examples evaluated", "seconds", "spec"],
-        [[t.number, t.state, _values(t.values), "-" if t.partial is None else f"{t.partial:.3f}", t.examples,
-          f"{t.seconds:.0f}", t.spec] for t in page.trials])]
-    style = ("body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1300px;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:13px}th,td{border:1px solid #ccc;"
-             "padding:3px 7px;text-align:left}th{background:#f2f2f2}svg{max-width:100%;height:auto}")
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(page.title)}</title>'
-            f"<style>{style}</style></head><body>{''.join(parts)}"
-            '<script>document.body.dataset.ready = "yes";</script></body></html>')
+    objectives = ", ".join(page.objectives)
+    return render(
+        TEMPLATE, page=page, counts=", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        best=html_table(["trial", objectives, "spec", "params"],
+                        [[t.number, _values(t.values), t.spec, ", ".join(f"{k}={v}" for k, v in t.params.items())]
+                         for t in best]),
+        importances=[(objective, html_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in i.items()]))
+                     for objective, i in page.importances.items()],
+        charts=[(title, trusted(svg)) for title, svg in charts(page)],
+        trials=html_table(["trial", "state", objectives, "accuracy when pruned", "examples evaluated", "seconds",
+                           "spec"],
+                          [[t.number, t.state, _values(t.values), "-" if t.partial is None else f"{t.partial:.3f}",
+                            t.examples, f"{t.seconds:.0f}", t.spec] for t in page.trials]))
 
 
 def write_search_page(page: SearchPage, out: Path) -> Path:
