@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from strategies.decoding import DECODINGS, Decoding
 from strategies.demos import DEMO_SELECTORS
+from strategies.lookup import entry
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
 from strategies.verbalizers import VERBALIZERS
 
@@ -59,8 +61,9 @@ def _parse_icl(raw: str) -> str:
 
 
 def _values_of(registry: Mapping[str, Any]) -> tuple[Value, ...]:
-    """The values of a registry whose entries carry their own `doc` and `tag` (verbalizers, norms, calibrations)."""
-    return tuple(Value(name, entry.doc, entry.tag) for name, entry in registry.items())
+    """The values of a registry whose entries carry their own `doc` and `tag` (verbalizers, decodings, norms,
+    calibrations)."""
+    return tuple(Value(name, value.doc, value.tag) for name, value in registry.items())
 
 
 def _under_ppl(strategy: Strategy) -> bool:
@@ -106,10 +109,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "decoding",
             "how the prediction is read from the model",
-            (
-                Value("generate", "greedy generation, then the label is parsed from the text"),
-                Value("ppl", "score every candidate label's log-likelihood after the prompt; take the best", "ppl"),
-            ),
+            _values_of(DECODINGS),
             default="generate",
         ),
         Dimension(
@@ -167,6 +167,11 @@ class Strategy:
     @property
     def shots(self) -> int:
         return 0 if self.icl == "zero" else int(self.icl.split("-")[1])
+
+    @property
+    def decoding_method(self) -> Decoding:
+        """The registered decoding value: what it does, and the code that does it."""
+        return entry(DECODINGS, self.decoding, "decoding")
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
