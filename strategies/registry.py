@@ -66,9 +66,10 @@ def _values_of(registry: Mapping[str, Any]) -> tuple[Value, ...]:
     return tuple(Value(name, value.doc, value.tag) for name, value in registry.items())
 
 
-def _under_ppl(strategy: Strategy) -> bool:
-    """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: under ppl only."""
-    return strategy.decoding == "ppl"
+def _scores_candidates(strategy: Strategy) -> bool:
+    """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: only under a
+    decoding that scores the candidates."""
+    return strategy.decoding_method.scores
 
 
 def _on_off(name: str, on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
@@ -117,14 +118,14 @@ DIMENSIONS: dict[str, Dimension] = {
             "normalisation of candidate log-likelihoods under ppl decoding",
             _values_of(PPL_NORMS),
             default="mean",
-            applies=_under_ppl,
+            applies=_scores_candidates,
         ),
         Dimension(
             "calibration",
             "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
             _values_of(CALIBRATIONS),
             default="none",
-            applies=_under_ppl,
+            applies=_scores_candidates,
         ),
         Dimension(
             "reasoning",
@@ -172,6 +173,11 @@ class Strategy:
     def decoding_method(self) -> Decoding:
         """The registered decoding value: what it does, and the code that does it."""
         return entry(DECODINGS, self.decoding, "decoding")
+
+    @property
+    def generates_text(self) -> bool:
+        """Whether predicting generates new tokens (a generated answer, or a reasoning before scored candidates)."""
+        return self.decoding_method.writes_text(self.reasoning == "on")
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)

@@ -46,6 +46,12 @@ def test_tag_names_non_defaults_only():
     assert (strategy.icl_method, strategy.shots) == ("similar", 3)
 
 
+def test_planning_asks_the_decoding_whether_it_generates_or_scores():
+    assert [(s.generates_text, s.decoding_method.scores) for s in (
+        Strategy(), Strategy(decoding="ppl"), Strategy(decoding="ppl", reasoning="on"))] == \
+        [(True, False), (False, True), (True, True)]
+
+
 def test_an_unknown_decoding_names_the_registered_ones():
     with pytest.raises(ValueError, match="unknown decoding 'beam'; registered: generate, ppl"):
         Strategy(decoding="beam").decoding_method
