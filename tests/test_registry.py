@@ -5,6 +5,7 @@ import pytest
 from strategies.decoding import DECODINGS
 from strategies.lookup import Implementation
 from strategies.registry import DIMENSIONS, Strategy, normalise, parse_value
+from strategies.training import RL_ALGOS
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def _implementations(value: object) -> list[Implementation]:
     return [i for f in fields(value) for i in _implementations(getattr(value, f.name))] if is_dataclass(value) else []
 
 
-@pytest.mark.parametrize("implementation", [i for registry in (DECODINGS,) for value in registry.values()
+@pytest.mark.parametrize("implementation", [i for registry in (DECODINGS, RL_ALGOS) for value in registry.values()
                                             for i in _implementations(value)], ids=lambda i: i.target)
 def test_every_registered_implementation_resolves_to_a_callable(implementation):
     assert callable(implementation.resolve())  # a misspelt target fails here, not in the middle of a run
