@@ -72,7 +72,8 @@ def _scores_candidates(strategy: Strategy) -> bool:
     return strategy.decoding_method.scores
 
 
-def _on_off(name: str, on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
+def _on_off(on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
+    """The values of a switch: `off`, untagged, and `on`, tagged in run names."""
     return (Value("off", off_doc), Value("on", on_doc, tag))
 
 
@@ -92,13 +93,13 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "definitions",
             "one-sentence category definitions listed in the prompt",
-            _on_off("definitions", "each category is listed with its definition", "categories by name only", "defs"),
+            _on_off("each category is listed with its definition", "categories by name only", "defs"),
             default="off",
         ),
         Dimension(
             "uncertain",
             "an explicit 'uncertain' answer is offered; it is scored as wrong and its rate is logged",
-            _on_off("uncertain", "the model may answer 'uncertain'", "the model must pick a category", "uncertain"),
+            _on_off("the model may answer 'uncertain'", "the model must pick a category", "uncertain"),
             default="off",
         ),
         Dimension(
@@ -130,7 +131,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "reasoning",
             "the model writes a short reasoning before the label",
-            _on_off("reasoning", "reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
+            _on_off("reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
                     "generated, then each 'Answer: <label>' is scored after it)", "label only", "reason"),
             default="off",
         ),

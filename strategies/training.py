@@ -143,9 +143,6 @@ class TrainStrategy:
             return None
         return normalise(TrainStrategy(**(asdict(self) | {"method": "sft"})), TRAIN_DIMENSIONS)
 
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
-
     def tag(self) -> str:
         """Readable name such as `sft+grpo` or `sft(similar-3+defs)` (training prompt in parentheses if not zero)."""
         method = self.training_method.label(self.method, self.rl_algo)
