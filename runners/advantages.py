@@ -71,4 +71,3 @@ def reinforce_pp(x: AdvantageInputs) -> torch.Tensor:
     if x.logps is None or x.ref_logps is None:
         raise ValueError("reinforce_pp needs the policy's and the reference's token log-probabilities")
     return whiten(kl_shaped_returns(x.rewards, x.logps, x.ref_logps, x.mask, x.kl_coef), x.mask)
-
