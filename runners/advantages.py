@@ -1,4 +1,5 @@
-"""Policy-gradient advantage estimators, as pure tensor functions (tests check them on hand-computed batches).
+"""Policy-gradient advantage estimators, as pure tensor functions (tests check them on hand-computed batches); the
+`rl_algo` registrations (strategies/training.py) name the one each algorithm uses.
 
 Shapes: `rewards` [B] (B = prompts x group, each prompt's completions adjacent, as TRL lays them out), `mask`
 [B, T] (1 on completion tokens), per-token log-probabilities [B, T]. Estimators return [B] (one advantage per
@@ -15,7 +16,6 @@ Whitening follows OpenRLHF: token-weighted mean and (biased) variance, `(x - mea
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,16 +71,3 @@ def reinforce_pp(x: AdvantageInputs) -> torch.Tensor:
     if x.logps is None or x.ref_logps is None:
         raise ValueError("reinforce_pp needs the policy's and the reference's token log-probabilities")
     return whiten(kl_shaped_returns(x.rewards, x.logps, x.ref_logps, x.mask, x.kl_coef), x.mask)
-
-
-@dataclass(frozen=True)
-class Estimator:
-    compute: Callable[[AdvantageInputs], torch.Tensor]
-    kl_in_reward: bool  # True: the KL penalty is part of the advantage (needs log-probs); False: a KL loss term
-
-
-ESTIMATORS: dict[str, Estimator] = {
-    "grpo": Estimator(grpo, kl_in_reward=False),
-    "reinforce_pp_baseline": Estimator(reinforce_pp_baseline, kl_in_reward=False),
-    "reinforce_pp": Estimator(reinforce_pp, kl_in_reward=True),
-}

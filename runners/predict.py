@@ -1,10 +1,11 @@
-"""Decoding: each registered `decoding` value turns prompts into predictions, with the registered `ppl_norm` and
-`calibration` values deciding among candidate scores."""
+"""Decoding: each registered `decoding` value turns prompts into predictions through the `Predictor` method its
+registration names (strategies/decoding.py), with the registered `ppl_norm` and `calibration` values deciding among
+candidate scores."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 
@@ -58,7 +59,7 @@ class Predictor:
 
     def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings) -> None:
         self.lm, self.builder, self.settings = lm, builder, settings
-        self.decode = partial(entry(DECODERS, builder.strategy.decoding, "decoding"), self)
+        self.decode = partial(builder.strategy.decoding_method.decode.resolve(), self)
         self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration")  # "none" off ppl
 
     def __call__(self, examples: Sequence[Example], on_progress: OnProgress = lambda n: None) -> list[Prediction]:
@@ -68,7 +69,9 @@ class Predictor:
         lengths = [len(ids) for ids in self.lm.tokenizer(prompts, add_special_tokens=False).input_ids]
         return [replace(p, prompt_tokens=n) for p, n in zip(self.decode(prompts, on_progress), lengths)]
 
-    def _generate(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
+    def by_generation(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
+        """Generate an answer after each prompt (no longer than a label-only answer needs, unless it reasons first)
+        and parse the label from it."""
         builder, settings = self.builder, self.settings
         limit = settings.max_new_tokens if builder.strategy.reasoning == "on" else \
             min(settings.max_new_tokens, answer_budget(self.lm, builder))
@@ -85,7 +88,7 @@ class Predictor:
         scores = score_candidates(self.lm, prompts, self.builder.candidates(), self.settings.batching)
         return scores.normalised(self.builder.strategy.ppl_norm)
 
-    def _ppl(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
+    def by_candidate_scores(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
         """Score every candidate completion after the prompt; with reasoning on, first generate the reasoning and
         score each `Answer: <label>` after it (the raw output is then the generated text)."""
         builder, settings = self.builder, self.settings
@@ -105,8 +108,3 @@ class Predictor:
                 builder.label_of_answer(best), outputs[i] if outputs else best, _scores_json(builder.answers, raw[i]),
                 0, "" if calibrated is None else _scores_json(builder.answers, calibrated[i])))
         return predictions
-
-
-# the registered `decoding` values and the methods that implement them (tests/test_registry.py: the same names)
-DECODERS: dict[str, Callable[[Predictor, list[str], OnProgress], list[Prediction]]] = {
-    "generate": Predictor._generate, "ppl": Predictor._ppl}

@@ -6,8 +6,10 @@ equals the gold label, else 0; optionally plus `format_reward` x 1 for any stric
 TRL's GRPOTrainer computes GRPO's group-normalised advantages but has no option for REINFORCE++ (KL folded into a
 per-token reward, batch whitening) or REINFORCE++-baseline (batch whitening after the group mean), so
 `EstimatorGRPOTrainer` keeps TRL's sampling, clipped loss and logging and replaces only the advantages with the
-registered estimator from `runners.advantages` (GRPO included, so every algorithm takes the same path). RL always
-trains a LoRA adapter on the (merged) warm-up model: the reference policy is that adapter switched off.
+estimator its `rl_algo` registration names in `runners.advantages` (GRPO included, so every algorithm takes the
+same path). Each registration (strategies/training.py) names its trainer builder here, `estimator_trainer` or
+`rloo_trainer`. RL always trains a LoRA adapter on the (merged) warm-up model: the reference policy is that adapter
+switched off.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import torch
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import use_adapter
 
-from runners.advantages import ESTIMATORS, AdvantageInputs, Estimator
+from runners.advantages import AdvantageInputs
 from runners.inference import prompt_text
 from runners.models import LoadedModel
 from runners.rl_config import RLSettings
 from runners.sft_config import LoraSettings
 from runners.train_common import Cost, StepLogger, lora_config, run_trainer, trainer_args
 from strategies.example import Example
+from strategies.lookup import entry
 from strategies.prompts import INVALID, PromptBuilder
-from strategies.training import RL_ALGOS
+from strategies.training import RL_ALGOS, Advantages, RLAlgorithm
 
 
 def exact_match_reward(builder: PromptBuilder) -> Callable[..., list[float]]:
@@ -54,11 +57,12 @@ def format_reward(builder: PromptBuilder) -> Callable[..., list[float]]:
 class EstimatorGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose advantages come from a registered estimator (single process)."""
 
-    def __init__(self, *args, estimator: Estimator, kl_coef: float, **kwargs) -> None:
+    def __init__(self, *args, advantages: Advantages, kl_coef: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.accelerator.num_processes != 1:
             raise ValueError("the advantage estimators here assume one process (they read the whole batch's rewards)")
-        self.estimator, self.kl_coef = estimator, kl_coef
+        self.advantages, self.kl_coef = advantages, kl_coef
+        self.estimate = advantages.estimator.resolve()
         self._rewards_per_func: torch.Tensor | None = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -82,36 +86,26 @@ class EstimatorGRPOTrainer(GRPOTrainer):
         rewards = (self._rewards_per_func * self.reward_weights.to(self._rewards_per_func.device)).nansum(dim=1)
         mask = batch["completion_mask"].float()
         x = AdvantageInputs(rewards, mask, self.num_generations, self.kl_coef)
-        if self.estimator.kl_in_reward:
+        if self.advantages.kl_in_reward:
             old = batch.get("old_per_token_logps")
             x = replace(x, logps=self._token_logps(batch, False) if old is None else old,
                         ref_logps=self._token_logps(batch, True))
             kl = ((x.logps - x.ref_logps) * mask).sum() / mask.sum().clamp(min=1.0)
             self._metrics["train"]["kl"].append(kl.item())
-        batch["advantages"] = self.estimator.compute(x)
+        batch["advantages"] = self.estimate(x)
         return batch
 
 
-def _estimator_trainer(name: str):
-    def build(common: dict, rl: RLSettings, **trainer_kwargs):
-        estimator = ESTIMATORS[name]
-        config = GRPOConfig(**common, beta=0.0 if estimator.kl_in_reward else rl.kl_coef, scale_rewards="group")
-        return EstimatorGRPOTrainer(args=config, estimator=estimator, kl_coef=rl.kl_coef, **trainer_kwargs)
-
-    return build
+def estimator_trainer(algorithm: RLAlgorithm, common: dict, rl: RLSettings, **trainer_kwargs) -> EstimatorGRPOTrainer:
+    """The trainer of an algorithm with an estimator of ours: KL as a loss term unless the estimator folds it in."""
+    advantages = algorithm.advantages
+    config = GRPOConfig(**common, beta=0.0 if advantages.kl_in_reward else rl.kl_coef, scale_rewards="group")
+    return EstimatorGRPOTrainer(args=config, advantages=advantages, kl_coef=rl.kl_coef, **trainer_kwargs)
 
 
-def _rloo_trainer(common: dict, rl: RLSettings, **trainer_kwargs):
+def rloo_trainer(algorithm: RLAlgorithm, common: dict, rl: RLSettings, **trainer_kwargs) -> RLOOTrainer:
+    """TRL's RLOO trainer as it is (RLOO brings its own advantages: nothing to take from the registration)."""
     return RLOOTrainer(args=RLOOConfig(**common, beta=rl.kl_coef), **trainer_kwargs)
-
-
-ALGORITHMS: dict[str, Callable[..., GRPOTrainer | RLOOTrainer]] = {
-    "grpo": _estimator_trainer("grpo"),
-    "reinforce_pp_baseline": _estimator_trainer("reinforce_pp_baseline"),
-    "reinforce_pp": _estimator_trainer("reinforce_pp"),
-    "rloo": _rloo_trainer,
-}
-assert list(ALGORITHMS) == list(RL_ALGOS), "every registered rl_algo needs an implementation"
 
 
 def train_rl(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], algorithm: str,
@@ -131,8 +125,9 @@ def train_rl(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example
             reward_weights=[1.0] + ([rl.format_reward] if rl.format_reward else []),
             lr_scheduler_type="constant",
         )
-        trainer = ALGORITHMS[algorithm](
-            common, rl, model=lm.model, reward_funcs=rewards, train_dataset=Dataset.from_list(rows),
+        registered = entry(RL_ALGOS, algorithm, "rl_algo")
+        trainer = registered.trainer.resolve()(
+            registered, common, rl, model=lm.model, reward_funcs=rewards, train_dataset=Dataset.from_list(rows),
             processing_class=lm.tokenizer, peft_config=lora_config(lora), callbacks=[logger],
         )
         cost = run_trainer(trainer, logger)

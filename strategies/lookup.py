@@ -1,10 +1,13 @@
 """Looking names up in a registry: an unknown name is an error that lists what is registered, never a silent
-fallback to a default."""
+fallback to a default; and reaching the code a registered value names, imported only when it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import reduce
+from importlib import import_module
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,3 +23,17 @@ def registered(names: list[str], registry: Mapping[str, object], what: str) -> l
 def entry(registry: Mapping[str, T], name: str, what: str) -> T:
     """The registered entry `name` (ValueError naming the registered ones when there is none)."""
     return registry[registered([name], registry, what)[0]]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """The code that does what a registered value says, named `"module:attribute"` (the attribute may be dotted,
+    `Class.method`), like an entry point: a registration here stays pure Python and names code in runners/ without
+    importing torch, so planning and `bench list` never load it; the module is imported on the first `resolve()`."""
+
+    target: str
+
+    def resolve(self) -> Callable[..., Any]:
+        """The named callable (importing its module if it is not yet)."""
+        module, _, attribute = self.target.partition(":")
+        return reduce(getattr, attribute.split("."), import_module(module))

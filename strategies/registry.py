@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from strategies.decoding import DECODINGS, Decoding
 from strategies.demos import DEMO_SELECTORS
+from strategies.lookup import entry
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
 from strategies.verbalizers import VERBALIZERS
 
@@ -59,16 +61,19 @@ def _parse_icl(raw: str) -> str:
 
 
 def _values_of(registry: Mapping[str, Any]) -> tuple[Value, ...]:
-    """The values of a registry whose entries carry their own `doc` and `tag` (verbalizers, norms, calibrations)."""
-    return tuple(Value(name, entry.doc, entry.tag) for name, entry in registry.items())
+    """The values of a registry whose entries carry their own `doc` and `tag` (verbalizers, decodings, norms,
+    calibrations)."""
+    return tuple(Value(name, value.doc, value.tag) for name, value in registry.items())
 
 
-def _under_ppl(strategy: Strategy) -> bool:
-    """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: under ppl only."""
-    return strategy.decoding == "ppl"
+def _scores_candidates(strategy: Strategy) -> bool:
+    """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: only under a
+    decoding that scores the candidates."""
+    return strategy.decoding_method.scores
 
 
-def _on_off(name: str, on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
+def _on_off(on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
+    """The values of a switch: `off`, untagged, and `on`, tagged in run names."""
     return (Value("off", off_doc), Value("on", on_doc, tag))
 
 
@@ -88,13 +93,13 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "definitions",
             "one-sentence category definitions listed in the prompt",
-            _on_off("definitions", "each category is listed with its definition", "categories by name only", "defs"),
+            _on_off("each category is listed with its definition", "categories by name only", "defs"),
             default="off",
         ),
         Dimension(
             "uncertain",
             "an explicit 'uncertain' answer is offered; it is scored as wrong and its rate is logged",
-            _on_off("uncertain", "the model may answer 'uncertain'", "the model must pick a category", "uncertain"),
+            _on_off("the model may answer 'uncertain'", "the model must pick a category", "uncertain"),
             default="off",
         ),
         Dimension(
@@ -106,10 +111,7 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension(
             "decoding",
             "how the prediction is read from the model",
-            (
-                Value("generate", "greedy generation, then the label is parsed from the text"),
-                Value("ppl", "score every candidate label's log-likelihood after the prompt; take the best", "ppl"),
-            ),
+            _values_of(DECODINGS),
             default="generate",
         ),
         Dimension(
@@ -117,19 +119,19 @@ DIMENSIONS: dict[str, Dimension] = {
             "normalisation of candidate log-likelihoods under ppl decoding",
             _values_of(PPL_NORMS),
             default="mean",
-            applies=_under_ppl,
+            applies=_scores_candidates,
         ),
         Dimension(
             "calibration",
             "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
             _values_of(CALIBRATIONS),
             default="none",
-            applies=_under_ppl,
+            applies=_scores_candidates,
         ),
         Dimension(
             "reasoning",
             "the model writes a short reasoning before the label",
-            _on_off("reasoning", "reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
+            _on_off("reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
                     "generated, then each 'Answer: <label>' is scored after it)", "label only", "reason"),
             default="off",
         ),
@@ -167,6 +169,16 @@ class Strategy:
     @property
     def shots(self) -> int:
         return 0 if self.icl == "zero" else int(self.icl.split("-")[1])
+
+    @property
+    def decoding_method(self) -> Decoding:
+        """The registered decoding value: what it does, and the code that does it."""
+        return entry(DECODINGS, self.decoding, "decoding")
+
+    @property
+    def generates_text(self) -> bool:
+        """Whether predicting generates new tokens (a generated answer, or a reasoning before scored candidates)."""
+        return self.decoding_method.writes_text(self.reasoning == "on")
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)

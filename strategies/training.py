@@ -10,16 +10,47 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from strategies.lookup import entry
+from strategies.lookup import Implementation, entry
 from strategies.registry import DIMENSIONS, Dimension, Strategy, Value, normalise, value_tags
 
-RL_ALGOS: dict[str, str] = {
-    "grpo": "GRPO: advantage = (reward - group mean) / group std over the completions of one prompt; KL as a loss",
-    "reinforce_pp_baseline": "REINFORCE++-baseline: reward - group mean, then whitened across the whole batch; "
-    "KL as a loss (OpenRLHF reinforce_baseline)",
-    "reinforce_pp": "REINFORCE++: KL penalty folded into the per-token reward, no group baseline, returns whitened "
-    "across the batch (OpenRLHF reinforce)",
-    "rloo": "RLOO: leave-one-out group baseline, KL in the reward (TRL RLOOTrainer)",
+
+@dataclass(frozen=True)
+class Advantages:
+    """How an RL algorithm that runs on TRL's GRPOTrainer computes its advantages: the estimator, a tensor function
+    `(AdvantageInputs) -> advantages`, and whether the KL penalty is folded into them (they then need the policy's
+    and the reference's token log-probabilities) rather than added to the loss."""
+
+    estimator: Implementation
+    kl_in_reward: bool
+
+
+@dataclass(frozen=True)
+class RLAlgorithm:
+    """A registered RL algorithm: its doc, the code that builds its TRL trainer, `(this registration, common TRL
+    arguments, RLSettings, **trainer arguments) -> trainer`, and its advantages where it takes them from an
+    estimator of ours."""
+
+    doc: str
+    trainer: Implementation
+    advantages: Advantages | None = None
+
+
+_ON_ESTIMATOR = Implementation("runners.rl:estimator_trainer")
+
+RL_ALGOS: dict[str, RLAlgorithm] = {
+    "grpo": RLAlgorithm(
+        "GRPO: advantage = (reward - group mean) / group std over the completions of one prompt; KL as a loss",
+        _ON_ESTIMATOR, Advantages(Implementation("runners.advantages:grpo"), kl_in_reward=False)),
+    "reinforce_pp_baseline": RLAlgorithm(
+        "REINFORCE++-baseline: reward - group mean, then whitened across the whole batch; KL as a loss (OpenRLHF "
+        "reinforce_baseline)",
+        _ON_ESTIMATOR, Advantages(Implementation("runners.advantages:reinforce_pp_baseline"), kl_in_reward=False)),
+    "reinforce_pp": RLAlgorithm(
+        "REINFORCE++: KL penalty folded into the per-token reward, no group baseline, returns whitened across the "
+        "batch (OpenRLHF reinforce)",
+        _ON_ESTIMATOR, Advantages(Implementation("runners.advantages:reinforce_pp"), kl_in_reward=True)),
+    "rloo": RLAlgorithm("RLOO: leave-one-out group baseline, KL in the reward (TRL RLOOTrainer)",
+                        Implementation("runners.rl:rloo_trainer")),
 }
 
 PROMPT_DIMENSIONS = ("icl", "definitions", "uncertain", "labels", "reasoning")
@@ -55,7 +86,7 @@ TRAIN_DIMENSIONS: dict[str, Dimension] = {
     "rl_algo": Dimension(
         "rl_algo",
         "the RL policy-gradient estimator",
-        tuple(Value(name, doc, name) for name, doc in RL_ALGOS.items()),
+        tuple(Value(name, algorithm.doc, name) for name, algorithm in RL_ALGOS.items()),
         default="grpo",
         applies=lambda t: t.has_rl,
     ),
@@ -111,9 +142,6 @@ class TrainStrategy:
         if not (self.has_sft and self.has_rl):
             return None
         return normalise(TrainStrategy(**(asdict(self) | {"method": "sft"})), TRAIN_DIMENSIONS)
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
 
     def tag(self) -> str:
         """Readable name such as `sft+grpo` or `sft(similar-3+defs)` (training prompt in parentheses if not zero)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runners.advantages import ESTIMATORS, AdvantageInputs, kl_shaped_returns
+from runners.advantages import AdvantageInputs, grpo, kl_shaped_returns, reinforce_pp, reinforce_pp_baseline
 
 approx = lambda values: pytest.approx(values, abs=1e-4)  # noqa: E731
 
@@ -16,12 +16,12 @@ def test_grpo_normalises_within_each_group():
     x = AdvantageInputs(torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0]), torch.ones(8, 2), group=4)
     expected = [0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001,
                 0.5 / 0.57745, 0.5 / 0.57745, -0.5 / 0.57745, -0.5 / 0.57745]
-    assert ESTIMATORS["grpo"].compute(x).tolist() == approx(expected)
+    assert grpo(x).tolist() == approx(expected)
 
 
 def test_grpo_group_without_variance_gets_zero_advantage():
     x = AdvantageInputs(torch.tensor([1.0, 1.0, 0.0, 0.0]), torch.ones(4, 1), group=2)
-    assert ESTIMATORS["grpo"].compute(x).tolist() == approx([0, 0, 0, 0])
+    assert grpo(x).tolist() == approx([0, 0, 0, 0])
 
 
 def test_reinforce_pp_baseline_subtracts_group_mean_then_whitens_over_tokens():
@@ -30,7 +30,7 @@ def test_reinforce_pp_baseline_subtracts_group_mean_then_whitens_over_tokens():
     # = .118056, std .343592 -> .5 -> 1.212678, -.5 -> -1.697749, 0 -> -.242536
     mask = torch.tensor([[1.0, 1], [1, 0], [1, 1], [1, 0]])
     x = AdvantageInputs(torch.tensor([1.0, 0, 1, 1]), mask, group=2)
-    got = ESTIMATORS["reinforce_pp_baseline"].compute(x)
+    got = reinforce_pp_baseline(x)
     assert got.tolist() == [approx([1.212678, 1.212678]), approx([-1.697749, 0]), approx([-0.242536, -0.242536]),
                             approx([-0.242536, 0])]
     assert (got * mask).sum().item() == approx(0.0)
@@ -45,10 +45,10 @@ def test_reinforce_pp_folds_kl_into_the_reward_and_whitens_returns():
     rewards = torch.tensor([1.0, 0.0])
     assert kl_shaped_returns(rewards, logps, ref, mask, 0.1).tolist() == [approx([0.95, 1.0]), approx([0.0, 0.0])]
     x = AdvantageInputs(rewards, mask, group=1, kl_coef=0.1, logps=logps, ref_logps=ref)
-    got = ESTIMATORS["reinforce_pp"].compute(x)
+    got = reinforce_pp(x)
     assert got.tolist() == [approx([0.30 / 0.460072, 0.35 / 0.460072]), approx([-0.65 / 0.460072, 0.0])]
 
 
 def test_reinforce_pp_needs_log_probabilities():
     with pytest.raises(ValueError, match="log-probabilities"):
-        ESTIMATORS["reinforce_pp"].compute(AdvantageInputs(torch.ones(2), torch.ones(2, 1), group=1))
+        reinforce_pp(AdvantageInputs(torch.ones(2), torch.ones(2, 1), group=1))

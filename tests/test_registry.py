@@ -1,7 +1,11 @@
+from dataclasses import fields, is_dataclass
+
 import pytest
 
-from runners.predict import DECODERS
+from strategies.decoding import DECODINGS
+from strategies.lookup import Implementation
 from strategies.registry import DIMENSIONS, Strategy, normalise, parse_value
+from strategies.training import RL_ALGOS
 
 
 @pytest.mark.parametrize(
@@ -43,11 +47,31 @@ def test_tag_names_non_defaults_only():
     assert (strategy.icl_method, strategy.shots) == ("similar", 3)
 
 
-def test_every_decoding_value_has_a_decoder():
-    assert {v.name for v in DIMENSIONS["decoding"].values} == set(DECODERS)
+def test_planning_asks_the_decoding_whether_it_generates_or_scores():
+    assert [(s.generates_text, s.decoding_method.scores) for s in (
+        Strategy(), Strategy(decoding="ppl"), Strategy(decoding="ppl", reasoning="on"))] == \
+        [(True, False), (False, True), (True, True)]
+
+
+def test_an_unknown_decoding_names_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown decoding 'beam'; registered: generate, ppl"):
+        Strategy(decoding="beam").decoding_method
 
 
 def test_defaults_are_registered_values():
     for dim in DIMENSIONS.values():
         assert parse_value(dim.name, dim.default) == dim.default
         assert getattr(Strategy(), dim.name) == dim.default
+
+
+def _implementations(value: object) -> list[Implementation]:
+    """The implementations a registered entry names (inside nested entries too)."""
+    if isinstance(value, Implementation):
+        return [value]
+    return [i for f in fields(value) for i in _implementations(getattr(value, f.name))] if is_dataclass(value) else []
+
+
+@pytest.mark.parametrize("implementation", [i for registry in (DECODINGS, RL_ALGOS) for value in registry.values()
+                                            for i in _implementations(value)], ids=lambda i: i.target)
+def test_every_registered_implementation_resolves_to_a_callable(implementation):
+    assert callable(implementation.resolve())  # a misspelt target fails here, not in the middle of a run

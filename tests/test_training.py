@@ -16,7 +16,7 @@ from runners.sft_config import LoraSettings, SFTSettings
 from strategies.example import Category, Example, TaskCard
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.registry import Strategy
-from strategies.training import TrainStrategy
+from strategies.training import RL_ALGOS, TrainStrategy
 
 CARD = TaskCard("en", "Classify the emotion.", "Text",
                 (Category("0", "sadness"), Category("1", "joy"), Category("2", "anger")))
@@ -180,26 +180,26 @@ def test_a_nan_loss_fails_the_job_with_its_step():
         logger.on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": float("nan")})
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "reinforce_pp_baseline", "reinforce_pp"])
+@pytest.mark.parametrize("algorithm", [name for name, algo in RL_ALGOS.items() if algo.advantages])
 def test_trl_takes_its_loss_advantages_from_the_registered_estimator(tiny_folder, tmp_path, monkeypatch, algorithm):
     """One real RL step: the advantages TRL's loss reads are exactly the estimator's output (so an upgrade of TRL
     that recomputed or renormalised them, or read another key, fails here, not silently in a benchmark)."""
     import torch
 
-    from runners.advantages import ESTIMATORS, Estimator
     from runners.rl import EstimatorGRPOTrainer, train_rl
     from runners.rl_config import RLSettings
     from runners.train_common import StepLogger, load_trainable, training_examples
 
     produced: list[torch.Tensor] = []
     used: list[torch.Tensor] = []
-    registered = ESTIMATORS[algorithm]
+    estimator = RL_ALGOS[algorithm].advantages.estimator
+    registered = estimator.resolve()
 
     def recording(x):
-        produced.append(registered.compute(x).detach().clone())
+        produced.append(registered(x).detach().clone())
         return produced[-1]
 
-    monkeypatch.setitem(ESTIMATORS, algorithm, Estimator(recording, registered.kl_in_reward))
+    monkeypatch.setattr(estimator.target.replace(":", "."), recording)  # what the registration names, recording
     original_loss = EstimatorGRPOTrainer._compute_loss
 
     def loss_reading(self, model, inputs):

@@ -61,8 +61,8 @@ def _evaluation(spec: RunSpec, datasets: DatasetCache, counter: TokenCounter) ->
         return Cost(0.0, "classical baseline")
     builder = PromptBuilder(dataset.card, replace(spec.strategy, icl="zero"), [], 0)
     prompt = _prompt_tokens(dataset.card, spec.strategy, dataset.pool, examples, counter)
-    written = spec.max_new_tokens if spec.strategy.decoding == "generate" or spec.strategy.reasoning == "on" else 0
-    if spec.strategy.decoding == "ppl":
+    written = spec.max_new_tokens if spec.strategy.generates_text else 0
+    if spec.strategy.decoding_method.scores:
         candidates = builder.candidates()
         scored = sum(counter.text(c) + 1 for c in candidates)
         why = f"{len(candidates)} candidates after each {prompt:.0f}-token prompt"

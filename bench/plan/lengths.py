@@ -52,8 +52,8 @@ def check_lengths(specs: Sequence[RunSpec], datasets: DatasetCache, cache: Path,
 def _check(spec: RunSpec, dataset: Dataset, longest: list[Example], counter: TokenCounter, limit: int,
            why: str) -> None:
     builder = PromptBuilder(dataset.card, without_retrieval(spec.strategy), dataset.pool, spec.seed)
-    generates = spec.strategy.decoding == "generate" or spec.strategy.reasoning == "on"
-    answer = spec.max_new_tokens if generates else max(counter.text(c) + 1 for c in builder.candidates())
+    answer = spec.max_new_tokens if spec.strategy.generates_text else \
+        max(counter.text(c) + 1 for c in builder.candidates())
     for example in longest:
         tokens = counter.prompt(builder.messages(example)) + answer
         if tokens > limit:
