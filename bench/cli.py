@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.plan.errors import UserError
+from bench.run.store import DEFAULT_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
@@ -113,7 +114,7 @@ def run(
     workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (CPU threads split "
                                                      "among them); more machines join with the same command")] = 1,
     lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim lasts without a heartbeat: a dead "
-                                                     "worker's job is taken over after this")] = 120.0,
+                                                     "worker's job is taken over after this")] = DEFAULT_LEASE_S,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job graph and stop")] = False,
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
@@ -182,7 +183,7 @@ def search(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
     out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
     lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job, and its trial, last "
-                                                     "without a heartbeat")] = 120.0,
+                                                     "without a heartbeat")] = DEFAULT_LEASE_S,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""

@@ -32,7 +32,7 @@ from bench.run.jobs import ROUND, Performer, round_order
 from bench.run.launch import Launch
 from bench.run.locations import mask, sqlite_path, with_driver
 from bench.run.recorder import MlflowRecorder
-from bench.run.store import DONE, JobStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, JobStore
 from reports.search_page import TrialRow
 
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
@@ -52,7 +52,7 @@ class SearchResult:
     parent_run_id: str | None = None
 
 
-def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease_s: float = 120.0,
+def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease_s: float = DEFAULT_LEASE_S,
                workers_elsewhere_ok: bool = True):
     """The study `name` in `storage_uri` (created, or joined when it holds the same space). `store` serialises the
     creation of Optuna's tables and of the study among workers that start together (PostgreSQL's catalogue does

@@ -28,7 +28,7 @@ from bench.plan.specs import Job, RunSpec
 from bench.run.progress import Reporter
 from bench.run.recorder import JobResult, one_line
 from bench.run.status import job_rows
-from bench.run.store import DONE, FAILED, RUNNING, Claim, JobState, JobStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, FAILED, RUNNING, Claim, JobState, JobStore
 from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
@@ -116,7 +116,7 @@ class Executor:
     reporter: Reporter
     parent_id: str | None = None
     worker: str = field(default_factory=worker_name)
-    lease_s: float = 120.0
+    lease_s: float = DEFAULT_LEASE_S
     poll_s: float = 2.0
     examples_of: Callable[[RunSpec], int] = lambda spec: 0
     observe: Callable[[RunSpec, str], Callable[[list[bool]], None]] | None = None  # (spec, run id) -> on_partial

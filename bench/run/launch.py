@@ -21,11 +21,9 @@ from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph, build_graph
 from bench.plan.specs import RunSpec, TrainSpec
 from bench.run.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
-from bench.run.store import DONE, FAILED, RUNNING, JobState, SqlStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, FAILED, RUNNING, JobState, SqlStore
 from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
-
-DEFAULT_LEASE_S = 120.0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+DEFAULT_LEASE_S = 120.0  # seconds a claim lasts without a heartbeat: a dead worker's job waits this long at most
 
 
 @dataclass(frozen=True)
