@@ -34,6 +34,7 @@ from bench.run.locations import mask, sqlite_path, with_driver
 from bench.run.recorder import MlflowRecorder
 from bench.run.store import DEFAULT_LEASE_S, DONE, JobStore
 from reports.search_page import TrialRow
+from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
 
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
 CACHED = "cached"
@@ -172,10 +173,10 @@ class Search:
         """The finished evaluation's metrics, with the training seconds of its stages."""
         states = self.store.states()
         metrics = self.recorder.metrics([states[spec.key].run_id])[states[spec.key].run_id]
-        stages = [j for j in build_graph([spec]).jobs.values() if j.KIND in ("train", "rgen")]
+        stages = [j for j in build_graph([spec]).jobs.values() if j.KIND in TRAINED_KINDS]
         runs = [states[j.key].run_id for j in stages if j.key in states and states[j.key].run_id]
         trained = self.recorder.metrics(runs) if runs else {}
-        return metrics | {"train_wall_time_s": sum(m.get("train_wall_time_s", 0.0) for m in trained.values())}
+        return metrics | {TRAIN_SECONDS: sum(m.get(TRAIN_SECONDS, 0.0) for m in trained.values())}
 
     def _run(self, trial, spec: RunSpec, run_id: str, evaluated: list[int]) -> dict[str, float]:
         import optuna

@@ -36,12 +36,14 @@ def grid_figures(work: Path) -> tuple[float, int, float, int]:
     evaluation wall seconds and number of evaluation runs."""
     from mlflow.tracking import MlflowClient
 
+    from reports.vocabulary import EVAL_KIND, KIND_TAG
+
     uri = f"sqlite:///{work / 'grid.db'}"
     subprocess.run([sys.executable, "-m", "bench", "run", "--grid", str(GRID), "--limit", str(LIMIT),
                     "--tracking-uri", uri, "--experiment", "grid"], check=True, cwd=work)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("grid")
-    runs = [r for r in client.search_runs([experiment.experiment_id], "tags.`genclsbench.kind` = 'eval'")
+    runs = [r for r in client.search_runs([experiment.experiment_id], f"tags.`{KIND_TAG}` = '{EVAL_KIND}'")
             if r.info.status == "FINISHED" and "baseline:" not in r.info.run_name]
     best = max(r.data.metrics["accuracy"] for r in runs)
     seconds = sum(r.data.metrics["wall_time_s"] for r in runs)

@@ -36,7 +36,9 @@ from reports.vocabulary import (
     KIND_TAG,
     OUTPUT_ARTIFACT,
     PRUNED_TAG,
+    RUNS_PLANNED,
     STUDY_TAG,
+    TRIAL_KIND,
     TRIAL_STATE_TAG,
     TRIAL_TAG,
 )
@@ -107,7 +109,7 @@ class MlflowRecorder:
         run_id = store.parent_run(grid, create)
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
-        self.client.log_metric(run_id, "runs_planned", planned, step=int(time.time()))
+        self.client.log_metric(run_id, RUNS_PLANNED, planned, step=int(time.time()))
         return run_id
 
     def close_parent(self, run_id: str, status: str) -> None:
@@ -127,7 +129,7 @@ class MlflowRecorder:
     def start_trial(self, spec: Job, parent_id: str, number: int, study: str) -> str:
         """A search trial's run (kind `trial`, its jobs nest under it), with the params of the spec it evaluates: the
         same vocabulary as a grid's runs, so both line up in MLflow's compare view."""
-        tags = {KIND_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id,
+        tags = {KIND_TAG: TRIAL_KIND, STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id,
                 **environment_tags()}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {number}: {spec.name}", tags=tags)
         values = [Param(k, v) for k, v in spec.run_params().items()]
