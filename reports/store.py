@@ -80,17 +80,26 @@ def _tag(params: dict[str, str], prefix: str, cls) -> str:
     return cls(**fields).tag()
 
 
-def _predictions(client: MlflowClient, run_id: str, cache: Path) -> pl.DataFrame | None:
-    cached = cache / f"{run_id}.parquet"
-    if cached.is_file():
-        return pl.read_parquet(cached)
+def read_predictions(client: MlflowClient, run_id: str) -> list[dict] | None:
+    """The rows of an evaluation run's predictions table (id, gold, prediction, ...) in the examples' order; None if
+    the run has none (the one reader of the artifact: reports, and a search replaying a finished trial)."""
     with tempfile.TemporaryDirectory() as work:
         try:
             path = Path(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, work))
         except Exception:  # noqa: BLE001 - a missing artifact is reported, not raised
             return None
         table = json.loads(path.read_text(encoding="utf-8"))
-    frame = pl.DataFrame([dict(zip(table["columns"], row)) for row in table["data"]]).select(
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
+def _predictions(client: MlflowClient, run_id: str, cache: Path) -> pl.DataFrame | None:
+    cached = cache / f"{run_id}.parquet"
+    if cached.is_file():
+        return pl.read_parquet(cached)
+    rows = read_predictions(client, run_id)
+    if rows is None:
+        return None
+    frame = pl.DataFrame(rows).select(
         pl.col("id").cast(pl.Utf8), pl.col("gold").cast(pl.Utf8), pl.col("prediction").cast(pl.Utf8))
     cached.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(cached)

@@ -27,7 +27,7 @@ from bench.run.recorder import JobResult, MlflowRecorder
 from bench.run.store import MemoryStore, SqlStore
 from bench.run.workspace import Workspace
 from bench.search import Search, open_study, summarise
-from reports.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
+from reports.vocabulary import HASH_TAG, KIND_TAG, PREDICTIONS_ARTIFACT, PRUNED_TAG, TRIAL_STATE_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = """name: space_test
@@ -152,7 +152,7 @@ class DesignedScorer:
         table = pd.DataFrame({"id": range(n), "gold": ["a"] * n, "prediction": ["a" if right[i] else "b"
                                                                               for i in range(n)]})
         return JobResult({"accuracy": sum(right.values()) / n, "macro_f1": 0.1, "examples_per_s": 1.0},
-                         tables={"predictions.json": table})
+                         tables={PREDICTIONS_ARTIFACT: table})
 
 
 def _search(tmp_path: Path, tracking: str, study: str, trials: int, scorer: DesignedScorer):

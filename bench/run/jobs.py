@@ -26,6 +26,7 @@ from bench.plan.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec
 from bench.run.metrics import classification_report, metric_key
 from bench.run.recorder import DatasetLog, JobResult
 from bench.run.workspace import Workspace, cached_array, per_example
+from reports.vocabulary import PREDICTIONS_ARTIFACT
 from runners.batching import Batching
 from strategies.demos import PoolEmbeddings
 from strategies.example import Example
@@ -171,7 +172,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     })
     evaluation = DatasetLog(pd.DataFrame({"text": table["text"], "label": table["gold"]}), spec.dataset.content,
                             f"{spec.dataset.name}:{spec.eval.split}", "evaluation")
-    return JobResult(metrics, tables={"predictions.json": table}, documents={"per_class.json": report.per_class},
+    return JobResult(metrics, tables={PREDICTIONS_ARTIFACT: table}, documents={"per_class.json": report.per_class},
                      figures={"confusion_matrix.png": _confusion_figure(report, spec.name)}, datasets=[evaluation],
                      summary=f"accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f} "
                              f"({wall:.1f} s)")

@@ -25,6 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from bench.plan.specs import Job
 from bench.run.store import JobStore
+from reports.store import read_predictions
 from reports.vocabulary import (
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
@@ -200,17 +201,8 @@ class MlflowRecorder:
         return found
 
     def predictions(self, run_id: str) -> list[dict] | None:
-        """The rows of an evaluation run's predictions.json (id, gold, prediction, ...) in the examples' order; None
-        if it has none."""
-        import json
-
-        with tempfile.TemporaryDirectory() as work:
-            try:
-                path = Path(self.client.download_artifacts(run_id, "predictions.json", work))
-            except Exception:  # noqa: BLE001 - a run without predictions
-                return None
-            table = json.loads(path.read_text(encoding="utf-8"))
-        return [dict(zip(table["columns"], row)) for row in table["data"]]
+        """The rows of an evaluation run's predictions table in the examples' order; None if it has none."""
+        return read_predictions(self.client, run_id)
 
     def download_output(self, run_id: str, into: Path) -> None:
         """The output folder of a finished job's run, into `into` (which exists and is empty)."""
