@@ -32,7 +32,7 @@ from bench.run.jobs import ROUND, Performer, round_order
 from bench.run.launch import Launch
 from bench.run.locations import mask, sqlite_path, with_driver
 from bench.run.recorder import MlflowRecorder
-from bench.run.store import DEFAULT_LEASE_S, DONE, JobStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
 from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
 
@@ -209,7 +209,7 @@ class Search:
         state = self.store.states([spec.key])[spec.key]
         if state.status == DONE:
             return self._metrics(spec)
-        if (state.error or "").startswith("pruned"):
+        if state.status == PRUNED:
             raise optuna.TrialPruned(state.error)
         raise RuntimeError(f"{spec.name} failed: {state.error}")
 

@@ -28,7 +28,17 @@ from bench.plan.specs import Job, RunSpec
 from bench.run.progress import Reporter
 from bench.run.recorder import JobResult, one_line
 from bench.run.status import job_rows
-from bench.run.store import DEFAULT_LEASE_S, DONE, FAILED, RUNNING, Claim, JobState, JobStore
+from bench.run.store import (
+    DEFAULT_LEASE_S,
+    DONE,
+    ENDED_WITHOUT_RESULT,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    Claim,
+    JobState,
+    JobStore,
+)
 from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
@@ -92,10 +102,11 @@ class Hooks:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an evaluation ended for this worker: done now, done earlier, failed (with the reason) or not reached."""
+    """How an evaluation ended for this worker: done now, done earlier, failed or pruned (with the reason), or not
+    reached."""
 
     spec: RunSpec
-    status: str  # done | earlier | failed | waiting
+    status: str  # done | earlier | failed | pruned | waiting
     run_id: str | None = None
     error: str | None = None
 
@@ -138,12 +149,12 @@ class Executor:
         try:
             while True:
                 states = self.store.states(list(self.graph.jobs))
-                final = {k for k, s in states.items() if s.status == DONE or (s.status == FAILED and
-                                                                               (s.finished or 0) >= began)}
+                final = {k for k, s in states.items() if s.status == DONE or (
+                    s.status in ENDED_WITHOUT_RESULT and (s.finished or 0) >= began)}
                 if len(final) == len(self.graph.jobs):
                     break
                 doomed = [k for k in self.graph.jobs if k not in final and any(
-                    states[d].status == FAILED and d in final for d in self.graph.needs[k])]
+                    states[d].status in ENDED_WITHOUT_RESULT and d in final for d in self.graph.needs[k])]
                 ready = [k for k in self.graph.jobs if k not in final and k not in doomed and all(
                     states[d].status == DONE for d in self.graph.needs[k])]
                 claim = self.store.claim(doomed + ready, self.worker, self.lease_s, began)
@@ -162,8 +173,8 @@ class Executor:
         found = []
         for spec in self.graph.evaluations:
             state = states[spec.key]
-            status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed"}.get(
-                state.status, "waiting")
+            status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed",
+                      PRUNED: "pruned"}.get(state.status, "waiting")
             found.append(Outcome(spec, status, state.run_id, state.error))
         return found
 
@@ -179,8 +190,9 @@ class Executor:
 
     def _fail_dependent(self, claim: Claim, states: dict[str, JobState]) -> None:
         job = self.graph.jobs[claim.key]
-        failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status == FAILED)
-        error = DependencyFailed(f"{failed.name} failed: {failed.error}")
+        failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status in ENDED_WITHOUT_RESULT)
+        error = DependencyFailed(f"{failed.name} {'was pruned' if failed.status == PRUNED else 'failed'}: "
+                                 f"{failed.error}")
         run_id = self.recorder.start(job, self.parent_id)
         self.recorder.fail(run_id, error)
         self.store.fail(claim, one_line(error))
@@ -225,7 +237,7 @@ class Executor:
             raise
         except Pruned as pruned:  # not done: a later grid runs it whole
             self.recorder.prune(run_id, str(pruned), pruned.metrics)
-            self.store.fail(claim, f"pruned: {pruned}")
+            self.store.prune(claim, str(pruned))
             self.reporter.end(f"PRUNED {job.name}: {pruned}")
         except Exception as exc:  # one failing job fails its dependents, never the grid
             self.recorder.fail(run_id, exc)

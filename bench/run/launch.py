@@ -21,7 +21,7 @@ from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph, build_graph
 from bench.plan.specs import RunSpec, TrainSpec
 from bench.run.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
-from bench.run.store import DEFAULT_LEASE_S, DONE, FAILED, RUNNING, JobState, SqlStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobState, SqlStore
 from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 
@@ -222,7 +222,8 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
             outcomes = executor.run()
     except BaseException:
         states = store.states(list(launch.graph.jobs)).values()
-        if not any(s.status == RUNNING for s in states) and not all(s.status in (DONE, FAILED) for s in states):
+        ended = (DONE, *ENDED_WITHOUT_RESULT)
+        if not any(s.status == RUNNING for s in states) and not all(s.status in ended for s in states):
             recorder.close_parent(parent, "KILLED")  # the grid is unfinished, and no other worker is at work on it
         raise
     finally:
