@@ -26,9 +26,9 @@ from rich.console import Console
 from bench.plan.errors import UserError
 from bench.plan.graph import build_graph
 from bench.plan.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
-from bench.plan.specs import RunSpec
-from bench.run.executor import Executor, Pruned
-from bench.run.jobs import ROUND, Performer, round_order
+from bench.plan.specs import Job, RunSpec
+from bench.run.executor import Executor, OnPartial, Pruned
+from bench.run.jobs import ROUND, KindPerformer, round_order
 from bench.run.launch import Launch
 from bench.run.locations import mask, sqlite_path, with_driver
 from bench.run.recorder import MlflowRecorder
@@ -115,7 +115,7 @@ class Search:
                  reporter, lease_s: float, console: Console, performer=None) -> None:
         self.space, self.study, self.launch, self.store, self.recorder = space, study, launch, store, recorder
         self.reporter, self.lease_s, self.console = reporter, lease_s, console
-        self.performer = performer or Performer(launch.workspace, launch.datasets, launch.batching)
+        self.performer = performer or KindPerformer(launch.workspace, launch.datasets, launch.batching)
         self.parent = recorder.open_parent(store, f"study {study.study_name}", space.path, 0)
 
     def _spec(self, trial) -> tuple[RunSpec, dict]:
@@ -182,14 +182,13 @@ class Search:
         import optuna
 
         graph = build_graph([spec])
-        examples = len(self.launch.datasets.get(spec.dataset.config).evaluation(
-            spec.eval.split, spec.eval.limit, spec.eval.sample_seed))
+        examples = self.performer.evaluation_examples(spec)
         pruned_before = any(t.user_attrs.get("spec_hash") == spec.key and t.state == optuna.trial.TrialState.PRUNED
                             for t in self.study.get_trials(deepcopy=False))
         if pruned_before:  # this point was judged clearly worse already: no need to evaluate it again
             raise optuna.TrialPruned(f"{spec.name} was pruned in an earlier trial")
 
-        def observe(job: RunSpec, eval_run: str) -> Callable[[list[bool]], None]:
+        def observe(job: Job, eval_run: str) -> OnPartial:
             def on_partial(correct: list[bool]) -> None:
                 for step in range(evaluated[0], len(correct)):
                     trial.report(float(correct[step]), step)
@@ -204,7 +203,7 @@ class Search:
             return on_partial
 
         executor = Executor(graph, self.store, self.recorder, self.launch.workspace, self.performer, self.reporter,
-                            parent_id=run_id, lease_s=self.lease_s, examples_of=lambda s: examples, observe=observe)
+                            parent_id=run_id, lease_s=self.lease_s, observe=observe)
         executor.run()
         state = self.store.states([spec.key])[spec.key]
         if state.status == DONE:

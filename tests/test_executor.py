@@ -13,7 +13,7 @@ from bench.plan.datasets import DatasetCache
 from bench.plan.graph import build_graph
 from bench.plan.grid import expand, read_grid
 from bench.plan.specs import Job, RunSpec
-from bench.run.executor import DependencyFailed, Executor, Hooks, Pruned
+from bench.run.executor import DependencyFailed, Executor, JobCallbacks, Pruned
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult
 from bench.run.status import job_rows
@@ -93,17 +93,20 @@ class FakePerformer:
     def unit(self, job: Job) -> str:
         return "steps"
 
-    def __call__(self, job: Job, out: Path | None, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job: Job) -> int:
+        return 4 if job.KIND == "eval" else 0
+
+    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         for dependency in job.dependencies():
-            assert hooks.output_of(dependency).is_dir()  # a dependency's output is there before the job runs
+            assert callbacks.output_of(dependency).is_dir()  # a dependency's output is there before the job runs
         if job.name == self.interrupt:
             raise KeyboardInterrupt
         if job.name in self.fail:
             raise RuntimeError(f"simulated crash in {job.name}")
         if job.name == self.prune:
             raise Pruned("clearly worse", {"accuracy_partial": 0.1})
-        hooks.on_log({"loss": 1.0}, 1)
-        hooks.on_progress(1, 1)
+        callbacks.on_log({"loss": 1.0}, 1)
+        callbacks.on_progress(1, 1)
         if out is not None:
             (out / "weights").write_text(job.key)
         self.done.append(job)

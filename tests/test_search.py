@@ -19,8 +19,8 @@ from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph
 from bench.plan.space import read_space
-from bench.run.executor import Hooks
-from bench.run.jobs import ROUND, round_order
+from bench.run.executor import JobCallbacks
+from bench.run.jobs import ROUND, evaluation_examples, round_order
 from bench.run.launch import Launch
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult, MlflowRecorder
@@ -139,16 +139,19 @@ class DesignedScorer:
     def unit(self, job) -> str:
         return "examples"
 
-    def __call__(self, job, out, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job) -> int:
+        return len(evaluation_examples(job, self.datasets))
+
+    def __call__(self, job, out, callbacks: JobCallbacks) -> JobResult:
         import pandas as pd
 
-        n = len(self.datasets.get(job.dataset.config).evaluation(job.eval.split, job.eval.limit, 0))
+        n = self.evaluation_examples(job)
         order = round_order(n, job.eval.sample_seed)
         right = {i: (k % 10 < 8) if job.strategy.decoding == "ppl" else (k % 10 == 0) for k, i in enumerate(order)}
         for end in range(ROUND, n + ROUND, ROUND):
             self.evaluated.append(job.key)
-            if hooks.on_partial:
-                hooks.on_partial([right[i] for i in order[:min(end, n)]])
+            if callbacks.on_partial:
+                callbacks.on_partial([right[i] for i in order[:min(end, n)]])
         table = pd.DataFrame({"id": range(n), "gold": ["a"] * n, "prediction": ["a" if right[i] else "b"
                                                                               for i in range(n)]})
         return JobResult({"accuracy": sum(right.values()) / n, "macro_f1": 0.1, "examples_per_s": 1.0},

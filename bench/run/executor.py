@@ -42,9 +42,13 @@ from bench.run.store import (
 from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
+JobProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
+OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
+OnPartial = Callable[[list[bool]], None]  # per-example correctness so far, in evaluation order (may raise Pruned)
+
 
 class Performer(Protocol):
-    """Computes jobs (see `bench.run.jobs.Performer`)."""
+    """Computes jobs, and says what the executor needs to know of each (see `bench.run.jobs.KindPerformer`)."""
 
     def has_output(self, job: Job) -> bool:
         """The job leaves an output folder that later jobs read."""
@@ -52,7 +56,11 @@ class Performer(Protocol):
     def unit(self, job: Job) -> str:
         """What the job's progress counts (examples, steps)."""
 
-    def __call__(self, job: Job, out: Path | None, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job: Job) -> int:
+        """The evaluation examples the job predicts (0: it evaluates nothing): they count toward the grid's ETA, and
+        only a job that has some reports results so far to an observer."""
+
+    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         """Perform `job`, writing its output (if it has one) into `out`."""
 
 
@@ -90,14 +98,14 @@ class Pruned(Exception):
 
 
 @dataclass
-class Hooks:
-    """What a job may call while it runs: its dependencies' outputs, its progress, its step-wise curves, and an
-    observer of an evaluation's results so far (which may raise `Pruned`)."""
+class JobCallbacks:
+    """What the executor lets a running job call: its dependencies' outputs, its progress, its step-wise curves, and
+    an observer of an evaluation's results so far (which may raise `Pruned`)."""
 
     output_of: Callable[[Job], Path]
-    on_progress: Callable[[int, int], None]
-    on_log: Callable[[dict[str, float], int], None]
-    on_partial: Callable[[list[bool]], None] | None = None
+    on_progress: JobProgress
+    on_log: OnLog
+    on_partial: OnPartial | None = None
 
 
 @dataclass(frozen=True)
@@ -129,8 +137,7 @@ class Executor:
     worker: str = field(default_factory=worker_name)
     lease_s: float = DEFAULT_LEASE_S
     poll_s: float = 2.0
-    examples_of: Callable[[RunSpec], int] = lambda spec: 0
-    observe: Callable[[RunSpec, str], Callable[[list[bool]], None]] | None = None  # (spec, run id) -> on_partial
+    observe: Callable[[Job, str], OnPartial] | None = None  # (evaluation, its run id) -> its observer
     _claim: Claim | None = None
     _claim_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -142,7 +149,7 @@ class Executor:
         sweep_staging(self.workspace.jobs)
         states = self.store.states(list(self.graph.jobs))
         todo = [s for s in self.graph.evaluations if states[s.key].status != DONE]
-        self.reporter.plan(sum(self.examples_of(s) for s in todo))
+        self.reporter.plan(sum(self.perform.evaluation_examples(s) for s in todo))
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         beat.start()
@@ -220,15 +227,15 @@ class Executor:
         run_id = self.recorder.start(job, self.parent_id)
         self.store.started(claim, run_id)
         self.reporter.start(job.name, self.perform.unit(job))
-        hooks = Hooks(self.output_of, self.reporter.advance,
-                      lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
-                      self.observe(job, run_id) if self.observe and isinstance(job, RunSpec) else None)
+        examples = self.perform.evaluation_examples(job)
+        callbacks = JobCallbacks(self.output_of, self.reporter.advance,
+                                 lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
+                                 self.observe(job, run_id) if self.observe and examples else None)
         try:
-            result = self._perform(job, hooks)
+            result = self._perform(job, callbacks)
             self.recorder.finish(run_id, result)
             if not self.store.complete(claim, run_id):
                 self.reporter.note(f"lost the claim on {job.name} (lease expired); another worker runs it again")
-            examples = self.examples_of(job) if isinstance(job, RunSpec) else 0
             self.reporter.end(f"done {job.name}: {result.summary}", examples)
         except (KeyboardInterrupt, SystemExit):
             self.recorder.kill(run_id)
@@ -246,11 +253,11 @@ class Executor:
         finally:
             self._hold(None)
 
-    def _perform(self, job: Job, hooks: Hooks) -> JobResult:
+    def _perform(self, job: Job, callbacks: JobCallbacks) -> JobResult:
         """Run the job; one with an output folder fills a staging folder that becomes its cache folder when
         complete (or is read from there, when this machine built it before)."""
         if not self.perform.has_output(job):
-            return self.perform(job, None, hooks)
+            return self.perform(job, None, callbacks)
         target = self.workspace.output(job.key)
         if self.workspace.is_complete(job.key):
             stored = json.loads((target / COMPLETE).read_text(encoding="utf-8"))
@@ -258,7 +265,7 @@ class Executor:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(job.key), dir=target.parent))
         try:
-            result = self.perform(job, staging, hooks)
+            result = self.perform(job, staging, callbacks)
             (staging / COMPLETE).write_text(json.dumps({"key": job.key, "metrics": result.metrics}, indent=1),
                                             encoding="utf-8")
             if target.exists():

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,13 +144,6 @@ class Results:
     experiment_id: str
 
 
-def _examples(launch: Launch) -> Callable[[RunSpec], int]:
-    def count(spec: RunSpec) -> int:
-        return len(launch.datasets.get(spec.dataset.config).evaluation(spec.eval.split, spec.eval.limit,
-                                                                       spec.eval.sample_seed))
-    return count
-
-
 def _relay(process: subprocess.Popen, label: str, console: Console) -> threading.Thread:
     """Print a worker process's lines, prefixed with its label, from a thread (the live display stays intact)."""
     def pump() -> None:
@@ -195,7 +188,7 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
     Ctrl-C. `label`: this worker's name in its lines (a worker started by `--workers`); `threads`: torch's CPU
     threads (the machine's cores shared among its workers)."""
     from bench.run.executor import Executor
-    from bench.run.jobs import Performer
+    from bench.run.jobs import KindPerformer
     from bench.run.progress import LineReporter, LiveReporter
     from bench.run.recorder import MlflowRecorder
     from runners.quiet import quiet_libraries
@@ -210,8 +203,8 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
     live = sys.stdout.isatty() and label is None
     reporter = LiveReporter(console) if live else LineReporter(console)
     executor = Executor(launch.graph, store, recorder, launch.workspace,
-                        Performer(launch.workspace, launch.datasets, launch.batching), reporter, parent_id=parent,
-                        lease_s=lease_s, examples_of=_examples(launch))
+                        KindPerformer(launch.workspace, launch.datasets, launch.batching), reporter,
+                        parent_id=parent, lease_s=lease_s)
 
     def terminated(signum, frame) -> None:
         raise KeyboardInterrupt
