@@ -132,30 +132,31 @@ def run(
     )
     from bench.run.locations import mask
 
-    launch = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
-                     experiment, dict(os.environ))
-    jobs = open_store(launch, create=not dry_run)
+    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
+                      experiment, dict(os.environ))
+    jobs = open_store(planned.stores, create=not dry_run)
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
-        work(launch, jobs, console, lease, label="worker", threads=_threads_per_worker())
+        work(planned, jobs, console, lease, label="worker", threads=_threads_per_worker())
         return
-    states, now = (jobs.states(list(launch.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
-    for line in plan_lines(launch, states, now, dry_run):
+    states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
+    for line in plan_lines(planned, states, now, dry_run):
         console.print(line, highlight=False, markup=False)
     if dry_run:
         return
-    prepare_models(launch.workspace, *graph_models(launch.graph), console)
+    prepare_models(planned.workspace, *graph_models(planned.graph), console)
     threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
     others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
     try:
-        results = work(launch, jobs, console, lease, threads=threads)
+        results = work(planned, jobs, console, lease, threads=threads)
     except BaseException:
         join_workers(others, interrupted=True)
         raise
     join_workers(others, interrupted=False)
     console.print(_results_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
-    console.print(f"browse: {mask(launch.tracking).rstrip('/')}/{route}" if launch.tracking.startswith("http") else
-                  f"browse: mlflow ui --backend-store-uri {mask(launch.tracking)} --host 127.0.0.1 --port 5000, then "
+    tracking = planned.stores.tracking_uri
+    console.print(f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
+                  f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
                   f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
     failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
@@ -194,16 +195,16 @@ def search(
     from reports.search_page import SearchPage, write_search_page
 
     _writable_folder(out, "--out")
-    worker = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
-    chosen, optuna_study, recorder, name = worker.space, worker.study, worker.recorder, worker.launch.experiment
+    searcher = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
+    chosen, optuna_study, recorder = searcher.space, searcher.study, searcher.worker.recorder
     try:
-        worker.optimize(trials)
+        searcher.optimize(trials)
     except BaseException:
-        recorder.close_parent(worker.parent, "KILLED")
+        searcher.close("KILLED")
         raise
-    result = summarise(chosen, optuna_study, worker.parent)
+    result = summarise(chosen, optuna_study)
     out.mkdir(parents=True, exist_ok=True)
-    grid = best_grid(result, name)
+    grid = best_grid(result, recorder.experiment)
     if grid is not None:
         (out / "best.yaml").write_text(yaml.safe_dump(grid, sort_keys=False, allow_unicode=True), encoding="utf-8")
     page = SearchPage(optuna_study, f"genclsbench search: {optuna_study.study_name}",
@@ -212,8 +213,8 @@ def search(
                       result.trials, result.best, result.importances,
                       [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
     write_search_page(page, out)
-    recorder.log_artifacts(worker.parent, out, "search")
-    recorder.close_parent(worker.parent, "FINISHED")
+    recorder.log_artifacts(searcher.parent, out, "search")
+    searcher.close("FINISHED")
     _print_search(result, chosen.search.objectives, out)
 
 
@@ -249,18 +250,18 @@ def status(
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
-    launch = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
-    jobs = open_store(launch, create=False)
-    states = jobs.states(list(launch.graph.jobs)) if jobs else {}
-    statuses = job_statuses(launch.graph, states, jobs.now() if jobs else time.time())
-    table = _table(f"grid {launch.name}, experiment '{launch.experiment}'", ["job", "kind", "status"],
+    planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
+    jobs = open_store(planned.stores, create=False)
+    states = jobs.states(list(planned.graph.jobs)) if jobs else {}
+    statuses = job_statuses(planned.graph, states, jobs.now() if jobs else time.time())
+    table = _table(f"grid {planned.name}, experiment '{planned.stores.experiment}'", ["job", "kind", "status"],
                    wrap=("job", "status"))
     counts = dict.fromkeys(GROUPS, 0)
-    for key, job in launch.graph.jobs.items():
+    for key, job in planned.graph.jobs.items():
         counts[statuses[key].group] += 1
         table.add_row(job.name, job.KIND, statuses[key].text)
     console.print(table)
-    console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(launch.graph.jobs)} jobs)"
+    console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(planned.graph.jobs)} jobs)"
                   + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
 
 

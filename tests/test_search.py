@@ -17,11 +17,10 @@ from rich.console import Console
 
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
-from bench.plan.graph import JobGraph
 from bench.plan.space import read_space
 from bench.run.executor import JobCallbacks
 from bench.run.jobs import ROUND, evaluation_examples, round_order
-from bench.run.launch import Launch
+from bench.run.launch import Worker
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult, MlflowRecorder
 from bench.run.store import MemoryStore, SqlStore
@@ -161,13 +160,11 @@ class DesignedScorer:
 def _search(tmp_path: Path, tracking: str, study: str, trials: int, scorer: DesignedScorer):
     space = read_space(space_file(tmp_path))
     store = SqlStore(f"sqlite:///{tmp_path / 'jobs.db'}", "space_test")
-    launch = Launch("space_test", space.path, JobGraph({}, {}), scorer.datasets, Workspace(tmp_path / "cache"),
-                    tracking, "", "space_test", 8)
-    recorder = MlflowRecorder(tracking, "space_test", store)
+    worker = Worker(store, MlflowRecorder(tracking, "space_test", store), Workspace(tmp_path / "cache"), scorer)
     console = Console(file=io.StringIO())
     optuna_study = open_study(space, study, f"sqlite:///{tmp_path / 'optuna.db'}", store)
-    worker = Search(space, optuna_study, launch, store, recorder, LineReporter(console), 30, console, scorer)
-    worker.optimize(trials)
+    searcher = Search(space, optuna_study, worker, scorer.datasets, LineReporter(console), 30, console)
+    searcher.optimize(trials)
     return summarise(space, optuna_study)
 
 
