@@ -131,6 +131,7 @@ def run(
         work,
     )
     from bench.run.locations import mask
+    from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
     planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
                       experiment, dict(os.environ))
@@ -160,8 +161,8 @@ def run(
                   f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
     failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
-        console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag genclsbench.error) "
-                      "and its traceback (error.txt); re-run to retry them")
+        console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag {ERROR_TAG}) "
+                      f"and its traceback ({ERROR_ARTIFACT}); re-run to retry them")
         raise typer.Exit(1)
 
 

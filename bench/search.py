@@ -135,30 +135,26 @@ class Search:
         trial.set_user_attr("grid", grid)
         run_id = self.worker.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
         state = self.worker.store.states([spec.key]).get(spec.key)
-        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if state and
-                                                                   state.status == DONE else ""),
+        cached = state is not None and state.status == DONE
+        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""),
                            highlight=False, markup=False)
-        evaluated = [0]
+        evaluated, figures, ended = [0], {}, "FAIL"
         try:
-            if state is not None and state.status == DONE:
+            if cached:
                 trial.set_user_attr(CACHED, True)
                 metrics = self._metrics(spec)
                 self._replay(trial, spec, state.run_id)
-                outcome = CACHED
             else:
                 metrics = self._run(trial, spec, run_id, evaluated)
-                outcome = "COMPLETE"
-        except BaseException as exc:
-            state = "PRUNED" if isinstance(exc, optuna.TrialPruned) else "FAIL"
-            self.worker.recorder.end_trial(run_id, state, {"examples_evaluated": evaluated[0]})
+            values = [metrics.get(OBJECTIVES[o].metric, 0.0) for o in self.space.search.objectives]
+            figures, ended = dict(zip(self.space.search.objectives, values)), CACHED if cached else "COMPLETE"
+        except optuna.TrialPruned:
+            ended = "PRUNED"
+            raise
+        finally:  # every trial, however it ended: its state, figures and cost
             trial.set_user_attr("examples", evaluated[0])
             trial.set_user_attr("seconds", time.monotonic() - started)
-            raise
-        values = [metrics.get(OBJECTIVES[o].metric, 0.0) for o in self.space.search.objectives]
-        trial.set_user_attr("examples", evaluated[0])
-        trial.set_user_attr("seconds", time.monotonic() - started)
-        self.worker.recorder.end_trial(run_id, outcome, {**{o: v for o, v in zip(self.space.search.objectives, values)},
-                                                  "examples_evaluated": evaluated[0]})
+            self.worker.recorder.end_trial(run_id, ended, figures | {"examples_evaluated": evaluated[0]})
         return values[0] if len(values) == 1 else values
 
     def _replay(self, trial, spec: RunSpec, eval_run: str) -> None:

@@ -110,13 +110,11 @@ class JobCallbacks:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an evaluation ended for this worker: done now, done earlier, failed or pruned (with the reason), or not
-    reached."""
+    """How an evaluation ended for this worker (done now, done earlier, failed, pruned, or not reached), and its run."""
 
     spec: RunSpec
     status: str  # done | earlier | failed | pruned | waiting
     run_id: str | None = None
-    error: str | None = None
 
 
 def worker_name() -> str:
@@ -182,7 +180,7 @@ class Executor:
             state = states[spec.key]
             status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed",
                       PRUNED: "pruned"}.get(state.status, "waiting")
-            found.append(Outcome(spec, status, state.run_id, state.error))
+            found.append(Outcome(spec, status, state.run_id))
         return found
 
     def _heartbeat(self, stop: threading.Event) -> None:
