@@ -196,8 +196,7 @@ class Executor:
     def _fail_dependent(self, claim: Claim, states: dict[str, JobState]) -> None:
         job = self.graph.jobs[claim.key]
         failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status in ENDED_WITHOUT_RESULT)
-        error = DependencyFailed(f"{failed.name} {'was pruned' if failed.status == PRUNED else 'failed'}: "
-                                 f"{failed.error}")
+        error = DependencyFailed(f"{failed.name} {failed.status}: {failed.error}")  # failed, or pruned
         run_id = self.recorder.start(job, self.parent_id)
         self.recorder.fail(run_id, error)
         self.store.fail(claim, one_line(error))
