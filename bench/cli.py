@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.plan.errors import UserError
+from bench.run.store import DEFAULT_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
@@ -113,7 +114,7 @@ def run(
     workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (CPU threads split "
                                                      "among them); more machines join with the same command")] = 1,
     lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim lasts without a heartbeat: a dead "
-                                                     "worker's job is taken over after this")] = 120.0,
+                                                     "worker's job is taken over after this")] = DEFAULT_LEASE_S,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job graph and stop")] = False,
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
@@ -130,36 +131,38 @@ def run(
         work,
     )
     from bench.run.locations import mask
+    from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
-    launch = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
-                     experiment, dict(os.environ))
-    jobs = open_store(launch, create=not dry_run)
+    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
+                      experiment, dict(os.environ))
+    jobs = open_store(planned.stores, create=not dry_run)
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
-        work(launch, jobs, console, lease, label="worker", threads=_threads_per_worker())
+        work(planned, jobs, console, lease, label="worker", threads=_threads_per_worker())
         return
-    states, now = (jobs.states(list(launch.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
-    for line in plan_lines(launch, states, now, dry_run):
+    states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
+    for line in plan_lines(planned, states, now, dry_run):
         console.print(line, highlight=False, markup=False)
     if dry_run:
         return
-    prepare_models(launch.workspace, *graph_models(launch.graph), console)
+    prepare_models(planned.workspace, *graph_models(planned.graph), console)
     threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
     others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
     try:
-        results = work(launch, jobs, console, lease, threads=threads)
+        results = work(planned, jobs, console, lease, threads=threads)
     except BaseException:
         join_workers(others, interrupted=True)
         raise
     join_workers(others, interrupted=False)
     console.print(_results_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
-    console.print(f"browse: {mask(launch.tracking).rstrip('/')}/{route}" if launch.tracking.startswith("http") else
-                  f"browse: mlflow ui --backend-store-uri {mask(launch.tracking)} --host 127.0.0.1 --port 5000, then "
+    tracking = planned.stores.tracking_uri
+    console.print(f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
+                  f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
                   f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
     failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
-        console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag genclsbench.error) "
-                      "and its traceback (error.txt); re-run to retry them")
+        console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag {ERROR_TAG}) "
+                      f"and its traceback ({ERROR_ARTIFACT}); re-run to retry them")
         raise typer.Exit(1)
 
 
@@ -182,7 +185,7 @@ def search(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
     out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
     lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job, and its trial, last "
-                                                     "without a heartbeat")] = 120.0,
+                                                     "without a heartbeat")] = DEFAULT_LEASE_S,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
@@ -193,16 +196,16 @@ def search(
     from reports.search_page import SearchPage, write_search_page
 
     _writable_folder(out, "--out")
-    worker = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
-    chosen, optuna_study, recorder, name = worker.space, worker.study, worker.recorder, worker.launch.experiment
+    searcher = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
+    chosen, optuna_study, recorder = searcher.space, searcher.study, searcher.worker.recorder
     try:
-        worker.optimize(trials)
+        searcher.optimize(trials)
     except BaseException:
-        recorder.close_parent(worker.parent, "KILLED")
+        searcher.close("KILLED")
         raise
-    result = summarise(chosen, optuna_study, worker.parent)
+    result = summarise(chosen, optuna_study)
     out.mkdir(parents=True, exist_ok=True)
-    grid = best_grid(result, name)
+    grid = best_grid(result, recorder.experiment)
     if grid is not None:
         (out / "best.yaml").write_text(yaml.safe_dump(grid, sort_keys=False, allow_unicode=True), encoding="utf-8")
     page = SearchPage(optuna_study, f"genclsbench search: {optuna_study.study_name}",
@@ -211,8 +214,8 @@ def search(
                       result.trials, result.best, result.importances,
                       [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
     write_search_page(page, out)
-    recorder.log_artifacts(worker.parent, out, "search")
-    recorder.close_parent(worker.parent, "FINISHED")
+    recorder.log_artifacts(searcher.parent, out, "search")
+    searcher.close("FINISHED")
     _print_search(result, chosen.search.objectives, out)
 
 
@@ -248,18 +251,18 @@ def status(
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
-    launch = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
-    jobs = open_store(launch, create=False)
-    states = jobs.states(list(launch.graph.jobs)) if jobs else {}
-    statuses = job_statuses(launch.graph, states, jobs.now() if jobs else time.time())
-    table = _table(f"grid {launch.name}, experiment '{launch.experiment}'", ["job", "kind", "status"],
+    planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
+    jobs = open_store(planned.stores, create=False)
+    states = jobs.states(list(planned.graph.jobs)) if jobs else {}
+    statuses = job_statuses(planned.graph, states, jobs.now() if jobs else time.time())
+    table = _table(f"grid {planned.name}, experiment '{planned.stores.experiment}'", ["job", "kind", "status"],
                    wrap=("job", "status"))
     counts = dict.fromkeys(GROUPS, 0)
-    for key, job in launch.graph.jobs.items():
+    for key, job in planned.graph.jobs.items():
         counts[statuses[key].group] += 1
         table.add_row(job.name, job.KIND, statuses[key].text)
     console.print(table)
-    console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(launch.graph.jobs)} jobs)"
+    console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(planned.graph.jobs)} jobs)"
                   + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
 
 

@@ -23,17 +23,19 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.graph import build_graph
 from bench.plan.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
-from bench.plan.specs import RunSpec
-from bench.run.executor import Executor, Pruned
-from bench.run.jobs import ROUND, Performer, round_order
-from bench.run.launch import Launch
+from bench.plan.specs import Job, RunSpec
+from bench.run.executor import OnPartial, Pruned
+from bench.run.jobs import ROUND, round_order
+from bench.run.launch import Worker
 from bench.run.locations import mask, sqlite_path, with_driver
-from bench.run.recorder import MlflowRecorder
-from bench.run.store import DONE, JobStore
+from bench.run.progress import Reporter
+from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
+from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
 
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
 CACHED = "cached"
@@ -49,20 +51,18 @@ class SearchResult:
     trials: list[TrialRow]
     best: list[int]
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
-    parent_run_id: str | None = None
 
 
-def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease_s: float = 120.0,
-               workers_elsewhere_ok: bool = True):
+def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease_s: float = DEFAULT_LEASE_S):
     """The study `name` in `storage_uri` (created, or joined when it holds the same space). `store` serialises the
     creation of Optuna's tables and of the study among workers that start together (PostgreSQL's catalogue does
     not take two CREATE TABLEs of one name at once). A trial's heartbeat beats every quarter `lease_s`; a trial
     silent for `lease_s` (its worker died) is failed and retried, like a job whose claim lapsed."""
     with store.serialized():
-        return _open_study(space, name, storage_uri, lease_s, workers_elsewhere_ok)
+        return _open_study(space, name, storage_uri, lease_s)
 
 
-def _open_study(space: Space, name: str, storage_uri: str, lease_s: float, workers_elsewhere_ok: bool):
+def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -94,10 +94,6 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float, worke
             raise UserError(f"study '{name}' in {mask(storage_uri)} was made with another space; give another "
                             "--study name, or the space file it was made with")
         optuna.storages.fail_stale_trials(study)
-        live = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
-        if path is not None and live and not workers_elsewhere_ok:
-            raise UserError(f"another worker is at work on study '{name}' in SQLite ({mask(storage_uri)}); several "
-                            "workers need a server: --storage postgresql://user@host/db")
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
         study.set_user_attr(SPACE_ATTR, space.fingerprint())
@@ -108,21 +104,25 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float, worke
 
 
 class Search:
-    """Runs trials of one study as one worker (see the module doc)."""
+    """Runs trials of one study as `worker` (see the module doc); `datasets` expand its sampled points into specs.
+    Opens the study's parent run; `close` ends it."""
 
-    def __init__(self, space: Space, study, launch: Launch, store: JobStore, recorder: MlflowRecorder,
-                 reporter, lease_s: float, console: Console, performer=None) -> None:
-        self.space, self.study, self.launch, self.store, self.recorder = space, study, launch, store, recorder
+    def __init__(self, space: Space, study, worker: Worker, datasets: DatasetCache, reporter: Reporter,
+                 lease_s: float, console: Console) -> None:
+        self.space, self.study, self.worker, self.datasets = space, study, worker, datasets
         self.reporter, self.lease_s, self.console = reporter, lease_s, console
-        self.performer = performer or Performer(launch.workspace, launch.datasets, launch.batching)
-        self.parent = recorder.open_parent(store, f"study {study.study_name}", space.path, 0)
+        self.parent = worker.recorder.open_parent(worker.store, f"study {study.study_name}", space.path, 0)
+
+    def close(self, status: str) -> None:
+        """End the study's parent run (FINISHED, or KILLED when this worker was stopped)."""
+        self.worker.recorder.close_parent(self.parent, status)
 
     def _spec(self, trial) -> tuple[RunSpec, dict]:
         from bench.plan.grid import expand
         from runners.model_registry import default_dtype
 
         grid = self.space.sample(trial)
-        specs = expand(grid, self.space.path, self.launch.datasets, default_dtype())
+        specs = expand(grid, self.space.path, self.datasets, default_dtype())
         return specs[0], grid.model_dump(mode="json", exclude_defaults=True)
 
     def objective(self, trial) -> float | list[float]:
@@ -133,82 +133,76 @@ class Search:
         trial.set_user_attr("spec", spec.name)
         trial.set_user_attr("spec_hash", spec.key)
         trial.set_user_attr("grid", grid)
-        run_id = self.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
-        state = self.store.states([spec.key]).get(spec.key)
-        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if state and
-                                                                   state.status == DONE else ""),
+        run_id = self.worker.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
+        state = self.worker.store.states([spec.key]).get(spec.key)
+        cached = state is not None and state.status == DONE
+        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""),
                            highlight=False, markup=False)
-        evaluated = [0]
+        evaluated, figures, ended = [0], {}, "FAIL"
         try:
-            if state is not None and state.status == DONE:
+            if cached:
                 trial.set_user_attr(CACHED, True)
                 metrics = self._metrics(spec)
                 self._replay(trial, spec, state.run_id)
-                outcome = CACHED
             else:
                 metrics = self._run(trial, spec, run_id, evaluated)
-                outcome = "COMPLETE"
-        except BaseException as exc:
-            state = "PRUNED" if isinstance(exc, optuna.TrialPruned) else "FAIL"
-            self.recorder.end_trial(run_id, state, {"examples_evaluated": evaluated[0]})
+            values = [metrics.get(OBJECTIVES[o].metric, 0.0) for o in self.space.search.objectives]
+            figures, ended = dict(zip(self.space.search.objectives, values)), CACHED if cached else "COMPLETE"
+        except optuna.TrialPruned:
+            ended = "PRUNED"
+            raise
+        finally:  # every trial, however it ended: its state, figures and cost
             trial.set_user_attr("examples", evaluated[0])
             trial.set_user_attr("seconds", time.monotonic() - started)
-            raise
-        values = [metrics.get(OBJECTIVES[o].metric, 0.0) for o in self.space.search.objectives]
-        trial.set_user_attr("examples", evaluated[0])
-        trial.set_user_attr("seconds", time.monotonic() - started)
-        self.recorder.end_trial(run_id, outcome, {**{o: v for o, v in zip(self.space.search.objectives, values)},
-                                                  "examples_evaluated": evaluated[0]})
+            self.worker.recorder.end_trial(run_id, ended, figures | {"examples_evaluated": evaluated[0]})
         return values[0] if len(values) == 1 else values
 
     def _replay(self, trial, spec: RunSpec, eval_run: str) -> None:
         """A cached trial's per-example results, reported in the order an evaluation goes through them (from its
         predictions), so the pruner can pair later trials with it when it is the best."""
-        rows = self.recorder.predictions(eval_run)
+        rows = self.worker.recorder.predictions(eval_run)
         for step, i in enumerate(round_order(len(rows), spec.eval.sample_seed) if rows else []):
             trial.report(float(rows[i]["gold"] == rows[i]["prediction"]), step)
 
     def _metrics(self, spec: RunSpec) -> dict[str, float]:
         """The finished evaluation's metrics, with the training seconds of its stages."""
-        states = self.store.states()
-        metrics = self.recorder.metrics([states[spec.key].run_id])[states[spec.key].run_id]
-        stages = [j for j in build_graph([spec]).jobs.values() if j.KIND in ("train", "rgen")]
+        store, recorder = self.worker.store, self.worker.recorder
+        states = store.states()
+        metrics = recorder.metrics([states[spec.key].run_id])[states[spec.key].run_id]
+        stages = [j for j in build_graph([spec]).jobs.values() if j.KIND in TRAINED_KINDS]
         runs = [states[j.key].run_id for j in stages if j.key in states and states[j.key].run_id]
-        trained = self.recorder.metrics(runs) if runs else {}
-        return metrics | {"train_wall_time_s": sum(m.get("train_wall_time_s", 0.0) for m in trained.values())}
+        trained = recorder.metrics(runs) if runs else {}
+        return metrics | {TRAIN_SECONDS: sum(m.get(TRAIN_SECONDS, 0.0) for m in trained.values())}
 
     def _run(self, trial, spec: RunSpec, run_id: str, evaluated: list[int]) -> dict[str, float]:
         import optuna
 
         graph = build_graph([spec])
-        examples = len(self.launch.datasets.get(spec.dataset.config).evaluation(
-            spec.eval.split, spec.eval.limit, spec.eval.sample_seed))
+        examples = self.worker.performer.evaluation_examples(spec)
         pruned_before = any(t.user_attrs.get("spec_hash") == spec.key and t.state == optuna.trial.TrialState.PRUNED
                             for t in self.study.get_trials(deepcopy=False))
         if pruned_before:  # this point was judged clearly worse already: no need to evaluate it again
             raise optuna.TrialPruned(f"{spec.name} was pruned in an earlier trial")
 
-        def observe(job: RunSpec, eval_run: str) -> Callable[[list[bool]], None]:
+        def observe(job: Job, eval_run: str) -> OnPartial:
             def on_partial(correct: list[bool]) -> None:
                 for step in range(evaluated[0], len(correct)):
                     trial.report(float(correct[step]), step)
                 evaluated[0] = len(correct)
                 accuracy = sum(correct) / len(correct)
                 trial.set_user_attr("accuracy_so_far", accuracy)
-                self.recorder.log_step(run_id, {"accuracy_so_far": accuracy}, len(correct))
+                self.worker.recorder.log_step(run_id, {"accuracy_so_far": accuracy}, len(correct))
                 if len(correct) < examples and trial.should_prune():
                     raise Pruned(f"after {len(correct)} of {examples} examples (accuracy so far {accuracy:.3f}): "
                                  "clearly worse than the best trial on the same examples (Wilcoxon)",
                                  {"accuracy_partial": accuracy, "examples_evaluated": float(len(correct))})
             return on_partial
 
-        executor = Executor(graph, self.store, self.recorder, self.launch.workspace, self.performer, self.reporter,
-                            parent_id=run_id, lease_s=self.lease_s, examples_of=lambda s: examples, observe=observe)
-        executor.run()
-        state = self.store.states([spec.key])[spec.key]
+        self.worker.executor(graph, self.reporter, run_id, self.lease_s, observe).run()
+        state = self.worker.store.states([spec.key])[spec.key]
         if state.status == DONE:
             return self._metrics(spec)
-        if (state.error or "").startswith("pruned"):
+        if state.status == PRUNED:
             raise optuna.TrialPruned(state.error)
         raise RuntimeError(f"{spec.name} failed: {state.error}")
 
@@ -245,35 +239,26 @@ def start_search(space_path: Path, study: str | None, storage: str, tracking_uri
                  experiment: str | None, lease_s: float, console: Console, environment: Mapping[str, str]) -> Search:
     """A worker of the study `study` (default: the space's name) of the space file `space_path`, ready to optimise:
     its job store and Optuna storage opened, its model converted, its MLflow parent run open."""
-    from bench.plan.datasets import DatasetCache
-    from bench.plan.graph import JobGraph
     from bench.plan.space import read_space
-    from bench.run.launch import open_store, prepare_models
-    from bench.run.locations import job_store_uri
-    from bench.run.locations import tracking_uri as resolve_tracking
+    from bench.run.launch import Stores, open_store, open_worker, prepare_models
     from bench.run.progress import LineReporter
     from bench.run.workspace import Workspace, default_cache
     from runners.batching import Batching
-    from runners.quiet import quiet_libraries
 
     space = read_space(space_path)
-    tracking = resolve_tracking(tracking_uri, environment)
-    name = experiment or space.name
-    inference = space.grid.inference
-    launch = Launch(space.name, space_path, JobGraph({}, {}), DatasetCache(), Workspace(default_cache(environment)),
-                    tracking, job_store_uri(store, tracking), name,
-                    Batching(inference.batch_size, inference.tokens_per_batch))
-    jobs = open_store(launch)
+    stores = Stores.named(tracking_uri, store, experiment or space.name, environment)
+    jobs = open_store(stores)
     optuna_study = open_study(space, study or space.name, storage, jobs, lease_s)
     console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
                   f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
-                  f"{space.search.pruner}; tracking {mask(tracking)}, experiment '{name}'", highlight=False,
-                  markup=False)
-    quiet_libraries()
+                  f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'",
+                  highlight=False, markup=False)
+    datasets, inference = DatasetCache(), space.grid.inference
+    worker = open_worker(stores, jobs, Workspace(default_cache(environment)), datasets,
+                         Batching(inference.batch_size, inference.tokens_per_batch))
     trains = space.training is not None and any(m != "none" for m in space.training.get("method", ()))
-    prepare_models(launch.workspace, space.grid.models, set(space.grid.models) if trains else set(), console)
-    return Search(space, optuna_study, launch, jobs, MlflowRecorder(tracking, name, jobs), LineReporter(console),
-                  lease_s, console)
+    prepare_models(worker.workspace, space.grid.models, set(space.grid.models) if trains else set(), console)
+    return Search(space, optuna_study, worker, datasets, LineReporter(console), lease_s, console)
 
 
 def lowered(space: Space, i: int) -> Callable:
@@ -282,7 +267,7 @@ def lowered(space: Space, i: int) -> Callable:
     return lambda trial: sign * trial.values[i]
 
 
-def summarise(space: Space, study, parent_run_id: str | None = None) -> SearchResult:
+def summarise(space: Space, study) -> SearchResult:
     """Every trial's outcome, the best trials, and the parameter importances (PED-ANOVA, which copes with
     parameters asked only in some trials; one table per objective)."""
     import optuna
@@ -314,7 +299,7 @@ def summarise(space: Space, study, parent_run_id: str | None = None) -> SearchRe
                         study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lowered(space, i))
                 except (ValueError, RuntimeError):
                     continue  # too few trials, or no parameter varies yet
-    return SearchResult(study, trials, best, importances, parent_run_id)
+    return SearchResult(study, trials, best, importances)
 
 
 def best_grid(result: SearchResult, experiment: str) -> dict | None:

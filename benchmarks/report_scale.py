@@ -19,7 +19,23 @@ import numpy as np
 def build_store(uri: str, runs: int, examples: int) -> None:
     import mlflow
 
-    from reports.vocabulary import GRID_TAG, HASH_TAG, KIND_TAG
+    from reports.vocabulary import (
+        BASELINE,
+        DATASET,
+        EVAL_KIND,
+        EVAL_LIMIT,
+        EVAL_SAMPLE_SEED,
+        EVAL_SPLIT,
+        GRID_TAG,
+        HASH_TAG,
+        INFER_PREFIX,
+        KIND_TAG,
+        MODEL,
+        NONE,
+        PREDICTIONS_ARTIFACT,
+        SEED,
+        TRAIN_METHOD,
+    )
     from strategies.registry import Strategy
 
     mlflow.set_tracking_uri(uri)
@@ -36,13 +52,13 @@ def build_store(uri: str, runs: int, examples: int) -> None:
                                 decoding=decoding, ppl_norm="mean" if decoding == "ppl" else "none")
             skill = rng.uniform(0.2, 0.8)
             pred = np.where(rng.random(examples) < skill, gold, rng.integers(0, 6, examples))
-            with mlflow.start_run(run_name=f"r{n}", nested=True, tags={HASH_TAG: f"h{n}", KIND_TAG: "eval"}):
-                mlflow.log_params({"dataset": "synthetic", "model": "m", "seed": seed, "eval.split": "test",
-                                   "eval.limit": "none", "eval.sample_seed": "0", "train.method": "none",
-                                   "baseline": "none", **{f"infer.{k}": v for k, v in strategy.as_dict().items()}})
+            with mlflow.start_run(run_name=f"r{n}", nested=True, tags={HASH_TAG: f"h{n}", KIND_TAG: EVAL_KIND}):
+                mlflow.log_params({DATASET: "synthetic", MODEL: "m", SEED: seed, EVAL_SPLIT: "test",
+                                   EVAL_LIMIT: NONE, EVAL_SAMPLE_SEED: "0", TRAIN_METHOD: NONE, BASELINE: NONE,
+                                   **{INFER_PREFIX + k: v for k, v in strategy.as_dict().items()}})
                 mlflow.log_metrics({"accuracy": float((pred == gold).mean()), "examples_per_s": float(skill * 10)})
                 table = {"id": ids, "gold": gold.astype(str).tolist(), "prediction": pred.astype(str).tolist()}
-                mlflow.log_table(table, artifact_file="predictions.json")
+                mlflow.log_table(table, artifact_file=PREDICTIONS_ARTIFACT)
 
 
 def main() -> None:

@@ -36,12 +36,14 @@ def grid_figures(work: Path) -> tuple[float, int, float, int]:
     evaluation wall seconds and number of evaluation runs."""
     from mlflow.tracking import MlflowClient
 
+    from reports.vocabulary import EVAL_KIND, KIND_TAG
+
     uri = f"sqlite:///{work / 'grid.db'}"
     subprocess.run([sys.executable, "-m", "bench", "run", "--grid", str(GRID), "--limit", str(LIMIT),
                     "--tracking-uri", uri, "--experiment", "grid"], check=True, cwd=work)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("grid")
-    runs = [r for r in client.search_runs([experiment.experiment_id], "tags.`genclsbench.kind` = 'eval'")
+    runs = [r for r in client.search_runs([experiment.experiment_id], f"tags.`{KIND_TAG}` = '{EVAL_KIND}'")
             if r.info.status == "FINISHED" and "baseline:" not in r.info.run_name]
     best = max(r.data.metrics["accuracy"] for r in runs)
     seconds = sum(r.data.metrics["wall_time_s"] for r in runs)
@@ -52,6 +54,7 @@ def search_until(work: Path, seed: int, target: float, cap_examples: float, cons
     """One seed's search, in fresh stores, until a trial reaches `target` or the spend reaches `cap_examples`."""
     from optuna.trial import TrialState
 
+    from bench.run.store import DEFAULT_LEASE_S
     from bench.search import start_search
 
     folder = work / f"seed-{seed}"
@@ -60,8 +63,8 @@ def search_until(work: Path, seed: int, target: float, cap_examples: float, cons
     space["search"]["seed"] = seed
     space_file = folder / "space.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
-    worker = start_search(space_file, f"seed-{seed}", f"sqlite:///{folder / 'optuna.db'}",
-                          f"sqlite:///{folder / 'mlflow.db'}", None, None, 120.0, console, dict(os.environ))
+    searcher = start_search(space_file, f"seed-{seed}", f"sqlite:///{folder / 'optuna.db'}",
+                            f"sqlite:///{folder / 'mlflow.db'}", None, None, DEFAULT_LEASE_S, console, dict(os.environ))
     spent = {"examples": 0, "seconds": 0.0, "trials": 0, "reached": None}
 
     def account(study, trial) -> None:
@@ -73,8 +76,8 @@ def search_until(work: Path, seed: int, target: float, cap_examples: float, cons
         if spent["reached"] or spent["examples"] >= cap_examples:
             study.stop()
 
-    worker.optimize(10_000, callbacks=[account])
-    worker.recorder.close_parent(worker.parent, "FINISHED")
+    searcher.optimize(10_000, callbacks=[account])
+    searcher.close("FINISHED")
     return spent
 
 

@@ -17,13 +17,31 @@ import numpy as np
 import polars as pl
 
 from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_p, resamples
-from reports.store import StoreData
-from reports.vocabulary import DTYPE, RESULT_ENVIRONMENT, SEED
+from reports.store import ENV_COLUMNS, METRIC_COLUMNS, PARAM_COLUMNS, StoreData
+from reports.vocabulary import (
+    BASELINE,
+    DATASET,
+    DTYPE,
+    EVAL_LIMIT,
+    EVAL_SAMPLE_SEED,
+    EVAL_SPLIT,
+    INFER_PREFIX,
+    INFER_REASONING,
+    MODEL,
+    NONE,
+    RESULT_ENVIRONMENT,
+    SEED,
+    TRAIN_HASH,
+    TRAIN_PREFIX,
+    TRAIN_REASONING,
+    TRAIN_REASONING_SOURCE,
+    TRAIN_SECONDS,
+)
 from strategies.prompts import INVALID, UNCERTAIN
-from strategies.registry import DIMENSIONS, NOT_APPLICABLE, Strategy
+from strategies.registry import DIMENSIONS, Strategy
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
-BOARD_KEYS = ("dataset", "model", "param.eval.split", "param.eval.limit", "param.eval.sample_seed")
+BOARD_KEYS = (DATASET, MODEL, *(PARAM_COLUMNS + k for k in (EVAL_SPLIT, EVAL_LIMIT, EVAL_SAMPLE_SEED)))
 ALWAYS_PAIRED = (SEED, DTYPE)  # settings that are no strategy dimension but change results: equal in every pair
 
 
@@ -48,16 +66,16 @@ class Row:
 
     @property
     def label(self) -> str:
-        return self.strategy if self.training == "none" else f"{self.training} / {self.strategy}"
+        return self.strategy if self.training == NONE else f"{self.training} / {self.strategy}"
 
     @property
     def seed(self) -> str:
-        return self.params.get(SEED, NOT_APPLICABLE)
+        return self.params.get(SEED, NONE)
 
     @property
     def kind(self) -> str:
         """`classical` for a classical baseline (no LLM, no strategy), else `llm`: rows pair only with their kind."""
-        return "classical" if self.params.get("baseline", NOT_APPLICABLE) != NOT_APPLICABLE else "llm"
+        return "classical" if self.params.get(BASELINE, NONE) != NONE else "llm"
 
 
 @dataclass
@@ -130,7 +148,7 @@ class _Classes:
 
 def _default_baseline(rows: list[Row]) -> Row | None:
     """The plainest row: plain SFT with zero-shot inference when the board has training, else zero-shot."""
-    for training in ("sft", "none"):
+    for training in ("sft", NONE):
         found = [r for r in rows if r.training == training and r.strategy == "zero"]
         if found:
             return found[0]
@@ -144,7 +162,7 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
     classical = data.runs.filter(pl.col("is_baseline"))
     for key, frame in data.runs.filter(~pl.col("is_baseline")).group_by(BOARD_KEYS, maintain_order=True):
         dataset, model, split, limit, sample_seed = key
-        same_examples = [pl.col(k) == v for k, v in zip(BOARD_KEYS, key) if k != "model"]
+        same_examples = [pl.col(k) == v for k, v in zip(BOARD_KEYS, key) if k != MODEL]
         frame = pl.concat([frame, classical.filter(same_examples)], how="diagonal_relaxed")  # on every board
         first = data.predictions[frame["run_id"][0]].sort("id")
         ids, notes = first["id"].to_list(), []
@@ -163,10 +181,8 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
             acc, f1, acc_replicates, f1_replicates = bootstrap(gold, predicted, classes.n, weights)
             rows.append(Row(
                 record["run_id"], record["training"], record["strategy"],
-                {k.removeprefix("param."): v for k, v in record.items() if k.startswith("param.") and v is not None},
-                {k.removeprefix("metric."): v for k, v in record.items() if k.startswith("metric.") and v is not None},
-                acc, f1, predicted, gold == predicted, acc_replicates, f1_replicates,
-                {k.removeprefix("env."): v for k, v in record.items() if k.startswith("env.") and v is not None},
+                _columns(record, PARAM_COLUMNS), _columns(record, METRIC_COLUMNS),
+                acc, f1, predicted, gold == predicted, acc_replicates, f1_replicates, _columns(record, ENV_COLUMNS),
             ))
         rows.sort(key=lambda r: (-r.accuracy.value, -r.macro_f1.value, r.label))
         board = Board(dataset, model, f"{split}, limit {limit}, sample seed {sample_seed}", len(ids), rows, gold,
@@ -174,6 +190,11 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
         _test_against_baseline(board, baseline, seed)
         boards.append(board)
     return boards
+
+
+def _columns(record: dict, prefix: str) -> dict:
+    """The values of a runs-frame row's columns under `prefix`, by their names without it (absent ones left out)."""
+    return {k.removeprefix(prefix): v for k, v in record.items() if k.startswith(prefix) and v is not None}
 
 
 def _class_notes(rows: list[Row], gold: np.ndarray, n_classes: int) -> list[str]:
@@ -217,24 +238,26 @@ def _test_against_baseline(board: Board, name: str | None, seed: int) -> None:
 
 def _dimension_columns() -> dict[str, str]:
     """Dimension name in the report -> param key: inference dimensions, then training dimensions."""
-    return {**{d: f"infer.{d}" for d in DIMENSIONS}, **{f"train.{d}": f"train.{d}" for d in TRAIN_DIMENSIONS}}
+    return {**{d: INFER_PREFIX + d for d in DIMENSIONS},
+            **{TRAIN_PREFIX + d: TRAIN_PREFIX + d for d in TRAIN_DIMENSIONS}}
 
 
 def _reference(dimension: str) -> str:
-    return TRAIN_DIMENSIONS[dimension.removeprefix("train.")].default if dimension.startswith("train.") \
+    return TRAIN_DIMENSIONS[dimension.removeprefix(TRAIN_PREFIX)].default if dimension.startswith(TRAIN_PREFIX) \
         else DIMENSIONS[dimension].default
 
 
 def _gated_by(column: str, columns: dict[str, str]) -> set[str]:
     """The conditional dimensions whose applicability `column`'s value decides (ppl_norm by decoding, rl_algo by
     method): they are left out of the context when `column` varies, since they cannot be held equal."""
-    registry, point = (TRAIN_DIMENSIONS, TrainStrategy) if column.startswith("train.") else (DIMENSIONS, Strategy)
-    name = column.removeprefix("train.").removeprefix("infer.")
+    prefix, registry, point = (TRAIN_PREFIX, TRAIN_DIMENSIONS, TrainStrategy) if column.startswith(TRAIN_PREFIX) \
+        else (INFER_PREFIX, DIMENSIONS, Strategy)
+    name = column.removeprefix(prefix)
     values = [v.name for v in registry[name].values if not v.name.endswith("-K")]
     gated = set()
     for other, dim in registry.items():
         if dim.applies and other != name and len({dim.applies(point(**{name: v})) for v in values}) > 1:
-            gated.add(next(c for c in columns.values() if c.endswith(f".{other}") and c[:5] == column[:5]))
+            gated.add(prefix + other)
     return gated
 
 
@@ -249,7 +272,7 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
     effects = []
     for dimension, column in columns.items():
         reference = _reference(dimension)
-        same_model = () if column.startswith("train.") else ("train.hash",)
+        same_model = () if column.startswith(TRAIN_PREFIX) else (TRAIN_HASH,)
         context = [c for c in columns.values() if c != column and c not in _gated_by(column, columns)] \
             + [*ALWAYS_PAIRED, *same_model]
         gains: dict[str, dict[tuple[int, int], tuple[Row, Row]]] = {}
@@ -257,12 +280,12 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
             buckets: dict[tuple, dict[str, list[Row]]] = {}
             for row in (r for r in board.rows if r.kind == "llm"):
                 for seed in board.seeds_of(row):  # a run that stands for every seed pairs with each
-                    key = tuple(seed if c == SEED else row.params.get(c, NOT_APPLICABLE) for c in context)
-                    buckets.setdefault(key, {}).setdefault(row.params.get(column, NOT_APPLICABLE), []).append(row)
+                    key = tuple(seed if c == SEED else row.params.get(c, NONE) for c in context)
+                    buckets.setdefault(key, {}).setdefault(row.params.get(column, NONE), []).append(row)
             for by_value in buckets.values():
                 controls = by_value.get(reference, [])
                 for value, rows in by_value.items():
-                    if value not in (reference, NOT_APPLICABLE):
+                    if value not in (reference, NONE):
                         gains.setdefault(value, {}).update(((id(r), id(c)), (r, c)) for r in rows for c in controls)
         for value, found in gains.items():
             pairs = list(found.values())
@@ -278,8 +301,9 @@ def strategy_effects(boards: list[Board]) -> list[Effect]:
 
 
 RowTest = Callable[[Row], bool]
-INFERENCE_CONTEXT = tuple(f"infer.{d}" for d in DIMENSIONS if d != "reasoning")
-TRAINING_CONTEXT = tuple(f"train.{d}" for d in TRAIN_DIMENSIONS if d not in ("reasoning", "reasoning_source"))
+INFERENCE_CONTEXT = tuple(INFER_PREFIX + d for d in DIMENSIONS if INFER_PREFIX + d != INFER_REASONING)
+TRAINING_CONTEXT = tuple(TRAIN_PREFIX + d for d in TRAIN_DIMENSIONS
+                         if TRAIN_PREFIX + d not in (TRAIN_REASONING, TRAIN_REASONING_SOURCE))
 
 
 @dataclass(frozen=True)
@@ -299,17 +323,17 @@ class Reference:
 
 
 def _param(name: str, *values: str) -> RowTest:
-    return lambda row: row.params.get(name, NOT_APPLICABLE) in values
+    return lambda row: row.params.get(name, NONE) in values
 
 
 def _q_to_ra(source: str) -> RowTest:
     """Trained to write reasonings from `source` first, and asked for them at inference (Q -> R, A)."""
-    return lambda row: _param("train.reasoning_source", source)(row) and _param("infer.reasoning", "on")(row)
+    return lambda row: _param(TRAIN_REASONING_SOURCE, source)(row) and _param(INFER_REASONING, "on")(row)
 
 
 def _q_to_a(row: Row) -> bool:
     """Trained and evaluated label-only (Q -> A)."""
-    return row.training != "none" and _param("train.reasoning", "off")(row) and _param("infer.reasoning", "off")(row)
+    return row.training != NONE and _param(TRAIN_REASONING, "off")(row) and _param(INFER_REASONING, "off")(row)
 
 
 _TWO_STAGE = ("Two-stage reasoning, arXiv 2507.00214", "dair-ai/emotion, Llama-3.2-1B-Instruct, full training set, "
@@ -380,6 +404,6 @@ def board_frame(board: Board) -> pl.DataFrame:
         "invalid": f"{r.metrics.get('invalid_rate', 0):.3f}", "uncertain": f"{r.metrics.get('uncertain_rate', 0):.3f}",
         "p acc (McNemar, Holm)": p(r.p_accuracy) if r is not board.baseline else "baseline",
         "p F1 (randomization, Holm)": p(r.p_macro_f1) if r is not board.baseline else "baseline",
-        "train s": f"{r.metrics['train_wall_time_s']:.0f}" if r.metrics.get("train_wall_time_s") else "-",
+        "train s": f"{r.metrics[TRAIN_SECONDS]:.0f}" if r.metrics.get(TRAIN_SECONDS) else "-",
         "eval ex/s": f"{r.metrics.get('examples_per_s', 0):.1f}",
     } for r in board.rows])

@@ -11,28 +11,36 @@ from pathlib import Path
 
 import polars as pl
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from reports.vocabulary import (
     BASELINE,
     DATASET,
     ENV_TAG_PREFIX,
+    EVAL_KIND,
     GRID_TAG,
     HASH_TAG,
     INFER_PREFIX,
     KIND_TAG,
     MODEL,
+    NONE,
+    PREDICTIONS_ARTIFACT,
+    RUNS_PLANNED,
     TRAIN_HASH,
+    TRAIN_KIND,
     TRAIN_MASK_LABELS,
     TRAIN_METHOD,
     TRAIN_PREFIX,
     TRAIN_REASONING_SOURCE,
     TRAIN_RGEN_HASH,
+    TRAIN_SECONDS,
     TRAIN_WARMUP_HASH,
+    TRAINED_KINDS,
 )
 from strategies.registry import Strategy
 from strategies.training import TrainStrategy
 
-PREDICTIONS = "predictions.json"
+PARAM_COLUMNS, METRIC_COLUMNS, ENV_COLUMNS = "param.", "metric.", "env."  # prefixes of the runs frame's columns
 
 
 class StoreError(Exception):
@@ -57,10 +65,10 @@ REASONING_FIGURES = ("n", "words_p50", "words_p90", "words_max", "empty_rate", "
 
 def _reasoning_frame(runs: list) -> pl.DataFrame | None:
     """The `reasoning.*` figures of finished training runs whose SFT targets carried written reasonings."""
-    rows = [{"training run": r.info.run_name, "source": r.data.params.get(TRAIN_REASONING_SOURCE, "none"),
-             "labels masked": r.data.params.get(TRAIN_MASK_LABELS, "none"),
+    rows = [{"training run": r.info.run_name, "source": r.data.params.get(TRAIN_REASONING_SOURCE, NONE),
+             "labels masked": r.data.params.get(TRAIN_MASK_LABELS, NONE),
              **{k: r.data.metrics.get(f"reasoning.{k}") for k in REASONING_FIGURES}}
-            for r in runs if r.data.tags.get(KIND_TAG) == "train" and r.info.status == "FINISHED"
+            for r in runs if r.data.tags.get(KIND_TAG) == TRAIN_KIND and r.info.status == "FINISHED"
             and "reasoning.n" in r.data.metrics]
     return pl.DataFrame(rows).sort("training run") if rows else None
 
@@ -72,17 +80,26 @@ def _tag(params: dict[str, str], prefix: str, cls) -> str:
     return cls(**fields).tag()
 
 
+def read_predictions(client: MlflowClient, run_id: str) -> list[dict] | None:
+    """The rows of an evaluation run's predictions table (id, gold, prediction, ...) in the examples' order; None if
+    the run has none (the one reader of the artifact: reports, and a search replaying a finished trial)."""
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            path = Path(client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, work))
+        except Exception:  # noqa: BLE001 - a missing artifact is reported, not raised
+            return None
+        table = json.loads(path.read_text(encoding="utf-8"))
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
 def _predictions(client: MlflowClient, run_id: str, cache: Path) -> pl.DataFrame | None:
     cached = cache / f"{run_id}.parquet"
     if cached.is_file():
         return pl.read_parquet(cached)
-    with tempfile.TemporaryDirectory() as work:
-        try:
-            path = Path(client.download_artifacts(run_id, PREDICTIONS, work))
-        except Exception:  # noqa: BLE001 - a missing artifact is reported, not raised
-            return None
-        table = json.loads(path.read_text(encoding="utf-8"))
-    frame = pl.DataFrame([dict(zip(table["columns"], row)) for row in table["data"]]).select(
+    rows = read_predictions(client, run_id)
+    if rows is None:
+        return None
+    frame = pl.DataFrame(rows).select(
         pl.col("id").cast(pl.Utf8), pl.col("gold").cast(pl.Utf8), pl.col("prediction").cast(pl.Utf8))
     cached.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(cached)
@@ -126,7 +143,7 @@ def read_store(uri: str, experiment: str | None, cache: Path, shown: str | None 
     client = MlflowClient(uri)
     chosen = _experiment(client, shown or uri, experiment)
     runs = client.search_runs([chosen.experiment_id], max_results=50000)
-    evals = [r for r in runs if HASH_TAG in r.data.tags and r.data.tags.get(KIND_TAG) == "eval"]
+    evals = [r for r in runs if HASH_TAG in r.data.tags and r.data.tags.get(KIND_TAG) == EVAL_KIND]
     finished, unfinished = _newest_per_hash(evals)
     if not finished:
         raise StoreError(f"experiment '{chosen.name}' has no finished evaluation runs"
@@ -141,35 +158,35 @@ def read_store(uri: str, experiment: str | None, cache: Path, shown: str | None 
         else:
             predictions[r.info.run_id] = frame
     if missing:
-        raise StoreError(f"{len(missing)} finished run(s) of '{chosen.name}' have no {PREDICTIONS} artifact "
+        raise StoreError(f"{len(missing)} finished run(s) of '{chosen.name}' have no {PREDICTIONS_ARTIFACT} artifact "
                         f"(e.g. {missing[0]}); they predate prediction logging or their artifacts were deleted: "
                         "delete those runs and re-run `bench run` to produce them")
-    train_seconds = {r.data.tags[HASH_TAG]: r.data.metrics.get("train_wall_time_s", 0.0) for r in runs
-                     if r.data.tags.get(KIND_TAG) in ("train", "rgen") and r.info.status == "FINISHED"}
+    train_seconds = {r.data.tags[HASH_TAG]: r.data.metrics.get(TRAIN_SECONDS, 0.0) for r in runs
+                     if r.data.tags.get(KIND_TAG) in TRAINED_KINDS and r.info.status == "FINISHED"}
     rows = []
     for r in finished:
         params = r.data.params
-        chain = [params.get(k, "none") for k in (TRAIN_RGEN_HASH, TRAIN_WARMUP_HASH, TRAIN_HASH)]
+        chain = [params.get(k, NONE) for k in (TRAIN_RGEN_HASH, TRAIN_WARMUP_HASH, TRAIN_HASH)]
         rows.append({
             "run_id": r.info.run_id, "run_name": r.info.run_name, "dataset": params.get(DATASET, "?"),
             "model": params.get(MODEL, "?"),
-            "training": "none" if params.get(TRAIN_METHOD, "none") == "none"
+            "training": NONE if params.get(TRAIN_METHOD, NONE) == NONE
             else _tag(params, TRAIN_PREFIX, TrainStrategy),
-            "strategy": f"baseline:{params[BASELINE]}" if params.get(BASELINE, "none") != "none"
+            "strategy": f"baseline:{params[BASELINE]}" if params.get(BASELINE, NONE) != NONE
             else _tag(params, INFER_PREFIX, Strategy),
-            "is_baseline": params.get(BASELINE, "none") != "none",
-            **{f"param.{k}": v for k, v in params.items()},
-            **{f"env.{k.removeprefix(ENV_TAG_PREFIX)}": v for k, v in r.data.tags.items()
+            "is_baseline": params.get(BASELINE, NONE) != NONE,
+            **{PARAM_COLUMNS + k: v for k, v in params.items()},
+            **{ENV_COLUMNS + k.removeprefix(ENV_TAG_PREFIX): v for k, v in r.data.tags.items()
                if k.startswith(ENV_TAG_PREFIX)},
-            **{f"metric.{k}": float(v) for k, v in r.data.metrics.items()},
-            "metric.train_wall_time_s": sum(train_seconds.get(h, 0.0) for h in chain),  # R-Gen, warm-up included
+            **{METRIC_COLUMNS + k: float(v) for k, v in r.data.metrics.items()},
+            METRIC_COLUMNS + TRAIN_SECONDS: sum(train_seconds.get(h, 0.0) for h in chain),  # R-Gen, warm-up included
         })
     parents = [r for r in runs if GRID_TAG in r.data.tags]
     latest = max(parents, key=lambda r: r.info.start_time) if parents else None
     never_started = 0
     if latest is not None:
-        begun = {r.data.tags[HASH_TAG] for r in evals if r.data.tags.get("mlflow.parentRunId") == latest.info.run_id}
-        never_started = max(0, int(latest.data.metrics.get("runs_planned", 0)) - len(begun))
+        begun = {r.data.tags[HASH_TAG] for r in evals if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == latest.info.run_id}
+        never_started = max(0, int(latest.data.metrics.get(RUNS_PLANNED, 0)) - len(begun))
     return StoreData(chosen.name, pl.DataFrame(rows, infer_schema_length=None), predictions, unfinished,
                      latest.info.run_id if latest else None, never_started, _reasoning_frame(runs))
 

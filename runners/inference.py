@@ -30,7 +30,7 @@ from strategies.lookup import entry
 from strategies.prompts import Message, render_plain
 from strategies.scoring import PPL_NORMS
 
-OnProgress = Callable[[int], None]
+OnProgress = Callable[[int], None]  # so many more units (prompts) done: an increment, not a running total
 PASS_COST = 64  # a forward pass's fixed cost (reading every weight once), in tokens' worth of work
 LOGITS_BUDGET = 32 * 2**20  # bytes of kept logits (positions x vocabulary) per scoring pass
 

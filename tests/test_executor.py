@@ -13,11 +13,11 @@ from bench.plan.datasets import DatasetCache
 from bench.plan.graph import build_graph
 from bench.plan.grid import expand, read_grid
 from bench.plan.specs import Job, RunSpec
-from bench.run.executor import DependencyFailed, Executor, Hooks
+from bench.run.executor import DependencyFailed, Executor, JobCallbacks, Pruned
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult
 from bench.run.status import job_rows
-from bench.run.store import DONE, FAILED, PENDING, MemoryStore
+from bench.run.store import DONE, FAILED, PENDING, PRUNED, JobRow, MemoryStore, SqlStore
 from bench.run.workspace import Workspace
 
 GRID = """name: t
@@ -67,6 +67,9 @@ class FakeRecorder:
     def kill(self, run_id) -> None:
         self.runs[run_id]["status"] = "KILLED"
 
+    def prune(self, run_id, reason, metrics) -> None:
+        self.runs[run_id] |= {"status": "KILLED", "pruned": reason}
+
     def status(self, run_id):
         return self.runs[run_id]["status"] if run_id in self.runs else None
 
@@ -80,9 +83,9 @@ class FakeRecorder:
 class FakePerformer:
     """Performs a job by noting it (and its dependencies' outputs); `fail` names jobs that raise."""
 
-    def __init__(self, fail: tuple[str, ...] = (), interrupt: str | None = None) -> None:
+    def __init__(self, fail: tuple[str, ...] = (), interrupt: str | None = None, prune: str | None = None) -> None:
         self.done: list[Job] = []
-        self.fail, self.interrupt = fail, interrupt
+        self.fail, self.interrupt, self.prune = fail, interrupt, prune
 
     def has_output(self, job: Job) -> bool:
         return job.KIND != "eval"
@@ -90,15 +93,20 @@ class FakePerformer:
     def unit(self, job: Job) -> str:
         return "steps"
 
-    def __call__(self, job: Job, out: Path | None, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job: Job) -> int:
+        return 4 if job.KIND == "eval" else 0
+
+    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         for dependency in job.dependencies():
-            assert hooks.output_of(dependency).is_dir()  # a dependency's output is there before the job runs
+            assert callbacks.output_of(dependency).is_dir()  # a dependency's output is there before the job runs
         if job.name == self.interrupt:
             raise KeyboardInterrupt
         if job.name in self.fail:
             raise RuntimeError(f"simulated crash in {job.name}")
-        hooks.on_log({"loss": 1.0}, 1)
-        hooks.on_progress(1, 1)
+        if job.name == self.prune:
+            raise Pruned("clearly worse", {"accuracy_partial": 0.1})
+        callbacks.on_log({"loss": 1.0}, 1)
+        callbacks.on_progress(1, 1)
         if out is not None:
             (out / "weights").write_text(job.key)
         self.done.append(job)
@@ -252,3 +260,38 @@ def test_outputs_of_jobs_done_elsewhere_are_downloaded(tmp_path):
     folder = other_machine.output_of(trained)
     assert (folder / "from-mlflow").read_text() == store.states()[trained.key].run_id
     assert isinstance(next(iter(graph.evaluations)), RunSpec)
+
+
+def test_a_pruned_evaluation_is_not_done_and_runs_whole_next_time(tmp_path):
+    graph = graph_of(tmp_path)
+    clock = Clock()
+    store, recorder = MemoryStore(clock), FakeRecorder()
+    target = next(iter(graph.evaluations))
+    outcomes = executor(graph, store, recorder, tmp_path, FakePerformer(prune=target.name)).run()
+    assert store.states()[target.key].status == PRUNED and store.states()[target.key].error == "clearly worse"
+    assert {o.spec.key: o.status for o in outcomes}[target.key] == "pruned"
+    assert [r["pruned"] for r in recorder.runs.values() if "pruned" in r] == ["clearly worse"]
+    clock.now += 1
+    again = FakePerformer()
+    executor(graph, store, recorder, tmp_path, again).run()
+    assert [j.key for j in again.done] == [target.key]
+
+
+CLAIMABLE_WHEN = {  # (how the job was left, failures retried) -> claimable
+    (PENDING, False): True, ("running", False): False, ("lapsed", False): True, (DONE, False): False,
+    (DONE, True): False, (FAILED, False): False, (FAILED, True): True, (PRUNED, False): False, (PRUNED, True): True,
+}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("left, retried", list(CLAIMABLE_WHEN))
+def test_every_store_claims_by_the_one_claimable_rule(tmp_path, kind, left, retried):
+    store = MemoryStore() if kind == "memory" else SqlStore(f"sqlite:///{tmp_path / 'jobs.db'}", "t")
+    store.register([JobRow("k", "eval", "job")])
+    if left != PENDING:
+        claim = store.claim(["k"], "first", -10 if left == "lapsed" else 60, 0)
+        {DONE: lambda: store.complete(claim, "r"), FAILED: lambda: store.fail(claim, "boom"),
+         PRUNED: lambda: store.prune(claim, "worse")}.get(left, lambda: None)()
+    retry = store.now() + 10 if retried else 0.0  # failures before the claiming worker began are retried
+    assert store.states()["k"].claimable(store.now(), retry) == CLAIMABLE_WHEN[left, retried]
+    assert (store.claim(["k"], "second", 60, retry) is not None) == CLAIMABLE_WHEN[left, retried]

@@ -17,17 +17,16 @@ from rich.console import Console
 
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
-from bench.plan.graph import JobGraph
 from bench.plan.space import read_space
-from bench.run.executor import Hooks
-from bench.run.jobs import ROUND, round_order
-from bench.run.launch import Launch
+from bench.run.executor import JobCallbacks
+from bench.run.jobs import ROUND, evaluation_examples, round_order
+from bench.run.launch import Worker
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult, MlflowRecorder
 from bench.run.store import MemoryStore, SqlStore
 from bench.run.workspace import Workspace
 from bench.search import Search, open_study, summarise
-from reports.vocabulary import HASH_TAG, KIND_TAG, PRUNED_TAG, TRIAL_STATE_TAG
+from reports.vocabulary import HASH_TAG, KIND_TAG, PREDICTIONS_ARTIFACT, PRUNED_TAG, TRIAL_STATE_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = """name: space_test
@@ -139,32 +138,33 @@ class DesignedScorer:
     def unit(self, job) -> str:
         return "examples"
 
-    def __call__(self, job, out, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job) -> int:
+        return len(evaluation_examples(job, self.datasets))
+
+    def __call__(self, job, out, callbacks: JobCallbacks) -> JobResult:
         import pandas as pd
 
-        n = len(self.datasets.get(job.dataset.config).evaluation(job.eval.split, job.eval.limit, 0))
+        n = self.evaluation_examples(job)
         order = round_order(n, job.eval.sample_seed)
         right = {i: (k % 10 < 8) if job.strategy.decoding == "ppl" else (k % 10 == 0) for k, i in enumerate(order)}
         for end in range(ROUND, n + ROUND, ROUND):
             self.evaluated.append(job.key)
-            if hooks.on_partial:
-                hooks.on_partial([right[i] for i in order[:min(end, n)]])
+            if callbacks.on_partial:
+                callbacks.on_partial([right[i] for i in order[:min(end, n)]])
         table = pd.DataFrame({"id": range(n), "gold": ["a"] * n, "prediction": ["a" if right[i] else "b"
                                                                               for i in range(n)]})
         return JobResult({"accuracy": sum(right.values()) / n, "macro_f1": 0.1, "examples_per_s": 1.0},
-                         tables={"predictions.json": table})
+                         tables={PREDICTIONS_ARTIFACT: table})
 
 
 def _search(tmp_path: Path, tracking: str, study: str, trials: int, scorer: DesignedScorer):
     space = read_space(space_file(tmp_path))
     store = SqlStore(f"sqlite:///{tmp_path / 'jobs.db'}", "space_test")
-    launch = Launch("space_test", space.path, JobGraph({}, {}), scorer.datasets, Workspace(tmp_path / "cache"),
-                    tracking, "", "space_test", 8)
-    recorder = MlflowRecorder(tracking, "space_test", store)
+    worker = Worker(store, MlflowRecorder(tracking, "space_test", store), Workspace(tmp_path / "cache"), scorer)
     console = Console(file=io.StringIO())
     optuna_study = open_study(space, study, f"sqlite:///{tmp_path / 'optuna.db'}", store)
-    worker = Search(space, optuna_study, launch, store, recorder, LineReporter(console), 30, console, scorer)
-    worker.optimize(trials)
+    searcher = Search(space, optuna_study, worker, scorer.datasets, LineReporter(console), 30, console)
+    searcher.optimize(trials)
     return summarise(space, optuna_study)
 
 

@@ -25,8 +25,9 @@ from bench.plan.yaml_files import load_yaml_file
 from runners.baselines import BASELINES
 from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model_revision
 from runners.relabel_config import RelabelSettings
+from runners.rgen_config import RGenSettings
 from runners.rl_config import RLSettings
-from runners.sft_config import LoraSettings, Settings, SFTSettings
+from runners.sft_config import LoraSettings, SFTSettings
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import registered
 from strategies.prompts import prompt_format
@@ -64,20 +65,6 @@ class InferenceConfig(BaseModel):
 
 
 Blocks = list[dict[str, Any]] | dict[str, Any]
-
-
-class RGenSettings(Settings):
-    """Two-stage reasoning (recipes with reasoning_source rgen or self): the reasoning generator R-Gen is trained
-    on `per_corpus` rows of each corpus (bundled name or a question/answer/reasoning file), then writes a reasoning
-    of at most `max_new_tokens` for every training example; `mask_labels` hides category names in them."""
-
-    corpora: tuple[str, ...] = Field(default=("cose", "esnli", "gsm8k"), min_length=1)
-    per_corpus: int = Field(default=64, ge=1)
-    model: str | None = None  # the base model R-Gen is trained from; default: the classifier's own model
-    sft: SFTSettings = SFTSettings(max_length=512)
-    max_new_tokens: int = Field(default=64, ge=1)
-    mask_labels: bool = False
-    skip_invalid: bool = False  # skip (and count) empty or over-long corpus rows instead of stopping
 
 
 class TrainingConfig(BaseModel):

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-NONE = "none"
+from reports.vocabulary import NONE
 
 
 def identity_field(**metadata: Any) -> dict[str, Any]:

@@ -24,6 +24,17 @@ from typing import ClassVar
 
 from bench.plan.datasets import Dataset, DatasetConfig
 from bench.plan.identity import canonical, identity_field, identity_hash, params
+from reports.vocabulary import (
+    DATASET,
+    DTYPE,
+    EVAL_KIND,
+    MODEL,
+    REASONINGS_KIND,
+    RELABEL_KIND,
+    RGEN_KIND,
+    SEED,
+    TRAIN_KIND,
+)
 from runners.relabel_config import RelabelSettings
 from runners.rl_config import RLSettings
 from runners.sft_config import LoraSettings, SFTSettings
@@ -40,7 +51,7 @@ class DatasetRef:
     options that shape its rows and prompts): only the contents are identity."""
 
     config: DatasetConfig = field(metadata=_DISPLAY)
-    name: str = field(metadata=identity_field(identity=False, param="dataset"))
+    name: str = field(metadata=identity_field(identity=False, param=DATASET))
     content: str = field(metadata=_HIDDEN)
 
     @classmethod
@@ -88,7 +99,7 @@ class Job:
 class RGenSpec(Job):
     """Stage 1: the reasoning generator's training job ((question, answer) -> reasoning SFT on a corpus mixture)."""
 
-    KIND: ClassVar[str] = "rgen"
+    KIND: ClassVar[str] = RGEN_KIND
     PARAM_PREFIX: ClassVar[str] = "rgen."
     model: str
     model_revision: str = field(metadata=_HIDDEN)
@@ -132,7 +143,7 @@ class ReasoningsSpec(Job):
     """Stage 2: the reasoner's reasoning for each training example (the seeded `n_train` sample of the pool), given
     its gold label."""
 
-    KIND: ClassVar[str] = "reasonings"
+    KIND: ClassVar[str] = REASONINGS_KIND
     reasoner: ReasonerSpec
     dataset: DatasetRef
     n_train: int
@@ -150,7 +161,7 @@ class ReasoningsSpec(Job):
 class RelabelSpec(Job):
     """One scorer's confidence in the gold label of each training example (zero-shot candidate probabilities)."""
 
-    KIND: ClassVar[str] = "relabel"
+    KIND: ClassVar[str] = RELABEL_KIND
     scorer: str
     model_revision: str = field(metadata=_HIDDEN)
     dataset: DatasetRef
@@ -169,7 +180,7 @@ class TrainSpec(Job):
     """One training stage: (dataset, base model, recipe, hyperparameters, n_train, seed). An SFT+RL spec names its SFT
     warm-up, equal to the grid's plain SFT spec with the same prompt, so the warm-up is trained once."""
 
-    KIND: ClassVar[str] = "train"
+    KIND: ClassVar[str] = TRAIN_KIND
     PARAM_PREFIX: ClassVar[str] = "train."
     dataset: DatasetRef = field(metadata=identity_field(param=None))
     model: str = field(metadata=identity_field(param=None))
@@ -225,7 +236,7 @@ class TrainSpec(Job):
 
     def run_params(self) -> dict[str, str]:
         """A training run shows what its evaluations show under `train.`, with the dataset, model, seed and dtype."""
-        return {"dataset": self.dataset.name, "model": self.model, "seed": str(self.seed), "dtype": self.dtype,
+        return {DATASET: self.dataset.name, MODEL: self.model, SEED: str(self.seed), DTYPE: self.dtype,
                 **super().run_params()}
 
 
@@ -234,7 +245,7 @@ class RunSpec(Job):
     """One evaluation: (dataset, model, training, inference strategy, evaluation, seed); `train` None: the base model
     as it is; `baseline`: a registered classical baseline instead of an LLM (no strategy then)."""
 
-    KIND: ClassVar[str] = "eval"
+    KIND: ClassVar[str] = EVAL_KIND
     dataset: DatasetRef = field(metadata=identity_field(param=""))
     model: str
     model_revision: str = field(metadata=_HIDDEN)

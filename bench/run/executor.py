@@ -28,13 +28,27 @@ from bench.plan.specs import Job, RunSpec
 from bench.run.progress import Reporter
 from bench.run.recorder import JobResult, one_line
 from bench.run.status import job_rows
-from bench.run.store import DONE, FAILED, RUNNING, Claim, JobState, JobStore
+from bench.run.store import (
+    DEFAULT_LEASE_S,
+    DONE,
+    ENDED_WITHOUT_RESULT,
+    FAILED,
+    PRUNED,
+    RUNNING,
+    Claim,
+    JobState,
+    JobStore,
+)
 from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
 
+JobProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
+OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
+OnPartial = Callable[[list[bool]], None]  # per-example correctness so far, in evaluation order (may raise Pruned)
+
 
 class Performer(Protocol):
-    """Computes jobs (see `bench.run.jobs.Performer`)."""
+    """Computes jobs, and says what the executor needs to know of each (see `bench.run.jobs.KindPerformer`)."""
 
     def has_output(self, job: Job) -> bool:
         """The job leaves an output folder that later jobs read."""
@@ -42,7 +56,11 @@ class Performer(Protocol):
     def unit(self, job: Job) -> str:
         """What the job's progress counts (examples, steps)."""
 
-    def __call__(self, job: Job, out: Path | None, hooks: Hooks) -> JobResult:
+    def evaluation_examples(self, job: Job) -> int:
+        """The evaluation examples the job predicts (0: it evaluates nothing): they count toward the grid's ETA, and
+        only a job that has some reports results so far to an observer."""
+
+    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         """Perform `job`, writing its output (if it has one) into `out`."""
 
 
@@ -80,24 +98,23 @@ class Pruned(Exception):
 
 
 @dataclass
-class Hooks:
-    """What a job may call while it runs: its dependencies' outputs, its progress, its step-wise curves, and an
-    observer of an evaluation's results so far (which may raise `Pruned`)."""
+class JobCallbacks:
+    """What the executor lets a running job call: its dependencies' outputs, its progress, its step-wise curves, and
+    an observer of an evaluation's results so far (which may raise `Pruned`)."""
 
     output_of: Callable[[Job], Path]
-    on_progress: Callable[[int, int], None]
-    on_log: Callable[[dict[str, float], int], None]
-    on_partial: Callable[[list[bool]], None] | None = None
+    on_progress: JobProgress
+    on_log: OnLog
+    on_partial: OnPartial | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an evaluation ended for this worker: done now, done earlier, failed (with the reason) or not reached."""
+    """How an evaluation ended for this worker (done now, done earlier, failed, pruned, or not reached), and its run."""
 
     spec: RunSpec
-    status: str  # done | earlier | failed | waiting
+    status: str  # done | earlier | failed | pruned | waiting
     run_id: str | None = None
-    error: str | None = None
 
 
 def worker_name() -> str:
@@ -116,10 +133,9 @@ class Executor:
     reporter: Reporter
     parent_id: str | None = None
     worker: str = field(default_factory=worker_name)
-    lease_s: float = 120.0
+    lease_s: float = DEFAULT_LEASE_S
     poll_s: float = 2.0
-    examples_of: Callable[[RunSpec], int] = lambda spec: 0
-    observe: Callable[[RunSpec, str], Callable[[list[bool]], None]] | None = None  # (spec, run id) -> on_partial
+    observe: Callable[[Job, str], OnPartial] | None = None  # (evaluation, its run id) -> its observer
     _claim: Claim | None = None
     _claim_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -131,19 +147,19 @@ class Executor:
         sweep_staging(self.workspace.jobs)
         states = self.store.states(list(self.graph.jobs))
         todo = [s for s in self.graph.evaluations if states[s.key].status != DONE]
-        self.reporter.plan(sum(self.examples_of(s) for s in todo))
+        self.reporter.plan(sum(self.perform.evaluation_examples(s) for s in todo))
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         beat.start()
         try:
             while True:
                 states = self.store.states(list(self.graph.jobs))
-                final = {k for k, s in states.items() if s.status == DONE or (s.status == FAILED and
-                                                                               (s.finished or 0) >= began)}
+                final = {k for k, s in states.items() if s.status == DONE or (
+                    s.status in ENDED_WITHOUT_RESULT and (s.finished or 0) >= began)}
                 if len(final) == len(self.graph.jobs):
                     break
                 doomed = [k for k in self.graph.jobs if k not in final and any(
-                    states[d].status == FAILED and d in final for d in self.graph.needs[k])]
+                    states[d].status in ENDED_WITHOUT_RESULT and d in final for d in self.graph.needs[k])]
                 ready = [k for k in self.graph.jobs if k not in final and k not in doomed and all(
                     states[d].status == DONE for d in self.graph.needs[k])]
                 claim = self.store.claim(doomed + ready, self.worker, self.lease_s, began)
@@ -162,9 +178,9 @@ class Executor:
         found = []
         for spec in self.graph.evaluations:
             state = states[spec.key]
-            status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed"}.get(
-                state.status, "waiting")
-            found.append(Outcome(spec, status, state.run_id, state.error))
+            status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed",
+                      PRUNED: "pruned"}.get(state.status, "waiting")
+            found.append(Outcome(spec, status, state.run_id))
         return found
 
     def _heartbeat(self, stop: threading.Event) -> None:
@@ -179,8 +195,8 @@ class Executor:
 
     def _fail_dependent(self, claim: Claim, states: dict[str, JobState]) -> None:
         job = self.graph.jobs[claim.key]
-        failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status == FAILED)
-        error = DependencyFailed(f"{failed.name} failed: {failed.error}")
+        failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status in ENDED_WITHOUT_RESULT)
+        error = DependencyFailed(f"{failed.name} {failed.status}: {failed.error}")  # failed, or pruned
         run_id = self.recorder.start(job, self.parent_id)
         self.recorder.fail(run_id, error)
         self.store.fail(claim, one_line(error))
@@ -208,15 +224,15 @@ class Executor:
         run_id = self.recorder.start(job, self.parent_id)
         self.store.started(claim, run_id)
         self.reporter.start(job.name, self.perform.unit(job))
-        hooks = Hooks(self.output_of, self.reporter.advance,
-                      lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
-                      self.observe(job, run_id) if self.observe and isinstance(job, RunSpec) else None)
+        examples = self.perform.evaluation_examples(job)
+        callbacks = JobCallbacks(self.output_of, self.reporter.advance,
+                                 lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
+                                 self.observe(job, run_id) if self.observe and examples else None)
         try:
-            result = self._perform(job, hooks)
+            result = self._perform(job, callbacks)
             self.recorder.finish(run_id, result)
             if not self.store.complete(claim, run_id):
                 self.reporter.note(f"lost the claim on {job.name} (lease expired); another worker runs it again")
-            examples = self.examples_of(job) if isinstance(job, RunSpec) else 0
             self.reporter.end(f"done {job.name}: {result.summary}", examples)
         except (KeyboardInterrupt, SystemExit):
             self.recorder.kill(run_id)
@@ -225,7 +241,7 @@ class Executor:
             raise
         except Pruned as pruned:  # not done: a later grid runs it whole
             self.recorder.prune(run_id, str(pruned), pruned.metrics)
-            self.store.fail(claim, f"pruned: {pruned}")
+            self.store.prune(claim, str(pruned))
             self.reporter.end(f"PRUNED {job.name}: {pruned}")
         except Exception as exc:  # one failing job fails its dependents, never the grid
             self.recorder.fail(run_id, exc)
@@ -234,11 +250,11 @@ class Executor:
         finally:
             self._hold(None)
 
-    def _perform(self, job: Job, hooks: Hooks) -> JobResult:
+    def _perform(self, job: Job, callbacks: JobCallbacks) -> JobResult:
         """Run the job; one with an output folder fills a staging folder that becomes its cache folder when
         complete (or is read from there, when this machine built it before)."""
         if not self.perform.has_output(job):
-            return self.perform(job, None, hooks)
+            return self.perform(job, None, callbacks)
         target = self.workspace.output(job.key)
         if self.workspace.is_complete(job.key):
             stored = json.loads((target / COMPLETE).read_text(encoding="utf-8"))
@@ -246,7 +262,7 @@ class Executor:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=staging_prefix(job.key), dir=target.parent))
         try:
-            result = self.perform(job, staging, hooks)
+            result = self.perform(job, staging, callbacks)
             (staging / COMPLETE).write_text(json.dumps({"key": job.key, "metrics": result.metrics}, indent=1),
                                             encoding="utf-8")
             if target.exists():

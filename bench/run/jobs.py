@@ -1,6 +1,7 @@
 """What each kind of job does: call the runners that compute, and turn what they return into a `JobResult` for the
 recorder. A kind is one registration in `KINDS` (its record type, how to perform it, whether it leaves an output
-folder); the executor knows nothing else about it.
+folder, what its progress counts, how many evaluation examples it predicts); the executor knows nothing else about
+it.
 
 A job reads what its dependencies produced through `JobContext.output_of` (the local cache, or the dependency's
 MLflow run on another machine), and writes its own output into the staging folder it is given.
@@ -23,9 +24,11 @@ from bench.plan.datasets import Dataset, DatasetCache
 from bench.plan.identity import identity_hash
 from bench.plan.reasoning_corpora import load_corpus, rgen_mixture
 from bench.plan.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
+from bench.run.executor import JobCallbacks, JobProgress, OnLog, OnPartial
 from bench.run.metrics import classification_report, metric_key
 from bench.run.recorder import DatasetLog, JobResult
 from bench.run.workspace import Workspace, cached_array, per_example
+from reports.vocabulary import PREDICTIONS_ARTIFACT
 from runners.batching import Batching
 from strategies.demos import PoolEmbeddings
 from strategies.example import Example
@@ -34,10 +37,8 @@ from strategies.reasoning import category_name, classification_question, mask_la
 
 if TYPE_CHECKING:
     from runners.embeddings import SentenceEmbedder
+    from runners.inference import OnProgress
 
-OnProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
-OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
-OnPartial = Callable[[list[bool]], None]  # per-example correctness so far, in evaluation order (may stop the job)
 REASONINGS, CONFIDENCES = "reasonings.json", "confidences.json"
 ROUND = 50  # evaluation examples per round: after each, an observer (a search's pruner) sees the results so far
 
@@ -73,7 +74,7 @@ class JobContext:
     models: ModelPool
     batching: Batching
     output_of: Callable[[Job], Path]
-    on_progress: OnProgress = lambda done, total: None
+    on_progress: JobProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
     on_partial: OnPartial | None = None
     embedders: dict[Path, SentenceEmbedder] = field(default_factory=dict)  # sentence encoders this worker loaded
@@ -117,6 +118,23 @@ def _training_examples(job: TrainSpec | ReasoningsSpec | RelabelSpec, ctx: JobCo
     return training_examples(ctx.dataset(job).pool, job.n_train, job.seed)
 
 
+def counted(progress: JobProgress, total: int) -> OnProgress:
+    """A runner's progress (so many more units done) as the job's (done, total) of `total` units."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return advance
+
+
+def evaluation_examples(spec: RunSpec, datasets: DatasetCache) -> list[Example]:
+    """The examples an evaluation predicts: its split, cut to its limit by its seeded sample."""
+    return datasets.get(spec.dataset.config).evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+
+
 def round_order(n: int, sample_seed: int) -> list[int]:
     """The order an evaluation goes through its `n` examples: seeded and shuffled, so every prefix is a fair
     sample (what a pruner judges a trial on), and the same for every run on the same examples."""
@@ -129,7 +147,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     from runners.predict import DecodeSettings, Predictor
 
     dataset = ctx.dataset(spec)
-    examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
+    examples = evaluation_examples(spec, ctx.datasets)
     started = time.perf_counter()
     if spec.baseline:
         predictions = BASELINES[spec.baseline].predict(dataset.card, dataset.pool, examples, spec.seed)
@@ -139,12 +157,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
         builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed,
                                 ctx.pool_embeddings(spec, dataset))
         predict = Predictor(lm, builder, DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed))
-        done = [0]
-
-        def progress(n: int) -> None:
-            done[0] += n
-            ctx.on_progress(done[0], len(examples))
-
+        progress = counted(ctx.on_progress, len(examples))
         predictions: list = [None] * len(examples)
         order = round_order(len(examples), spec.eval.sample_seed)
         for start in range(0, len(order), ROUND):  # a seeded shuffled order, so every prefix is a fair sample
@@ -171,7 +184,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     })
     evaluation = DatasetLog(pd.DataFrame({"text": table["text"], "label": table["gold"]}), spec.dataset.content,
                             f"{spec.dataset.name}:{spec.eval.split}", "evaluation")
-    return JobResult(metrics, tables={"predictions.json": table}, documents={"per_class.json": report.per_class},
+    return JobResult(metrics, tables={PREDICTIONS_ARTIFACT: table}, documents={"per_class.json": report.per_class},
                      figures={"confusion_matrix.png": _confusion_figure(report, spec.name)}, datasets=[evaluation],
                      summary=f"accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f} "
                              f"({wall:.1f} s)")
@@ -307,15 +320,9 @@ def write_reasonings(spec: ReasoningsSpec, ctx: JobContext, out: Path) -> JobRes
     def write(missing: list[Example]) -> list[str]:
         folders = [ctx.output_of(reasoner.rgen)] if reasoner.rgen else []
         lm = ctx.models.get(ctx.workspace.model(reasoner.model), reasoner.dtype, folders)
-        done = [0]
-
-        def progress(n: int) -> None:
-            done[0] += n
-            ctx.on_progress(done[0], len(missing))
-
         return generate_reasonings(lm, [classification_question(dataset.card, e) for e in missing],
                                    [category_name(dataset.card, e.label) for e in missing], reasoner.max_new_tokens,
-                                   ctx.batching, progress)
+                                   ctx.batching, counted(ctx.on_progress, len(missing)))
 
     cache = ctx.workspace.per_example("reasonings", f"{identity_hash(reasoner)}-{spec.dataset.content}")
     written = dict(zip((e.id for e in examples), per_example(cache, examples, write)))
@@ -351,15 +358,18 @@ def score_relabel(spec: RelabelSpec, ctx: JobContext, out: Path) -> JobResult:
 @dataclass(frozen=True)
 class JobKind:
     """A registered kind of job: how to perform it (`(spec, context, output folder or None) -> JobResult`), whether
-    it leaves an output folder that later jobs read, and what its progress counts."""
+    it leaves an output folder that later jobs read, what its progress counts, and how many evaluation examples a job
+    of it predicts."""
 
     perform: Callable[[Job, JobContext, Path | None], JobResult]
     has_output: bool
     unit: str
+    evaluation_examples: Callable[[Job, DatasetCache], int] = lambda job, datasets: 0
 
 
 KINDS: dict[str, JobKind] = {
-    RunSpec.KIND: JobKind(evaluate, has_output=False, unit="examples"),
+    RunSpec.KIND: JobKind(evaluate, has_output=False, unit="examples",
+                          evaluation_examples=lambda spec, datasets: len(evaluation_examples(spec, datasets))),
     TrainSpec.KIND: JobKind(train, has_output=True, unit="steps"),
     RGenSpec.KIND: JobKind(train_rgen, has_output=True, unit="steps"),
     ReasoningsSpec.KIND: JobKind(write_reasonings, has_output=True, unit="examples"),
@@ -367,8 +377,9 @@ KINDS: dict[str, JobKind] = {
 }
 
 
-class Performer:
-    """Performs any registered kind of job in this worker (its datasets and loaded model are kept across jobs)."""
+class KindPerformer:
+    """Performs each job by its registered kind (`KINDS`) in this worker, whose datasets and loaded model are kept
+    across jobs (the executor's `Performer`)."""
 
     def __init__(self, workspace: Workspace, datasets: DatasetCache, batching: Batching) -> None:
         self.workspace, self.datasets, self.batching = workspace, datasets, batching
@@ -380,7 +391,10 @@ class Performer:
     def unit(self, job: Job) -> str:
         return KINDS[job.KIND].unit
 
-    def __call__(self, job: Job, out: Path | None, hooks) -> JobResult:
-        context = JobContext(self.workspace, self.datasets, self.models, self.batching, hooks.output_of,
-                             hooks.on_progress, hooks.on_log, hooks.on_partial)
+    def evaluation_examples(self, job: Job) -> int:
+        return KINDS[job.KIND].evaluation_examples(job, self.datasets)
+
+    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
+        context = JobContext(self.workspace, self.datasets, self.models, self.batching, callbacks.output_of,
+                             callbacks.on_progress, callbacks.on_log, callbacks.on_partial)
         return KINDS[job.KIND].perform(job, context, out)

@@ -1,6 +1,7 @@
 """From a grid file to workers at work: the grid read with the command line's overrides, its job graph, where it is
-recorded (MLflow) and coordinated (the job store), the plan shown before anything runs, and the worker processes
-of `--workers N`, each an executor against the same store."""
+recorded (MLflow) and coordinated (the job store), the plan shown before anything runs, a worker of this process
+(which `bench search` builds the same way), and the worker processes of `--workers N`, each an executor against the
+same store."""
 
 from __future__ import annotations
 
@@ -10,22 +11,26 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph, build_graph
-from bench.plan.specs import RunSpec, TrainSpec
+from bench.plan.specs import Job, RunSpec, TrainSpec
 from bench.run.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
-from bench.run.store import DONE, FAILED, RUNNING, JobState, SqlStore
+from bench.run.store import DEFAULT_LEASE_S, DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobState, JobStore, SqlStore
 from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 
-DEFAULT_LEASE_S = 120.0
+if TYPE_CHECKING:
+    from bench.run.executor import Executor, OnPartial, Performer
+    from bench.run.progress import Reporter
+    from bench.run.recorder import MlflowRecorder
 
 
 @dataclass(frozen=True)
@@ -38,23 +43,38 @@ class Overrides:
     batch_size: int | None = None
 
 
+@dataclass(frozen=True)
+class Stores:
+    """Where a grid's (or a study's) runs are recorded (an MLflow tracking store and experiment) and coordinated (the
+    job store)."""
+
+    tracking_uri: str
+    store_uri: str
+    experiment: str
+
+    @classmethod
+    def named(cls, tracking: str | None, store: str | None, experiment: str, environment: Mapping[str, str]) -> Stores:
+        """The stores the command line names, or their defaults (`bench.run.locations`)."""
+        uri = tracking_uri(tracking, environment)
+        return cls(uri, job_store_uri(store, uri), experiment)
+
+
 @dataclass
-class Launch:
-    """A grid made ready to run: its job graph, and where it is recorded and coordinated."""
+class PlannedGrid:
+    """A grid made ready to run: its job graph, the datasets it reads, this machine's cache, how inference batches,
+    and where it is recorded and coordinated."""
 
     name: str
     path: Path
     graph: JobGraph
     datasets: DatasetCache
     workspace: Workspace
-    tracking: str
-    store_uri: str
-    experiment: str
     batching: Batching
+    stores: Stores
 
 
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
-            environment: dict[str, str]) -> Launch:
+            environment: dict[str, str]) -> PlannedGrid:
     """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
     from bench.plan.grid import MAX_EXAMPLES, expand, read_grid
     from bench.plan.lengths import check_lengths
@@ -74,40 +94,72 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
     graph = build_graph(expand(grid, path, datasets, default_dtype()))
     workspace = Workspace(default_cache(environment))
     check_lengths(graph.evaluations, datasets, workspace.root, grid.eval.max_input_tokens)
-    uri = tracking_uri(tracking, environment)
-    return Launch(grid.name, path, graph, datasets, workspace, uri,
-                  job_store_uri(store, uri), experiment or grid.name,
-                  Batching(overrides.batch_size or grid.inference.batch_size, grid.inference.tokens_per_batch))
+    return PlannedGrid(grid.name, path, graph, datasets, workspace,
+                       Batching(overrides.batch_size or grid.inference.batch_size, grid.inference.tokens_per_batch),
+                       Stores.named(tracking, store, experiment or grid.name, environment))
 
 
-def open_store(launch: Launch, create: bool = True) -> SqlStore | None:
+def open_store(stores: Stores, create: bool = True) -> SqlStore | None:
     """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing). A tracking
     server or a database that does not answer fails here, within seconds, with one line."""
-    check_reachable(launch.tracking, "MLflow tracking store")
-    path = sqlite_path(launch.store_uri)
+    check_reachable(stores.tracking_uri, "MLflow tracking store")
+    path = sqlite_path(stores.store_uri)
     if path is not None and not path.is_file() and not create:
         return None
-    check_reachable(launch.store_uri, "job store")
-    return SqlStore(launch.store_uri, launch.experiment)
+    check_reachable(stores.store_uri, "job store")
+    return SqlStore(stores.store_uri, stores.experiment)
 
 
-def plan_lines(launch: Launch, states: dict[str, JobState], now: float, dry_run: bool) -> list[str]:
+@dataclass
+class Worker:
+    """What this process runs jobs with: the job store, the recorder, this machine's cache, and a performer (whose
+    datasets and loaded model are kept across jobs and graphs)."""
+
+    store: JobStore
+    recorder: MlflowRecorder
+    workspace: Workspace
+    performer: Performer
+
+    def executor(self, graph: JobGraph, reporter: Reporter, parent_id: str, lease_s: float,
+                 observe: Callable[[Job, str], OnPartial] | None = None) -> Executor:
+        """This worker at work on `graph`, its runs nested under `parent_id`."""
+        from bench.run.executor import Executor
+
+        return Executor(graph, self.store, self.recorder, self.workspace, self.performer, reporter,
+                        parent_id=parent_id, lease_s=lease_s, observe=observe)
+
+
+def open_worker(stores: Stores, store: JobStore, workspace: Workspace, datasets: DatasetCache,
+                batching: Batching) -> Worker:
+    """A worker of this process recording into `stores`' experiment (created on first use), coordinated by `store`,
+    performing every registered kind of job; the libraries' own progress bars are silenced first."""
+    from bench.run.jobs import KindPerformer
+    from bench.run.recorder import MlflowRecorder
+    from runners.quiet import quiet_libraries
+
+    quiet_libraries()
+    return Worker(store, MlflowRecorder(stores.tracking_uri, stores.experiment, store), workspace,
+                  KindPerformer(workspace, datasets, batching))
+
+
+def plan_lines(grid: PlannedGrid, states: dict[str, JobState], now: float, dry_run: bool) -> list[str]:
     """What the plan says before anything runs: the counts, where it goes, notes, the estimated cost (and with
     `dry_run`, every job, at store time `now`)."""
     from bench.plan.cost import estimate, expensive, tokens
     from bench.run.status import describe
 
-    graph = launch.graph
+    graph, stores = grid.graph, grid.stores
     evaluations = graph.evaluations
     done = sum(s.key in states and states[s.key].status == DONE for s in evaluations)
     others = len(graph.jobs) - len(evaluations)
-    lines = [f"grid {launch.name} ({launch.path}): {len(evaluations)} runs, {done} already finished, "
+    lines = [f"grid {grid.name} ({grid.path}): {len(evaluations)} runs, {done} already finished, "
              f"{len(evaluations) - done} to run" + (f"; {others} other jobs (training, reasonings, relabelling)"
                                                     if others else "")
-             + f"; tracking {mask(launch.tracking)}, jobs {mask(launch.store_uri)}, experiment '{launch.experiment}'"]
+             + f"; tracking {mask(stores.tracking_uri)}, jobs {mask(stores.store_uri)}, "
+               f"experiment '{stores.experiment}'"]
     lines += [f"note: {note}" for note in graph.notes]
     todo = [j for k, j in graph.jobs.items() if not (k in states and states[k].status == DONE)]
-    costs = estimate(todo, launch.datasets, launch.workspace.root)
+    costs = estimate(todo, grid.datasets, grid.workspace.root)
     flagged = sorted(expensive(costs), key=lambda k: -costs[k].tokens)
     lines.append(f"estimated cost of what is left: {tokens(sum(c.tokens for c in costs.values()))} model tokens"
                  + (f"; {len(flagged)} expensive job(s):" if flagged else ""))
@@ -144,13 +196,6 @@ class Results:
 
     rows: list[tuple[RunSpec, str, dict[str, float]]]
     experiment_id: str
-
-
-def _examples(launch: Launch) -> Callable[[RunSpec], int]:
-    def count(spec: RunSpec) -> int:
-        return len(launch.datasets.get(spec.dataset.config).evaluation(spec.eval.split, spec.eval.limit,
-                                                                       spec.eval.sample_seed))
-    return count
 
 
 def _relay(process: subprocess.Popen, label: str, console: Console) -> threading.Thread:
@@ -190,30 +235,24 @@ def join_workers(processes: Sequence[subprocess.Popen], interrupted: bool) -> No
             process.wait(timeout=120)
 
 
-def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEFAULT_LEASE_S,
+def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float = DEFAULT_LEASE_S,
          label: str | None = None, threads: int | None = None) -> Results:
-    """Run the graph as one worker of this process against `store`, recording into the launch's experiment (the
+    """Run the graph as one worker of this process against `store`, recording into the grid's experiment (the
     grid's parent run shared with every other worker). SIGTERM ends the running job KILLED and gives it back, like
     Ctrl-C. `label`: this worker's name in its lines (a worker started by `--workers`); `threads`: torch's CPU
     threads (the machine's cores shared among its workers)."""
-    from bench.run.executor import Executor
-    from bench.run.jobs import Performer
     from bench.run.progress import LineReporter, LiveReporter
-    from bench.run.recorder import MlflowRecorder
-    from runners.quiet import quiet_libraries
 
-    quiet_libraries()
+    worker = open_worker(grid.stores, store, grid.workspace, grid.datasets, grid.batching)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    recorder = MlflowRecorder(launch.tracking, launch.experiment, store)
-    parent = recorder.open_parent(store, launch.name, launch.path, len(launch.graph.evaluations))
+    recorder = worker.recorder
+    parent = recorder.open_parent(store, grid.name, grid.path, len(grid.graph.evaluations))
     live = sys.stdout.isatty() and label is None
     reporter = LiveReporter(console) if live else LineReporter(console)
-    executor = Executor(launch.graph, store, recorder, launch.workspace,
-                        Performer(launch.workspace, launch.datasets, launch.batching), reporter, parent_id=parent,
-                        lease_s=lease_s, examples_of=_examples(launch))
+    executor = worker.executor(grid.graph, reporter, parent, lease_s)
 
     def terminated(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -223,13 +262,14 @@ def work(launch: Launch, store: SqlStore, console: Console, lease_s: float = DEF
         with reporter if live else contextlib.nullcontext():
             outcomes = executor.run()
     except BaseException:
-        states = store.states(list(launch.graph.jobs)).values()
-        if not any(s.status == RUNNING for s in states) and not all(s.status in (DONE, FAILED) for s in states):
+        states = store.states(list(grid.graph.jobs)).values()
+        ended = (DONE, *ENDED_WITHOUT_RESULT)
+        if not any(s.status == RUNNING for s in states) and not all(s.status in ended for s in states):
             recorder.close_parent(parent, "KILLED")  # the grid is unfinished, and no other worker is at work on it
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failed = any(s.status == FAILED for s in store.states(list(launch.graph.jobs)).values())
+    failed = any(s.status == FAILED for s in store.states(list(grid.graph.jobs)).values())
     recorder.close_parent(parent, "FAILED" if failed else "FINISHED")
     metrics = recorder.metrics([o.run_id for o in outcomes if o.run_id and o.status in ("done", "earlier")])
     return Results([(o.spec, o.status, metrics.get(o.run_id, {}) if o.run_id else {}) for o in outcomes],

@@ -25,6 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 
 from bench.plan.specs import Job
 from bench.run.store import JobStore
+from reports.store import read_predictions
 from reports.vocabulary import (
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
@@ -36,7 +37,9 @@ from reports.vocabulary import (
     KIND_TAG,
     OUTPUT_ARTIFACT,
     PRUNED_TAG,
+    RUNS_PLANNED,
     STUDY_TAG,
+    TRIAL_KIND,
     TRIAL_STATE_TAG,
     TRIAL_TAG,
 )
@@ -107,7 +110,7 @@ class MlflowRecorder:
         run_id = store.parent_run(grid, create)
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
-        self.client.log_metric(run_id, "runs_planned", planned, step=int(time.time()))
+        self.client.log_metric(run_id, RUNS_PLANNED, planned, step=int(time.time()))
         return run_id
 
     def close_parent(self, run_id: str, status: str) -> None:
@@ -127,7 +130,7 @@ class MlflowRecorder:
     def start_trial(self, spec: Job, parent_id: str, number: int, study: str) -> str:
         """A search trial's run (kind `trial`, its jobs nest under it), with the params of the spec it evaluates: the
         same vocabulary as a grid's runs, so both line up in MLflow's compare view."""
-        tags = {KIND_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id,
+        tags = {KIND_TAG: TRIAL_KIND, STUDY_TAG: study, TRIAL_TAG: str(number), MLFLOW_PARENT_RUN_ID: parent_id,
                 **environment_tags()}
         run = self.client.create_run(self.experiment_id, run_name=f"trial {number}: {spec.name}", tags=tags)
         values = [Param(k, v) for k, v in spec.run_params().items()]
@@ -198,17 +201,8 @@ class MlflowRecorder:
         return found
 
     def predictions(self, run_id: str) -> list[dict] | None:
-        """The rows of an evaluation run's predictions.json (id, gold, prediction, ...) in the examples' order; None
-        if it has none."""
-        import json
-
-        with tempfile.TemporaryDirectory() as work:
-            try:
-                path = Path(self.client.download_artifacts(run_id, "predictions.json", work))
-            except Exception:  # noqa: BLE001 - a run without predictions
-                return None
-            table = json.loads(path.read_text(encoding="utf-8"))
-        return [dict(zip(table["columns"], row)) for row in table["data"]]
+        """The rows of an evaluation run's predictions table in the examples' order; None if it has none."""
+        return read_predictions(self.client, run_id)
 
     def download_output(self, run_id: str, into: Path) -> None:
         """The output folder of a finished job's run, into `into` (which exists and is empty)."""

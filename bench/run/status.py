@@ -1,5 +1,5 @@
 """What each job of a graph is doing, as the job store says: done, running (where, for how long, whether its lease
-ran out), failed (why) or waiting (on what). One rule for `bench status` and `bench run --dry-run`."""
+ran out), failed or pruned (why) or waiting (on what). One rule for `bench status` and `bench run --dry-run`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bench.plan.graph import JobGraph
 from bench.run.progress import clock
-from bench.run.store import DONE, FAILED, RUNNING, JobRow, JobState
+from bench.run.store import DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobRow, JobState
 
 WAITING = "waiting"
 GROUPS = (DONE, RUNNING, WAITING, FAILED)
@@ -38,8 +38,8 @@ def job_statuses(graph: JobGraph, states: dict[str, JobState], now: float) -> di
                                             f"{lapsed}")
         elif status == DONE:
             found[key] = JobStatus(DONE, "done")
-        elif status == FAILED:
-            found[key] = JobStatus(FAILED, f"failed: {state.error}")
+        elif status in ENDED_WITHOUT_RESULT:  # failed, or pruned by a search
+            found[key] = JobStatus(FAILED, f"{status}: {state.error}")
         else:
             needs = [graph.jobs[d].name for d in graph.needs[key] if not (d in states and states[d].status == DONE)]
             found[key] = JobStatus(WAITING, f"waits on {', '.join(needs)}" if needs else "ready")

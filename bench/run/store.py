@@ -2,14 +2,16 @@
 
 Workers share one store; it hands each job to exactly one of them (`claim`), with a lease that the holder renews
 (`heartbeat`) while it works, so the job of a worker that died is claimed again once its lease has run out. Only the
-holder of the current attempt can `complete`, `fail` or `release` a job. Two implementations of the one interface:
+holder of the current attempt can `complete`, `fail`, `prune` or `release` a job. Two implementations of the one
+interface:
 
 - `MemoryStore`: a dict behind a lock, for tests (milliseconds, an injectable clock);
 - `SqlStore`: SQLite (one machine: `BEGIN IMMEDIATE` serialises claims) or PostgreSQL (many machines:
   `SELECT ... FOR UPDATE SKIP LOCKED`), with the store's own clock, so machines need not agree on the time.
 
-A job is *claimable* when it is pending, when it runs under a lease that has run out, or when it failed before the
-claiming worker began (a later invocation retries what failed; within one, a failure is final).
+A job is *claimable* when it is pending, when it runs under a lease that has run out, or when it failed or was pruned
+(stopped on purpose by a search's pruner) before the claiming worker began (a later invocation retries it; within
+one, such an end is final).
 """
 
 from __future__ import annotations
@@ -22,7 +24,18 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+PENDING, RUNNING, DONE, FAILED, PRUNED = "pending", "running", "done", "failed", "pruned"
+ENDED_WITHOUT_RESULT = (FAILED, PRUNED)  # final within an invocation (its dependents fail), retried by a later one
+DEFAULT_LEASE_S = 120.0  # seconds a claim lasts without a heartbeat: a dead worker's job waits this long at most
+
+# When a job is claimable (see the module doc), written once for `JobState.claimable` and the SQL stores' claims: its
+# status is one of `statuses` and, where a column is named, that store time (absent: 0) lies before the bound
+# (`now`: the claim's store time; `retry`: the claiming worker's start, before which failures are retried).
+CLAIMABLE: tuple[tuple[tuple[str, ...], str | None, str | None], ...] = (
+    ((PENDING,), None, None),
+    ((RUNNING,), "lease_until", "now"),
+    (ENDED_WITHOUT_RESULT, "finished", "retry"),
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,8 @@ class JobRow:
 
 @dataclass(frozen=True)
 class JobState:
-    """A job's state in the store: status, holder, attempt, MLflow run, times (store clock) and a failure's line."""
+    """A job's state in the store: status, holder, attempt, MLflow run, times (store clock) and, for a job that
+    ended without a result, why (a failure's line, or the pruner's reason)."""
 
     key: str
     kind: str
@@ -53,8 +67,9 @@ class JobState:
     error: str | None = None
 
     def claimable(self, now: float, retry_failed_before: float) -> bool:
-        return (self.status == PENDING or (self.status == RUNNING and (self.lease_until or 0) < now)
-                or (self.status == FAILED and (self.finished or 0) < retry_failed_before))
+        bounds = {"now": now, "retry": retry_failed_before}
+        return any(self.status in statuses and (column is None or (getattr(self, column) or 0) < bounds[bound])
+                   for statuses, column, bound in CLAIMABLE)
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,9 @@ class JobStore(Protocol):
 
     def fail(self, claim: Claim, error: str) -> bool:
         """The attempt failed with `error` (one line)."""
+
+    def prune(self, claim: Claim, reason: str) -> bool:
+        """The attempt was stopped on purpose (a search's pruner judged it clearly worse), for `reason`."""
 
     def release(self, claim: Claim) -> None:
         """Give the job back (an interrupted worker): pending again, at once claimable by another."""
@@ -160,7 +178,13 @@ class MemoryStore:
         return self._update(claim, status=DONE, run_id=run_id, finished=self.now(), lease_until=None)
 
     def fail(self, claim: Claim, error: str) -> bool:
-        return self._update(claim, status=FAILED, finished=self.now(), lease_until=None, error=error)
+        return self._end(claim, FAILED, error)
+
+    def prune(self, claim: Claim, reason: str) -> bool:
+        return self._end(claim, PRUNED, reason)
+
+    def _end(self, claim: Claim, status: str, reason: str) -> bool:
+        return self._update(claim, status=status, finished=self.now(), lease_until=None, error=reason)
 
     def release(self, claim: Claim) -> None:
         self._update(claim, status=PENDING, worker=None, lease_until=None)
@@ -187,6 +211,15 @@ _SCHEMA = (
         namespace VARCHAR(500) NOT NULL, grid VARCHAR(500) NOT NULL, run_id VARCHAR(64) NOT NULL,
         PRIMARY KEY (namespace, grid))""",
 )
+
+
+def _claimable_sql() -> str:
+    """`CLAIMABLE` as a SQL condition on a job's row, with the bounds as the parameters `:now` and `:retry`."""
+    clauses = []
+    for statuses, column, bound in CLAIMABLE:
+        clause = "status IN (" + ", ".join(f"'{status}'" for status in statuses) + ")"
+        clauses.append(f"({clause} AND COALESCE({column}, 0) < :{bound})" if column else f"({clause})")
+    return "(" + " OR ".join(clauses) + ")"
 
 
 class SqlStore:
@@ -253,12 +286,10 @@ class SqlStore:
 
         if not keys:
             return None
-        claimable = ("(status = :pending OR (status = :running AND lease_until < :now) "
-                     "OR (status = :failed AND finished < :retry))")
+        claimable = _claimable_sql()
         with self._transaction() as db:
             now = self._now(db)
-            values = {"ns": self.namespace, "pending": PENDING, "running": RUNNING, "failed": FAILED, "now": now,
-                      "retry": retry_failed_before}
+            values = {"ns": self.namespace, "running": RUNNING, "now": now, "retry": retry_failed_before}
             if self.postgres:
                 found = db.execute(text(
                     f"SELECT {', '.join(_COLUMNS)} FROM genclsbench_jobs WHERE namespace = :ns AND key = ANY(:keys) "
@@ -302,8 +333,14 @@ class SqlStore:
                             done=DONE, run_id=run_id)
 
     def fail(self, claim: Claim, error: str) -> bool:
-        return self._update(claim, "status = :failed, finished = :now, lease_until = NULL, error = :error",
-                            failed=FAILED, error=error)
+        return self._end(claim, FAILED, error)
+
+    def prune(self, claim: Claim, reason: str) -> bool:
+        return self._end(claim, PRUNED, reason)
+
+    def _end(self, claim: Claim, status: str, reason: str) -> bool:
+        return self._update(claim, "status = :status, finished = :now, lease_until = NULL, error = :error",
+                            status=status, error=reason)
 
     def release(self, claim: Claim) -> None:
         self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
