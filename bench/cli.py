@@ -12,15 +12,15 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from bench.plan.errors import UserError
+from bench.run.progress import TerminalConsole
 from bench.run.store import DEFAULT_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
-console = Console(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
+console = TerminalConsole(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
