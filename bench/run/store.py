@@ -98,7 +98,8 @@ class JobStore(Protocol):
         """Atomically take the first claimable job of `keys` (in that order) for `worker`; None if there is none."""
 
     def started(self, claim: Claim, run_id: str) -> bool:
-        """Record the MLflow run of the claimed attempt."""
+        """Link the MLflow run of the claimed attempt; False (and no change) when the claim is no longer this
+        worker's."""
 
     def heartbeat(self, claim: Claim, lease_s: float) -> bool:
         """Extend the claim's lease; False when the claim is no longer this worker's."""
@@ -112,8 +113,9 @@ class JobStore(Protocol):
     def prune(self, claim: Claim, reason: str) -> bool:
         """The attempt was stopped on purpose (a search's pruner judged it clearly worse), for `reason`."""
 
-    def release(self, claim: Claim) -> None:
-        """Give the job back (an interrupted worker): pending again, at once claimable by another."""
+    def release(self, claim: Claim) -> bool:
+        """Give the job back (an interrupted worker): pending again, at once claimable by another; False (and no
+        change) when the claim is no longer this worker's."""
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         """The run id of `grid`'s parent run, made by `create` once for every worker and invocation."""
@@ -186,8 +188,8 @@ class MemoryStore:
     def _end(self, claim: Claim, status: str, reason: str) -> bool:
         return self._update(claim, status=status, finished=self.now(), lease_until=None, error=reason)
 
-    def release(self, claim: Claim) -> None:
-        self._update(claim, status=PENDING, worker=None, lease_until=None)
+    def release(self, claim: Claim) -> bool:
+        return self._update(claim, status=PENDING, worker=None, lease_until=None)
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         with self._lock:
@@ -342,8 +344,8 @@ class SqlStore:
         return self._update(claim, "status = :status, finished = :now, lease_until = NULL, error = :error",
                             status=status, error=reason)
 
-    def release(self, claim: Claim) -> None:
-        self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
+    def release(self, claim: Claim) -> bool:
+        return self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         from sqlalchemy import text
