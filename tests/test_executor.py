@@ -5,9 +5,11 @@ kept honest by the end-to-end grids.)"""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
+from cli_runner import bench
 from executor_fakes import Clock, FakePerformer, FakeRecorder
 from rich.console import Console
 
@@ -244,3 +246,40 @@ def test_every_store_claims_by_the_one_claimable_rule(tmp_path, kind, left, retr
     assert store.states()["k"].claimable(store.now(), retry) == CLAIMABLE_WHEN[left, retried]
     assert (store.claim(["k"], "second", 60, retry) is not None) == CLAIMABLE_WHEN[left, retried]
 
+
+def test_a_worker_waiting_on_another_says_so_once_then_takes_its_job_over(tmp_path):
+    """A job held by a worker that is gone: the idle worker says what it waits for and for how long, once, rather
+    than waiting in silence for the lease to end; then it says it takes the job over."""
+    graph = graph_of(tmp_path)
+    ticks = Clock()
+
+    def ticking() -> float:  # five seconds a reading: the lease ends while the worker waits
+        ticks.now += 5
+        return ticks.now
+
+    store, recorder, out = MemoryStore(ticking), FakeRecorder(), io.StringIO()
+    store.register(job_rows(graph))
+    held = next(k for k in graph.jobs if not graph.needs[k])
+    store.claim([held], "gone:1", lease_s=1000, retry_failed_before=0)
+    worker = executor(graph, store, recorder, tmp_path, FakePerformer())
+    worker.reporter = LineReporter(Console(file=out, width=300))
+    worker.run()
+    name = graph.jobs[held].name
+    waits = re.findall(rf"waiting for {re.escape(name)} held by gone:1 \(lease ends in (\d+) s; a dead worker's job "
+                       r"is taken over then\)", out.getvalue())
+    assert len(waits) == 1 and 0 < int(waits[0]) < 1000, out.getvalue()
+    assert out.getvalue().count(f"taking over {name} from gone:1 (its lease ran out)") == 1
+    assert store.states()[held].status == DONE
+
+
+@pytest.mark.parametrize("lease", ["4.9", "86401", "inf", "1e308", "nan"])
+def test_a_lease_out_of_bounds_is_refused_by_the_executor_and_the_command_line(tmp_path, monkeypatch, capsys, lease):
+    with pytest.raises(ValueError, match="a lease lasts 5 to 86400 seconds"):
+        Executor(graph_of(tmp_path), MemoryStore(), FakeRecorder(), Workspace(tmp_path), FakePerformer(),
+                 LineReporter(Console(file=io.StringIO())), lease_s=float(lease))
+    monkeypatch.chdir(tmp_path)
+    for command in (["run"], ["search", "--space", "space.yaml"]):
+        assert bench(monkeypatch, *command, "--lease", lease) == 2
+        assert capsys.readouterr().err == (f"error: Invalid value for '--lease': {float(lease):g} seconds is not a "
+                                           "lease a worker may hold: give 5 to 86400 seconds "
+                                           f"(see 'bench {command[0]} --help')\n")

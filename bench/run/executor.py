@@ -5,7 +5,8 @@ makes the claim atomic, so any number of workers on any number of machines share
 performs it, records it, and completes it; it renews the claim's lease from a heartbeat thread while the job runs.
 A job that fails keeps its traceback and fails exactly the jobs that depend on it (each claimed and failed with the
 reason, without running); a later invocation retries both. A job whose worker died is claimed again once its lease
-has run out. An interrupted worker (Ctrl-C, SIGTERM) ends its run KILLED and gives the job back at once.
+has run out. An interrupted worker (Ctrl-C, SIGTERM) ends its run KILLED and gives the job back at once. A worker
+with nothing to claim says, once per attempt, which job of another worker it waits for and when that lease ends.
 
 The order of truth. The job store decides; the MLflow record follows it, one attempt at a time:
 
@@ -53,6 +54,8 @@ from bench.run.store import (
     DONE,
     ENDED_WITHOUT_RESULT,
     FAILED,
+    MAX_LEASE_S,
+    MIN_LEASE_S,
     PRUNED,
     RUNNING,
     Claim,
@@ -174,6 +177,10 @@ class Executor:
     _claim: Claim | None = None
     _claim_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if not MIN_LEASE_S <= self.lease_s <= MAX_LEASE_S:
+            raise ValueError(f"lease of {self.lease_s} s: a lease lasts {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds")
+
     def run(self) -> list[Outcome]:
         """Work until every job of the graph is done or has failed since this worker began; return the outcome of
         every evaluation."""
@@ -187,6 +194,7 @@ class Executor:
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         beat.start()
+        told: set[tuple[str, int]] = set()
         try:
             while True:
                 states = self.store.states(list(self.graph.jobs))
@@ -200,6 +208,7 @@ class Executor:
                     states[d].status == DONE for d in self.graph.needs[k])]
                 claim = self.store.claim(doomed + ready, self.worker, self.lease_s, began)
                 if claim is None:  # what is left runs elsewhere, or waits on what runs elsewhere
+                    self._tell_waits(states, told)
                     time.sleep(self.poll_s)
                 else:  # a doomed job is failed with the first of its dependencies that ended without a result
                     self._run(claim, next((states[d] for d in self.graph.needs[claim.key]
@@ -239,6 +248,18 @@ class Executor:
             if status is not None:
                 self.recorder.end(run.run_id, status)
 
+    def _tell_waits(self, states: dict[str, JobState], told: set[tuple[str, int]]) -> None:
+        """Say once per attempt which job of another worker this idle worker waits for, and when its lease ends: a
+        dead worker's job waits that long, which would otherwise look like a hang."""
+        held = [s for s in states.values() if s.status == RUNNING and s.worker != self.worker
+                and (s.key, s.attempt) not in told]
+        now = self.store.now() if held else 0.0
+        for state in held:
+            told.add((state.key, state.attempt))
+            self.reporter.note(f"waiting for {state.name} held by {state.worker} (lease ends in "
+                               f"{max(0.0, (state.lease_until or now) - now):.0f} s; a dead worker's job is taken "
+                               "over then)")
+
     def _run(self, claim: Claim, blocked_by: JobState | None) -> None:
         """One attempt at a claimed job, in the order of truth (module doc): performed, or failed without running
         when a job it needs ended without a result (`blocked_by`)."""
@@ -247,6 +268,8 @@ class Executor:
         run_id = None
         try:
             if claim.previous.attempt:  # tried before: end every run an earlier attempt left RUNNING
+                if claim.previous.status == RUNNING:
+                    self.reporter.note(f"taking over {job.name} from {claim.previous.worker} (its lease ran out)")
                 self._settle([claim.key])
             run_id = self.recorder.start(job, self.parent_id, claim.attempt)
             line, examples = self._attempt(claim, job, run_id, blocked_by) if self.store.started(claim, run_id) \

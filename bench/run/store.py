@@ -27,6 +27,9 @@ from typing import Protocol
 PENDING, RUNNING, DONE, FAILED, PRUNED = "pending", "running", "done", "failed", "pruned"
 ENDED_WITHOUT_RESULT = (FAILED, PRUNED)  # final within an invocation (its dependents fail), retried by a later one
 DEFAULT_LEASE_S = 120.0  # seconds a claim lasts without a heartbeat: a dead worker's job waits this long at most
+# the leases a worker may hold: a shorter one lapses under a live worker whose heartbeat is late; a longer one keeps a
+# dead worker's job waiting for more than a day (and an infinite one overflows the heartbeat's timer)
+MIN_LEASE_S, MAX_LEASE_S = 5.0, 86400.0
 
 # When a job is claimable (see the module doc), written once for `JobState.claimable` and the SQL stores' claims: its
 # status is one of `statuses` and, where a column is named, that store time (absent: 0) lies before the bound
