@@ -12,20 +12,30 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from bench.plan.errors import UserError
-from bench.run.store import DEFAULT_LEASE_S
+from bench.run.progress import TerminalConsole
+from bench.run.store import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
-console = Console(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
+console = TerminalConsole(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
 StoreUri = Annotated[str | None, typer.Option(
     "--store", help="job store shared by workers (default: beside a SQLite or PostgreSQL MLflow store)")]
+
+
+LEASES = f"{MIN_LEASE_S:g} to {MAX_LEASE_S:g}"
+
+
+def _bounded_lease(seconds: float) -> float:
+    """`--lease` within the leases a worker may hold (`nan` too is refused, which typer's range lets through)."""
+    if not MIN_LEASE_S <= seconds <= MAX_LEASE_S:
+        raise typer.BadParameter(f"{seconds:g} seconds is not a lease a worker may hold: give {LEASES} seconds")
+    return seconds
 
 
 def _default_grid() -> Path:
@@ -113,8 +123,9 @@ def run(
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (CPU threads split "
                                                      "among them); more machines join with the same command")] = 1,
-    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim lasts without a heartbeat: a dead "
-                                                     "worker's job is taken over after this")] = DEFAULT_LEASE_S,
+    lease: Annotated[float, typer.Option(callback=_bounded_lease, help=f"seconds ({LEASES}) a worker's claim lasts "
+                                         "without a heartbeat: a dead worker's job is taken over after this")
+                     ] = DEFAULT_LEASE_S,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job graph and stop")] = False,
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
@@ -184,8 +195,8 @@ def search(
     store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
     out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
-    lease: Annotated[float, typer.Option(min=5, help="seconds a worker's claim on a job, and its trial, last "
-                                                     "without a heartbeat")] = DEFAULT_LEASE_S,
+    lease: Annotated[float, typer.Option(callback=_bounded_lease, help=f"seconds ({LEASES}) a worker's claim on a "
+                                         "job, and its trial, last without a heartbeat")] = DEFAULT_LEASE_S,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""

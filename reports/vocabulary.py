@@ -9,6 +9,7 @@ here is one they produce.
 from __future__ import annotations
 
 HASH_TAG = "genclsbench.hash"  # every job's run: its job key
+ATTEMPT_TAG = "genclsbench.attempt"  # every job's run: the job store's attempt that started it (1, 2, ...)
 KIND_TAG = "genclsbench.kind"  # one of the job kinds below, or TRIAL_KIND
 GRID_TAG = "genclsbench.grid"  # a grid's (or study's) parent run
 ERROR_TAG = "genclsbench.error"  # a failed job's reason, one line (the traceback is the artifact error.txt)

@@ -5,17 +5,20 @@ kept honest by the end-to-end grids.)"""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
+from cli_runner import bench
+from executor_fakes import Clock, FakePerformer, FakeRecorder
+from rich.console import Console
 
 from bench.plan.datasets import DatasetCache
 from bench.plan.graph import build_graph
 from bench.plan.grid import expand, read_grid
 from bench.plan.specs import Job, RunSpec
-from bench.run.executor import DependencyFailed, Executor, JobCallbacks, Pruned
+from bench.run.executor import DependencyFailed, Executor
 from bench.run.progress import LineReporter
-from bench.run.recorder import JobResult
 from bench.run.status import job_rows
 from bench.run.store import DONE, FAILED, PENDING, PRUNED, JobRow, MemoryStore, SqlStore
 from bench.run.workspace import Workspace
@@ -44,86 +47,7 @@ def graph_of(tmp_path: Path, seeds: str = "[0]"):
     return build_graph(expand(read_grid(path), path, DatasetCache(), "float32"))
 
 
-class FakeRecorder:
-    """Records what the executor logs, by run id."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, dict] = {}
-
-    def start(self, job: Job, parent_id, tags=None) -> str:
-        run_id = f"run{len(self.runs)}"
-        self.runs[run_id] = {"job": job, "status": "RUNNING", "parent": parent_id}
-        return run_id
-
-    def log_step(self, run_id, metrics, step) -> None:
-        self.runs[run_id].setdefault("steps", []).append((step, metrics))
-
-    def finish(self, run_id, result: JobResult) -> None:
-        self.runs[run_id] |= {"status": "FINISHED", "result": result}
-
-    def fail(self, run_id, exc) -> None:
-        self.runs[run_id] |= {"status": "FAILED", "error": exc}
-
-    def kill(self, run_id) -> None:
-        self.runs[run_id]["status"] = "KILLED"
-
-    def prune(self, run_id, reason, metrics) -> None:
-        self.runs[run_id] |= {"status": "KILLED", "pruned": reason}
-
-    def status(self, run_id):
-        return self.runs[run_id]["status"] if run_id in self.runs else None
-
-    def download_output(self, run_id, into: Path) -> None:
-        (into / "from-mlflow").write_text(run_id)
-
-    def of(self, kind: str, status: str | None = None) -> list[dict]:
-        return [r for r in self.runs.values() if r["job"].KIND == kind and (status is None or r["status"] == status)]
-
-
-class FakePerformer:
-    """Performs a job by noting it (and its dependencies' outputs); `fail` names jobs that raise."""
-
-    def __init__(self, fail: tuple[str, ...] = (), interrupt: str | None = None, prune: str | None = None) -> None:
-        self.done: list[Job] = []
-        self.fail, self.interrupt, self.prune = fail, interrupt, prune
-
-    def has_output(self, job: Job) -> bool:
-        return job.KIND != "eval"
-
-    def unit(self, job: Job) -> str:
-        return "steps"
-
-    def evaluation_examples(self, job: Job) -> int:
-        return 4 if job.KIND == "eval" else 0
-
-    def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
-        for dependency in job.dependencies():
-            assert callbacks.output_of(dependency).is_dir()  # a dependency's output is there before the job runs
-        if job.name == self.interrupt:
-            raise KeyboardInterrupt
-        if job.name in self.fail:
-            raise RuntimeError(f"simulated crash in {job.name}")
-        if job.name == self.prune:
-            raise Pruned("clearly worse", {"accuracy_partial": 0.1})
-        callbacks.on_log({"loss": 1.0}, 1)
-        callbacks.on_progress(1, 1)
-        if out is not None:
-            (out / "weights").write_text(job.key)
-        self.done.append(job)
-        return JobResult({"accuracy": 0.5}, summary="ok")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def executor(graph, store, recorder, tmp_path, performer) -> Executor:
-    from rich.console import Console
-
     reporter = LineReporter(Console(file=io.StringIO()))
     return Executor(graph, store, recorder, Workspace(tmp_path / "cache"), performer, reporter, parent_id="parent",
                     worker="w1", poll_s=0.001)
@@ -188,29 +112,55 @@ def test_a_failing_job_fails_exactly_its_dependents_and_is_retried_later(tmp_pat
     assert {o.status for o in outcomes} == {"done", "earlier"}
 
 
-def test_a_dead_workers_job_is_taken_over_after_its_lease(tmp_path):
+def test_a_dead_workers_job_is_taken_over_after_its_lease_and_its_runs_end_as_the_store_says(tmp_path):
+    """Three workers killed (kill -9: nothing more is written) at three steps of a job's life: after linking its run,
+    between creating its run and linking it, and between the store's verdict and the run's end."""
     graph = graph_of(tmp_path)
     clock = Clock()
     store, recorder = MemoryStore(clock), FakeRecorder()
     store.register(job_rows(graph))
-    first, second = [k for k, j in graph.jobs.items() if j.KIND == "rgen"] + \
-        [k for k, j in graph.jobs.items() if j.KIND == "relabel"]
-    for key in (first, second):  # a worker claims, starts a run, and dies (kill -9: nothing more is written)
+    linked, unlinked, completed = [k for k in graph.jobs if not graph.needs[k]][:3]  # jobs that need none
+    for key in (linked, unlinked, completed):
         claim = store.claim([key], "dead:1", lease_s=60, retry_failed_before=clock.now)
-        store.started(claim, recorder.start(graph.jobs[key], "parent"))
-    recorder.finish(store.states()[second].run_id, JobResult())  # ... one after its run had finished
+        run_id = recorder.start(graph.jobs[key], "parent", claim.attempt)
+        if key != unlinked:
+            store.started(claim, run_id)
+        if key == completed:
+            store.complete(claim, run_id)
     clock.now += 30
     live = executor(graph, store, recorder, tmp_path, FakePerformer())
     live.lease_s = 60
-    assert store.claim([first], "w2", 60, clock.now) is None  # the lease still holds
+    assert store.claim([linked], "w2", 60, clock.now) is None  # the lease still holds
     clock.now += 31
     performer = FakePerformer()
     live.perform = performer
     live.run()
-    assert first in {j.key for j in performer.done} and second not in {j.key for j in performer.done}
-    runs = [r for r in recorder.runs.values() if r["job"].key == first]
-    assert [r["status"] for r in runs] == ["KILLED", "FINISHED"]  # the dead run ends KILLED, never RUNNING
-    assert store.states()[second].status == DONE and store.states()[second].run_id == "run1"
+    assert {linked, unlinked} <= {j.key for j in performer.done} and completed not in {j.key for j in performer.done}
+    for key in (linked, unlinked):  # the dead run ends KILLED, never RUNNING; the job finishes once
+        assert [r["status"] for r in recorder.runs.values() if r["job"].key == key] == ["KILLED", "FINISHED"]
+    assert [r["status"] for r in recorder.runs.values() if r["job"].key == completed] == ["FINISHED"]
+    assert all(r["statuses"] in (["RUNNING", "FINISHED"], ["RUNNING", "KILLED"]) for r in recorder.runs.values())
+
+
+def test_a_run_left_running_after_its_verdict_is_finished_by_a_worker_already_at_work(tmp_path):
+    """Another worker completes a job in the store and dies before ending its run, while this one works: this one
+    finishes that run when it ends (it settled the grid's runs when it began, before that death)."""
+    graph = graph_of(tmp_path)
+    store, recorder = MemoryStore(Clock()), FakeRecorder()
+    left: list[str] = []
+
+    class DyingNeighbour(FakePerformer):
+        def __call__(self, job, out, callbacks):
+            if not left:
+                claim = store.claim([k for k in graph.jobs if not graph.needs[k]], "dead:1", 60, 0)
+                left.append(recorder.start(graph.jobs[claim.key], "parent", claim.attempt))
+                store.started(claim, left[0])
+                store.complete(claim, left[0])
+            return super().__call__(job, out, callbacks)
+
+    executor(graph, store, recorder, tmp_path, DyingNeighbour()).run()
+    assert recorder.runs[left[0]]["statuses"] == ["RUNNING", "FINISHED"]
+    assert sorted(r["job"].key for r in recorder.runs.values() if r["status"] == "FINISHED") == sorted(graph.jobs)
 
 
 def test_an_interrupted_worker_kills_its_run_and_gives_the_job_back(tmp_path):
@@ -295,3 +245,41 @@ def test_every_store_claims_by_the_one_claimable_rule(tmp_path, kind, left, retr
     retry = store.now() + 10 if retried else 0.0  # failures before the claiming worker began are retried
     assert store.states()["k"].claimable(store.now(), retry) == CLAIMABLE_WHEN[left, retried]
     assert (store.claim(["k"], "second", 60, retry) is not None) == CLAIMABLE_WHEN[left, retried]
+
+
+def test_a_worker_waiting_on_another_says_so_once_then_takes_its_job_over(tmp_path):
+    """A job held by a worker that is gone: the idle worker says what it waits for and for how long, once, rather
+    than waiting in silence for the lease to end; then it says it takes the job over."""
+    graph = graph_of(tmp_path)
+    ticks = Clock()
+
+    def ticking() -> float:  # five seconds a reading: the lease ends while the worker waits
+        ticks.now += 5
+        return ticks.now
+
+    store, recorder, out = MemoryStore(ticking), FakeRecorder(), io.StringIO()
+    store.register(job_rows(graph))
+    held = next(k for k in graph.jobs if not graph.needs[k])
+    store.claim([held], "gone:1", lease_s=1000, retry_failed_before=0)
+    worker = executor(graph, store, recorder, tmp_path, FakePerformer())
+    worker.reporter = LineReporter(Console(file=out, width=300))
+    worker.run()
+    name = graph.jobs[held].name
+    waits = re.findall(rf"waiting for {re.escape(name)} held by gone:1 \(lease ends in (\d+) s; a dead worker's job "
+                       r"is taken over then\)", out.getvalue())
+    assert len(waits) == 1 and 0 < int(waits[0]) < 1000, out.getvalue()
+    assert out.getvalue().count(f"taking over {name} from gone:1 (its lease ran out)") == 1
+    assert store.states()[held].status == DONE
+
+
+@pytest.mark.parametrize("lease", ["4.9", "86401", "inf", "1e308", "nan"])
+def test_a_lease_out_of_bounds_is_refused_by_the_executor_and_the_command_line(tmp_path, monkeypatch, capsys, lease):
+    with pytest.raises(ValueError, match="a lease lasts 5 to 86400 seconds"):
+        Executor(graph_of(tmp_path), MemoryStore(), FakeRecorder(), Workspace(tmp_path), FakePerformer(),
+                 LineReporter(Console(file=io.StringIO())), lease_s=float(lease))
+    monkeypatch.chdir(tmp_path)
+    for command in (["run"], ["search", "--space", "space.yaml"]):
+        assert bench(monkeypatch, *command, "--lease", lease) == 2
+        assert capsys.readouterr().err == (f"error: Invalid value for '--lease': {float(lease):g} seconds is not a "
+                                           "lease a worker may hold: give 5 to 86400 seconds "
+                                           f"(see 'bench {command[0]} --help')\n")

@@ -40,10 +40,10 @@ def grid_file(tmp_path: Path) -> Path:
     return path
 
 
-def start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    """A `bench run` worker process, as a user starts one in a terminal."""
+def start(tmp_path: Path, *args: str, stderr=subprocess.STDOUT) -> subprocess.Popen:
+    """A `bench run` worker process, as a user starts one in a terminal (its stderr in its stdout, or in `stderr`)."""
     return subprocess.Popen([sys.executable, "-m", "bench", "run", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+                            stderr=stderr, text=True,
                             env=os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
 
 
@@ -90,6 +90,24 @@ def test_three_workers_on_postgresql_and_an_mlflow_server_run_each_job_once(tmp_
     assert_each_job_once(tracking)
     assert "s3cret-pw" not in "".join(outputs) and "bench:***@127.0.0.1" in outputs[0]  # never the password
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_terminal_closed_early_stops_no_worker_and_kills_no_run(tmp_path, fresh_cache, tracking_uri):
+    """`bench run --workers 2 ... | head -n 4`: the reader goes after four lines; both workers work on in silence,
+    every run ends FINISHED, once, none KILLED, and nothing is said of it on stderr."""
+    grid = tmp_path / "workers.yaml"
+    grid.write_text("name: workers\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 8}\n"
+                    "inference: {batch_size: 4, max_new_tokens: 4}\n"
+                    "strategies: {icl: [zero, random-1], decoding: [generate, ppl]}\n", encoding="utf-8")
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        pair = start(tmp_path, "--grid", str(grid), "--workers", "2", stderr=stderr)
+        for _ in range(4):
+            pair.stdout.readline()
+        pair.stdout.close()
+        assert pair.wait(timeout=600) == 0
+    assert_each_job_once(tracking_uri, jobs=1 + 4)  # the TF-IDF baseline, 2 x 2 strategies
+    assert "Traceback" not in errors.read_text() and "Broken pipe" not in errors.read_text()
 
 
 KILL_GRID = """name: workers

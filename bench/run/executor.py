@@ -5,8 +5,29 @@ makes the claim atomic, so any number of workers on any number of machines share
 performs it, records it, and completes it; it renews the claim's lease from a heartbeat thread while the job runs.
 A job that fails keeps its traceback and fails exactly the jobs that depend on it (each claimed and failed with the
 reason, without running); a later invocation retries both. A job whose worker died is claimed again once its lease
-has run out: its dead run is ended KILLED, or, if that run had finished, the job is completed without running
-again. An interrupted worker (Ctrl-C, SIGTERM) ends its run KILLED and gives the job back at once.
+has run out. An interrupted worker (Ctrl-C, SIGTERM) ends its run KILLED and gives the job back at once. A worker
+with nothing to claim says, once per attempt, which job of another worker it waits for and when that lease ends.
+
+The order of truth. The job store decides; the MLflow record follows it, one attempt at a time:
+
+1. claim: the store marks the job RUNNING for this worker, as attempt n, under a lease;
+2. record start: a RUNNING run tagged with the job's hash and the attempt n;
+3. link: the store keeps the run's id (`started`); a worker that lost its claim meanwhile stops here;
+4. perform, and log what the run shows (metrics, tables, artifacts; a failure's traceback) while it is RUNNING;
+5. the store's verdict: complete, fail or prune, taken only by the holder of attempt n;
+6. the record's end follows the store: the run the store linked to a done job ends FINISHED, to a failed job
+   FAILED; every other run ends KILLED, so a worker that lost its claim (its verdict refused) ends its run KILLED,
+   never FINISHED; an interrupted worker gives the job back first, then ends its run the same way;
+7. only then the worker's line on the terminal: output that cannot be written changes nothing above (and the
+   reporters drop what they cannot write).
+
+A run is RUNNING only while the store runs its attempt; whoever finds one that is not ends it as step 6 says
+(*settles* it): a worker settles the runs of every job of its graph when it starts and when it ends, and those of a
+job that was tried before when it claims it (a takeover). Runs are found by their hash tag in the tracking store, so a
+run created just before a kill, never linked, is found too. Hence a kill at any step leaves at most a RUNNING run that
+the next claim of its job, or the next start, ends (a done job's run FINISHED: its results were logged before the
+verdict); a stalled worker that resumes after its job was taken over ends its run KILLED, never FINISHED; and nothing
+after the verdict can turn a finished job's run into anything else.
 """
 
 from __future__ import annotations
@@ -18,7 +39,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,13 +47,15 @@ from typing import Protocol
 from bench.plan.graph import JobGraph
 from bench.plan.specs import Job, RunSpec
 from bench.run.progress import Reporter
-from bench.run.recorder import JobResult, one_line
+from bench.run.recorder import JobResult, OpenRun, one_line
 from bench.run.status import job_rows
 from bench.run.store import (
     DEFAULT_LEASE_S,
     DONE,
     ENDED_WITHOUT_RESULT,
     FAILED,
+    MAX_LEASE_S,
+    MIN_LEASE_S,
     PRUNED,
     RUNNING,
     Claim,
@@ -67,19 +90,19 @@ class Performer(Protocol):
 class Recorder(Protocol):
     """What the executor records (see `bench.run.recorder.MlflowRecorder`)."""
 
-    def start(self, job: Job, parent_id: str | None, tags: dict[str, str] | None = None) -> str: ...
+    def start(self, job: Job, parent_id: str | None, attempt: int) -> str: ...
 
     def log_step(self, run_id: str, metrics: dict[str, float], step: int) -> None: ...
 
-    def finish(self, run_id: str, result: JobResult) -> None: ...
+    def log_result(self, run_id: str, result: JobResult) -> None: ...
 
-    def fail(self, run_id: str, exc: BaseException) -> None: ...
+    def log_error(self, run_id: str, exc: BaseException) -> None: ...
 
-    def kill(self, run_id: str) -> None: ...
+    def log_pruned(self, run_id: str, reason: str, metrics: dict[str, float]) -> None: ...
 
-    def prune(self, run_id: str, reason: str, metrics: dict[str, float]) -> None: ...
+    def end(self, run_id: str, status: str) -> None: ...
 
-    def status(self, run_id: str) -> str | None: ...
+    def running(self, keys: Collection[str]) -> list[OpenRun]: ...
 
     def download_output(self, run_id: str, into: Path) -> None: ...
 
@@ -121,6 +144,21 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def lost(job: Job) -> str:
+    return f"lost the claim on {job.name} (its lease ran out): another worker runs it; this run ends KILLED"
+
+
+def settled(state: JobState, run: OpenRun) -> str | None:
+    """What a RUNNING run of `state`'s job becomes, as the store says (step 6 of the module doc): None while the store
+    runs the run's attempt; FINISHED or FAILED for the run the store linked to its done or failed job; KILLED for any
+    other (an attempt given back, pruned, taken over, or never linked)."""
+    if state.status == RUNNING and state.attempt == run.attempt:
+        return None
+    if state.run_id != run.run_id:
+        return "KILLED"
+    return {DONE: "FINISHED", FAILED: "FAILED"}.get(state.status, "KILLED")
+
+
 @dataclass
 class Executor:
     """One worker over one graph (see the module doc). `perform` computes a job; `reporter` shows progress."""
@@ -139,18 +177,24 @@ class Executor:
     _claim: Claim | None = None
     _claim_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if not MIN_LEASE_S <= self.lease_s <= MAX_LEASE_S:
+            raise ValueError(f"lease of {self.lease_s} s: a lease lasts {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds")
+
     def run(self) -> list[Outcome]:
         """Work until every job of the graph is done or has failed since this worker began; return the outcome of
         every evaluation."""
         began = self.store.now()
         self.store.register(job_rows(self.graph))
         sweep_staging(self.workspace.jobs)
+        self._settle(list(self.graph.jobs))
         states = self.store.states(list(self.graph.jobs))
         todo = [s for s in self.graph.evaluations if states[s.key].status != DONE]
         self.reporter.plan(sum(self.perform.evaluation_examples(s) for s in todo))
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         beat.start()
+        told: set[tuple[str, int]] = set()
         try:
             while True:
                 states = self.store.states(list(self.graph.jobs))
@@ -163,14 +207,15 @@ class Executor:
                 ready = [k for k in self.graph.jobs if k not in final and k not in doomed and all(
                     states[d].status == DONE for d in self.graph.needs[k])]
                 claim = self.store.claim(doomed + ready, self.worker, self.lease_s, began)
-                if claim is None:
-                    time.sleep(self.poll_s)  # what is left runs elsewhere, or waits on what runs elsewhere
-                elif claim.key in doomed:
-                    self._fail_dependent(claim, states)
-                else:
-                    self._run(claim)
+                if claim is None:  # what is left runs elsewhere, or waits on what runs elsewhere
+                    self._tell_waits(states, told)
+                    time.sleep(self.poll_s)
+                else:  # a doomed job is failed with the first of its dependencies that ended without a result
+                    self._run(claim, next((states[d] for d in self.graph.needs[claim.key]
+                                           if states[d].status in ENDED_WITHOUT_RESULT), None))
         finally:
             stop.set()
+        self._settle(list(self.graph.jobs))
         return self.outcomes(began)
 
     def outcomes(self, began: float) -> list[Outcome]:
@@ -193,62 +238,76 @@ class Executor:
         with self._claim_lock:
             self._claim = claim
 
-    def _fail_dependent(self, claim: Claim, states: dict[str, JobState]) -> None:
-        job = self.graph.jobs[claim.key]
-        failed = next(states[d] for d in self.graph.needs[claim.key] if states[d].status in ENDED_WITHOUT_RESULT)
-        error = DependencyFailed(f"{failed.name} {failed.status}: {failed.error}")  # failed, or pruned
-        run_id = self.recorder.start(job, self.parent_id)
-        self.recorder.fail(run_id, error)
-        self.store.fail(claim, one_line(error))
-        self.reporter.note(f"FAILED {job.name}: {one_line(error)}")
+    def _settle(self, keys: list[str], runs: list[OpenRun] | None = None) -> None:
+        """End the RUNNING runs of `keys`' jobs (`runs`; default: every one the tracking store has) as the store says
+        (`settled`). The store is read after the runs: a run found was started after its attempt's claim."""
+        runs = self.recorder.running(keys) if runs is None else runs
+        states = self.store.states(keys) if runs else {}
+        for run in runs:
+            status = settled(states[run.key], run)
+            if status is not None:
+                self.recorder.end(run.run_id, status)
 
-    def _taken_over(self, claim: Claim) -> bool:
-        """A job claimed from a worker that died: end its run KILLED; True if that run had in fact finished (then
-        the job is complete, and is not run again)."""
-        previous = claim.previous
-        if previous.status != RUNNING or not previous.run_id:
-            return False
-        status = self.recorder.status(previous.run_id)
-        if status == "FINISHED":
-            self.store.complete(claim, previous.run_id)
-            return True
-        if status == "RUNNING":
-            self.recorder.kill(previous.run_id)
-        return False
+    def _tell_waits(self, states: dict[str, JobState], told: set[tuple[str, int]]) -> None:
+        """Say once per attempt which job of another worker this idle worker waits for, and when its lease ends: a
+        dead worker's job waits that long, which would otherwise look like a hang."""
+        held = [s for s in states.values() if s.status == RUNNING and s.worker != self.worker
+                and (s.key, s.attempt) not in told]
+        now = self.store.now() if held else 0.0
+        for state in held:
+            told.add((state.key, state.attempt))
+            self.reporter.note(f"waiting for {state.name} held by {state.worker} (lease ends in "
+                               f"{max(0.0, (state.lease_until or now) - now):.0f} s; a dead worker's job is taken "
+                               "over then)")
 
-    def _run(self, claim: Claim) -> None:
+    def _run(self, claim: Claim, blocked_by: JobState | None) -> None:
+        """One attempt at a claimed job, in the order of truth (module doc): performed, or failed without running
+        when a job it needs ended without a result (`blocked_by`)."""
         job = self.graph.jobs[claim.key]
-        if self._taken_over(claim):
-            return
         self._hold(claim)
-        run_id = self.recorder.start(job, self.parent_id)
-        self.store.started(claim, run_id)
-        self.reporter.start(job.name, self.perform.unit(job))
-        examples = self.perform.evaluation_examples(job)
-        callbacks = JobCallbacks(self.output_of, self.reporter.advance,
-                                 lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
-                                 self.observe(job, run_id) if self.observe and examples else None)
+        run_id = None
         try:
-            result = self._perform(job, callbacks)
-            self.recorder.finish(run_id, result)
-            if not self.store.complete(claim, run_id):
-                self.reporter.note(f"lost the claim on {job.name} (lease expired); another worker runs it again")
-            self.reporter.end(f"done {job.name}: {result.summary}", examples)
+            if claim.previous.attempt:  # tried before: end every run an earlier attempt left RUNNING
+                if claim.previous.status == RUNNING:
+                    self.reporter.note(f"taking over {job.name} from {claim.previous.worker} (its lease ran out)")
+                self._settle([claim.key])
+            run_id = self.recorder.start(job, self.parent_id, claim.attempt)
+            line, examples = self._attempt(claim, job, run_id, blocked_by) if self.store.started(claim, run_id) \
+                else (lost(job), 0)
+            self._settle([claim.key], [OpenRun(run_id, claim.key, claim.attempt)])
         except (KeyboardInterrupt, SystemExit):
-            self.recorder.kill(run_id)
-            self.store.release(claim)
-            self.reporter.end(f"KILLED {job.name}: interrupted; the job is free for the next worker")
+            given_back = self.store.release(claim)
+            if run_id is not None:
+                self._settle([claim.key], [OpenRun(run_id, claim.key, claim.attempt)])
+            if given_back:
+                self.reporter.end(f"KILLED {job.name}: interrupted; the job is free for the next worker")
             raise
-        except Pruned as pruned:  # not done: a later grid runs it whole
-            self.recorder.prune(run_id, str(pruned), pruned.metrics)
-            self.store.prune(claim, str(pruned))
-            self.reporter.end(f"PRUNED {job.name}: {pruned}")
-        except Exception as exc:  # one failing job fails its dependents, never the grid
-            self.recorder.fail(run_id, exc)
-            self.store.fail(claim, one_line(exc))
-            self.reporter.end(f"FAILED {job.name}: {one_line(exc)}")
         finally:
             self._hold(None)
+        self.reporter.end(line, examples)
+
+    def _attempt(self, claim: Claim, job: Job, run_id: str, blocked_by: JobState | None) -> tuple[str, int]:
+        """Steps 4 and 5 of the order of truth: perform the job and log what its run shows, then give the store its
+        verdict. Returns the line to show and the evaluation examples done."""
+        examples = self.perform.evaluation_examples(job)
+        if blocked_by is None:
+            self.reporter.start(job.name, self.perform.unit(job))
+        try:
+            if blocked_by is not None:
+                raise DependencyFailed(f"{blocked_by.name} {blocked_by.status}: {blocked_by.error}")  # or pruned
+            callbacks = JobCallbacks(self.output_of, self.reporter.advance,
+                                     lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
+                                     self.observe(job, run_id) if self.observe and examples else None)
+            result = self._perform(job, callbacks)
+            self.recorder.log_result(run_id, result)
+            held, line = self.store.complete(claim, run_id), f"done {job.name}: {result.summary}"
+        except Pruned as pruned:  # not done: a later grid runs it whole
+            self.recorder.log_pruned(run_id, str(pruned), pruned.metrics)
+            held, line, examples = self.store.prune(claim, str(pruned)), f"PRUNED {job.name}: {pruned}", 0
+        except Exception as exc:  # one failing job fails its dependents, never the grid
+            self.recorder.log_error(run_id, exc)
+            held, line, examples = self.store.fail(claim, one_line(exc)), f"FAILED {job.name}: {one_line(exc)}", 0
+        return (line, examples) if held else (lost(job), 0)
 
     def _perform(self, job: Job, callbacks: JobCallbacks) -> JobResult:
         """Run the job; one with an output folder fills a staging folder that becomes its cache folder when

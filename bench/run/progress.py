@@ -3,10 +3,15 @@
 The grid's ETA is counted in evaluation examples (not in runs, whose sizes differ by orders of magnitude): the rate
 is measured on the examples this worker has evaluated. On a terminal a live display shows it; when the output is a
 file (a log, a CI job) a line is written every `interval` seconds instead, so a long job never goes silent.
+
+Output never stops the work: a line that cannot be written (`bench run | head`, the parent of `--workers` gone, a
+full disk) is dropped, and a closed pipe silences the console (`TerminalConsole`) instead of ending the process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from typing import Protocol
@@ -21,6 +26,25 @@ def clock(seconds: float | None) -> str:
         return "-:--:--"
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class TerminalConsole(Console):
+    """The command line's console. rich answers a closed pipe by ending the process (SystemExit), which would stop a
+    worker in the middle of a job; this one falls silent and lets the work go on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        with contextlib.suppress(OSError, ValueError):  # a file of no descriptor (a buffer) has nothing to redirect
+            descriptor = self.file.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, descriptor)  # what is still buffered for it, flushed at exit, goes nowhere either
+            os.close(devnull)
+
+
+def say(console: Console, line: str) -> None:
+    """Print a plain line; one that cannot be written is dropped (see the module doc)."""
+    with contextlib.suppress(OSError):
+        console.print(line, highlight=False, markup=False)
 
 
 class Reporter(Protocol):
@@ -75,15 +99,15 @@ class LineReporter(_Meter):
     def start(self, name: str, unit: str) -> None:
         self.name, self.job_unit, self.job_done, self.job_total = name, unit, 0, 0
         self.job_started = time.monotonic()
-        self.console.print(f"start {name}", highlight=False, markup=False)
+        say(self.console, f"start {name}")
         self._stop = threading.Event()
         threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             done = f"{self.job_done}/{self.job_total} {self.job_unit}" if self.job_total else f"0 {self.job_unit} yet"
-            self.console.print(f"  {self.name}: {done}, running {clock(time.monotonic() - self.job_started)}; "
-                               f"grid eta {clock(self.eta())}", highlight=False, markup=False)
+            say(self.console, f"  {self.name}: {done}, running {clock(time.monotonic() - self.job_started)}; "
+                              f"grid eta {clock(self.eta())}")
 
     def advance(self, done: int, total: int) -> None:
         self.job_done, self.job_total = done, total
@@ -93,10 +117,10 @@ class LineReporter(_Meter):
             self._stop.set()
         self.done += examples
         self.job_unit = ""
-        self.console.print(line, highlight=False, markup=False)
+        say(self.console, line)
 
     def note(self, line: str) -> None:
-        self.console.print(line, highlight=False, markup=False)
+        say(self.console, line)
 
 
 class LiveReporter(_Meter):
@@ -143,7 +167,7 @@ class LiveReporter(_Meter):
             self.progress.remove_task(self.job)
             self.job = None
         self._refresh_grid()
-        self.progress.console.print(line, highlight=False, markup=False)
+        say(self.progress.console, line)
 
     def note(self, line: str) -> None:
-        self.progress.console.print(line, highlight=False, markup=False)
+        say(self.progress.console, line)

@@ -5,7 +5,8 @@ any job.
 Runners compute and return results; jobs turn them into a `JobResult`; this module logs it: params (the job record's
 flat vocabulary), metrics, step-wise curves, tables, documents, figures, dataset inputs, and the job's output folder
 (artifact `output/`, where a worker on another machine downloads a trained stage from). A failed job keeps its reason
-as a tag and its whole traceback as `error.txt`; an interrupted one ends KILLED.
+as a tag and its whole traceback as `error.txt`. What a run shows is logged while it is RUNNING; its end (FINISHED,
+FAILED, KILLED) is a separate step, taken when the job store has given its verdict (see `bench.run.executor`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from bench.plan.specs import Job
 from bench.run.store import JobStore
 from reports.store import read_predictions
 from reports.vocabulary import (
+    ATTEMPT_TAG,
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
     ERROR_TAG,
@@ -73,6 +76,16 @@ class JobResult:
     summary: str = ""
 
 
+@dataclass(frozen=True)
+class OpenRun:
+    """A job's run that is RUNNING: its id, its job's key (hash tag) and the job store's attempt that started it
+    (None: a run of a version that did not tag attempts)."""
+
+    run_id: str
+    key: str
+    attempt: int | None
+
+
 def environment_tags() -> dict[str, str]:
     """The versions, commit and device this process runs with, as the tags every run carries."""
     return {ENV_TAG_PREFIX + name: value for name, value in environment().items()}
@@ -116,9 +129,9 @@ class MlflowRecorder:
     def close_parent(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
-    def start(self, job: Job, parent_id: str | None, tags: dict[str, str] | None = None) -> str:
-        """A RUNNING child run for `job`, with its params and its identity tags."""
-        run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, **environment_tags(), **(tags or {})}
+    def start(self, job: Job, parent_id: str | None, attempt: int) -> str:
+        """A RUNNING child run for `job`'s `attempt` (the job store's), with its params and its identity tags."""
+        run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, ATTEMPT_TAG: str(attempt), **environment_tags()}
         if parent_id:
             run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=job.name, tags=run_tags)
@@ -151,7 +164,9 @@ class MlflowRecorder:
         stamp = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()])
 
-    def finish(self, run_id: str, result: JobResult) -> None:
+    def log_result(self, run_id: str, result: JobResult) -> None:
+        """What a finished job shows (metrics, tables, documents, figures, datasets, output folder); the run stays
+        RUNNING until `end`."""
         stamp = int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items()]
         for start in range(0, len(metrics), BATCH):
@@ -166,29 +181,33 @@ class MlflowRecorder:
             self.client.log_inputs(run_id, datasets=[_dataset_input(d) for d in result.datasets])
         if result.output is not None:
             self.client.log_artifacts(run_id, str(result.output), artifact_path=OUTPUT_ARTIFACT)
-        self.client.set_terminated(run_id, "FINISHED")
 
-    def fail(self, run_id: str, exc: BaseException) -> None:
-        """FAILED, with the reason as a tag and the whole traceback as error.txt."""
+    def log_error(self, run_id: str, exc: BaseException) -> None:
+        """A failed job's reason as a tag and its whole traceback as error.txt."""
         text = "".join(traceback.format_exception(exc))
         self.client.set_tag(run_id, ERROR_TAG, one_line(exc))
         self.client.log_text(run_id, text, ERROR_ARTIFACT)
-        self.client.set_terminated(run_id, "FAILED")
 
-    def kill(self, run_id: str) -> None:
-        self.client.set_terminated(run_id, "KILLED")
-
-    def prune(self, run_id: str, reason: str, metrics: dict[str, float]) -> None:
-        """KILLED, tagged PRUNED with the reason, keeping the figures of the examples evaluated."""
+    def log_pruned(self, run_id: str, reason: str, metrics: dict[str, float]) -> None:
+        """A pruned evaluation: tagged PRUNED with the reason, keeping the figures of the examples evaluated."""
         self.log_step(run_id, metrics, 0)
         self.client.set_tag(run_id, PRUNED_TAG, reason)
-        self.client.set_terminated(run_id, "KILLED")
 
-    def status(self, run_id: str) -> str | None:
-        try:
-            return self.client.get_run(run_id).info.status
-        except Exception:  # noqa: BLE001 - a run deleted by hand is simply not there
-            return None
+    def end(self, run_id: str, status: str) -> None:
+        """End the run: FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status)
+
+    def running(self, keys: Collection[str]) -> list[OpenRun]:
+        """The RUNNING runs of the jobs `keys`, whichever worker started them (found by their hash tag)."""
+        wanted, found, token = set(keys), [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000,
+                                           page_token=token)
+            found += [OpenRun(r.info.run_id, r.data.tags[HASH_TAG], _attempt(r.data.tags.get(ATTEMPT_TAG, "")))
+                      for r in page if r.data.tags.get(HASH_TAG) in wanted]
+            token = page.token
+            if not token:
+                return found
 
     def metrics(self, run_ids: list[str]) -> dict[str, dict[str, float]]:
         """The final metrics of each of `run_ids` (finished earlier, perhaps by another worker)."""
@@ -210,6 +229,10 @@ class MlflowRecorder:
             fetched = Path(self.client.download_artifacts(run_id, OUTPUT_ARTIFACT, work))
             for item in fetched.iterdir():
                 shutil.move(str(item), into / item.name)
+
+
+def _attempt(tag: str) -> int | None:
+    return int(tag) if tag.isdigit() else None
 
 
 def _dataset_input(log: DatasetLog) -> DatasetInput:

@@ -27,6 +27,9 @@ from typing import Protocol
 PENDING, RUNNING, DONE, FAILED, PRUNED = "pending", "running", "done", "failed", "pruned"
 ENDED_WITHOUT_RESULT = (FAILED, PRUNED)  # final within an invocation (its dependents fail), retried by a later one
 DEFAULT_LEASE_S = 120.0  # seconds a claim lasts without a heartbeat: a dead worker's job waits this long at most
+# the leases a worker may hold: a shorter one lapses under a live worker whose heartbeat is late; a longer one keeps a
+# dead worker's job waiting for more than a day (and an infinite one overflows the heartbeat's timer)
+MIN_LEASE_S, MAX_LEASE_S = 5.0, 86400.0
 
 # When a job is claimable (see the module doc), written once for `JobState.claimable` and the SQL stores' claims: its
 # status is one of `statuses` and, where a column is named, that store time (absent: 0) lies before the bound
@@ -98,7 +101,8 @@ class JobStore(Protocol):
         """Atomically take the first claimable job of `keys` (in that order) for `worker`; None if there is none."""
 
     def started(self, claim: Claim, run_id: str) -> bool:
-        """Record the MLflow run of the claimed attempt."""
+        """Link the MLflow run of the claimed attempt; False (and no change) when the claim is no longer this
+        worker's."""
 
     def heartbeat(self, claim: Claim, lease_s: float) -> bool:
         """Extend the claim's lease; False when the claim is no longer this worker's."""
@@ -112,8 +116,9 @@ class JobStore(Protocol):
     def prune(self, claim: Claim, reason: str) -> bool:
         """The attempt was stopped on purpose (a search's pruner judged it clearly worse), for `reason`."""
 
-    def release(self, claim: Claim) -> None:
-        """Give the job back (an interrupted worker): pending again, at once claimable by another."""
+    def release(self, claim: Claim) -> bool:
+        """Give the job back (an interrupted worker): pending again, at once claimable by another; False (and no
+        change) when the claim is no longer this worker's."""
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         """The run id of `grid`'s parent run, made by `create` once for every worker and invocation."""
@@ -186,8 +191,8 @@ class MemoryStore:
     def _end(self, claim: Claim, status: str, reason: str) -> bool:
         return self._update(claim, status=status, finished=self.now(), lease_until=None, error=reason)
 
-    def release(self, claim: Claim) -> None:
-        self._update(claim, status=PENDING, worker=None, lease_until=None)
+    def release(self, claim: Claim) -> bool:
+        return self._update(claim, status=PENDING, worker=None, lease_until=None)
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         with self._lock:
@@ -342,8 +347,8 @@ class SqlStore:
         return self._update(claim, "status = :status, finished = :now, lease_until = NULL, error = :error",
                             status=status, error=reason)
 
-    def release(self, claim: Claim) -> None:
-        self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
+    def release(self, claim: Claim) -> bool:
+        return self._update(claim, "status = :pending, worker = NULL, lease_until = NULL", pending=PENDING)
 
     def parent_run(self, grid: str, create: Callable[[], str]) -> str:
         from sqlalchemy import text
