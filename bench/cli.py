@@ -355,6 +355,7 @@ def list_registry() -> None:
             for value in dim.values:
                 table.add_row("", value.name, value.doc)
         console.print(table)
+    console.print(_templates_table())
     data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
     for column in ("dataset", "language", "classes", "pool", "evaluation", "similar demos by"):
         data.add_column(column)
@@ -376,6 +377,22 @@ def list_registry() -> None:
         console.print(f"baseline (grid: baselines): {name}: {baseline.doc}")
     console.print(f"reasoning corpora (grid: training.rgen.corpora; or a question/answer/reasoning JSONL/CSV file): "
                   f"{', '.join(BUNDLED_CORPORA)}")
+
+
+def _templates_table() -> Table:
+    """Each prompt template's wording in each prompt language ({task}: the dataset's task line; {what}: what an
+    answer is called, e.g. 'name')."""
+    from strategies.templates import PROMPT_TEMPLATES, TEMPLATES
+
+    table = Table(title="prompt templates (grid: strategies.template): {task} is the dataset's task line, {what} "
+                        "what an answer is called")
+    for column in ("template", "language", "task line", "categories", "answer rule"):
+        table.add_column(column, overflow="fold")
+    for name, template in PROMPT_TEMPLATES.items():
+        for language in TEMPLATES:
+            wording = template.wording(language)
+            table.add_row(name, language, wording.task_line, wording.categories, wording.answer_rule)
+    return table
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from strategies.decoding import DECODINGS, Decoding
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import entry
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
+from strategies.templates import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
 from strategies.verbalizers import VERBALIZERS
 
 NOT_APPLICABLE = "none"
@@ -135,6 +136,13 @@ DIMENSIONS: dict[str, Dimension] = {
                     "generated, then each 'Answer: <label>' is scored after it)", "label only", "reason"),
             default="off",
         ),
+        Dimension(
+            "template",
+            "the wording of the request: how the task line is put, the category heading, the answer rule (several "
+            "templates show how much a result depends on the wording)",
+            _values_of(PROMPT_TEMPLATES),
+            default=DEFAULT_TEMPLATE,
+        ),
     )
 }
 
@@ -161,6 +169,7 @@ class Strategy:
     ppl_norm: str = "mean"
     calibration: str = "none"
     reasoning: str = "off"
+    template: str = DEFAULT_TEMPLATE
 
     @property
     def icl_method(self) -> str:

@@ -242,7 +242,7 @@ def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], datas
         n_train=training.n_train, lora=training.lora, sft=training.sft if recipe.has_sft else None,
         rl=training.rl if recipe.has_rl else None,
         relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
-        prompt_format=prompt_format(language),
+        prompt_format=prompt_format(language, recipe.template),
         reasoner=(reasoner := _reasoner(recipe, training, path, model, seed, dtype)),
         mask_labels=training.rgen.mask_labels and reasoner is not None,
     ) for recipe in recipes]
@@ -308,7 +308,7 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
                 specs.append(RunSpec(
                     dataset=data, model=model, model_revision=model_revision(model), strategy=strategy,
                     eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens,
-                    prompt_format=prompt_format(dataset.card.language), train=train, retriever=retriever,
-                    retriever_revision=retriever_revision,
+                    prompt_format=prompt_format(dataset.card.language, strategy.template), train=train,
+                    retriever=retriever, retriever_revision=retriever_revision,
                 ))
     return specs
