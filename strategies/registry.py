@@ -41,6 +41,8 @@ class Dimension:
     default: str
     applies: Callable[[Strategy], bool] | None = None
     parse: Callable[[str], str] | None = None  # for parametric values such as "random-3"
+    refused_where_inapplicable: str = ""  # non-empty: a value a grid block names that applies to none of the
+    # block's combinations is refused with this reason, rather than quietly dropped (see bench.plan.grid)
 
     def value(self, name: str) -> Value:
         """The registered value that `name` (already canonical) instantiates."""
@@ -71,6 +73,9 @@ def _scores_candidates(strategy: Strategy) -> bool:
     """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: only under a
     decoding that scores the candidates."""
     return strategy.decoding_method.scores
+
+
+SCORING_DECODINGS = ", ".join(name for name, decoding in DECODINGS.items() if decoding.scores)
 
 
 def _on_off(on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
@@ -124,10 +129,13 @@ DIMENSIONS: dict[str, Dimension] = {
         ),
         Dimension(
             "calibration",
-            "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
+            "calibration of candidate scores against label bias (from reference prompts, or the run's own scores), "
+            "under a decoding that scores the candidates",
             _values_of(CALIBRATIONS),
             default="none",
             applies=_scores_candidates,
+            refused_where_inapplicable=f"calibrates candidate scores, which only a decoding that scores the candidates "
+            f"has ({SCORING_DECODINGS}); add one to the block's decoding",
         ),
         Dimension(
             "reasoning",
@@ -183,6 +191,12 @@ class Strategy:
     def decoding_method(self) -> Decoding:
         """The registered decoding value: what it does, and the code that does it."""
         return entry(DECODINGS, self.decoding, "decoding")
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the run's seed changes what an untrained model predicts: the demo draws of `random-K` and
+        `fixed-K`, the random in-domain texts of `domain` calibration."""
+        return DEMO_SELECTORS[self.icl_method].seeded or entry(CALIBRATIONS, self.calibration, "calibration").seeded
 
     @property
     def generates_text(self) -> bool:
