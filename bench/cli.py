@@ -282,9 +282,10 @@ def report(
     from bench.run.locations import tracking_uri as resolve_tracking
     from bench.run.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
-    from reports.render import Report, references_frame, seeds_frame, write_report
+    from reports.render import Report, references_frame, seeds_frame, templates_frame, write_report
     from reports.seeds import seed_summaries
     from reports.store import StoreError, log_report, read_store
+    from reports.templates import template_summaries
 
     environment = dict(os.environ)
     uri = resolve_tracking(tracking_uri, environment)
@@ -297,7 +298,7 @@ def report(
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished, data.never_started, data.reasonings,
-                    seed_summaries(boards))
+                    seed_summaries(boards), template_summaries(boards))
     md, page = write_report(result, out)
     for board in boards:
         frame = board_frame(board).select(
@@ -309,6 +310,12 @@ def report(
             [s for s in result.seeds if s.board == title]).select(
             pl.col("strategy"), pl.col("seeds"), pl.col("accuracy [95% CI, examples+seeds]").alias("accuracy"),
             pl.col("sd"), pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("same sign")), ("strategy",))
+    for title in dict.fromkeys(s.board for s in result.templates):
+        _print_frame(f"{title}: across templates (mean; interval over examples and templates)", templates_frame(
+            [s for s in result.templates if s.board == title]).select(
+            pl.col("strategy"), pl.col("accuracy [95% CI, examples+templates]").alias("accuracy"), pl.col("sd"),
+            pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("gain flips sign").alias("flips")),
+            ("strategy",))
     if result.references:
         _print_frame("reference deltas from the papers (context, not targets)", references_frame(
             result.references).select(
