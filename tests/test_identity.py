@@ -77,7 +77,8 @@ def test_a_template_changes_the_hash_and_nothing_else():
     assert differing == {"infer.template", "spec_hash"}  # every other param, and so every other setting, is equal
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "quick_train.yaml", "two_stage.yaml", "gencls.yaml"])
+@pytest.mark.parametrize("name", ["quick.yaml", "quick_train.yaml", "two_stage.yaml", "gencls.yaml",
+                                  "calibration_robustness.yaml"])
 def test_every_run_of_a_grid_has_the_same_param_keys(name):
     from bench.plan.specs import RunSpec
 
