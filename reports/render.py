@@ -65,8 +65,12 @@ SENSITIVITY_NOTE = ("Strategies ranked by how much their accuracy moves with the
                     "templates, largest first), and whether the top strategies keep their order under each template.")
 
 
-def _by_template(values: dict[str, float]) -> str:
-    return ", ".join(f"{t} {v:+.3f}" for t, v in values.items())
+def _by_template(values: dict[str, float], form: str) -> str:
+    return ", ".join(f"{t} {v:{form}}" for t, v in values.items())
+
+
+def _flips(summary: TemplateSummary) -> str:
+    return ("yes" if summary.flips else "no") if summary.gains else "-"
 
 
 def templates_frame(summaries: list[TemplateSummary]) -> pl.DataFrame:
@@ -76,17 +80,15 @@ def templates_frame(summaries: list[TemplateSummary]) -> pl.DataFrame:
         "lowest": f"{s.lowest[1]:.3f} ({s.lowest[0]})", "highest": f"{s.highest[1]:.3f} ({s.highest[0]})",
         "sd": f"{s.accuracy_sd:.3f}", "macro-F1 [95% CI]": s.macro_f1.text(), "F1 sd": f"{s.macro_f1_sd:.3f}",
         "Δ acc vs baseline [95% CI]": s.vs_baseline.text(signed=True) if s.vs_baseline else "baseline",
-        "Δ by template": _by_template(s.gains) if s.gains else "-",
-        "gain flips sign": ("yes" if s.flips else "no") if s.gains else "-",
+        "Δ by template": _by_template(s.gains, "+.3f") if s.gains else "-", "gain flips sign": _flips(s),
     } for s in summaries])
 
 
 def sensitivity_frame(summaries: list[TemplateSummary]) -> pl.DataFrame:
     return pl.DataFrame([{
         "board": s.board, "strategy": s.label, "sd": f"{s.accuracy_sd:.3f}",
-        "range": f"{s.highest[1] - s.lowest[1]:.3f}", "accuracy by template": ", ".join(
-            f"{t} {v:.3f}" for t, v in s.accuracy_by_template.items()),
-        "gain flips sign": ("yes" if s.flips else "no") if s.gains else "-",
+        "range": f"{s.highest[1] - s.lowest[1]:.3f}",
+        "accuracy by template": _by_template(s.accuracy_by_template, ".3f"), "gain flips sign": _flips(s),
     } for s in by_sensitivity(summaries)])
 
 

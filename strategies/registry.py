@@ -33,7 +33,9 @@ class Value:
 
 @dataclass(frozen=True)
 class Dimension:
-    """A strategy dimension: allowed values, default, doc, and (optionally) when it applies at all."""
+    """A strategy dimension: allowed values, default, doc, and (optionally) when it applies at all. A dimension with
+    a `refused_where_inapplicable` reason refuses, with that reason, a value a grid block names where it applies to
+    none of the block's combinations, rather than quietly dropping it (`bench.plan.grid`)."""
 
     name: str
     doc: str
@@ -41,8 +43,7 @@ class Dimension:
     default: str
     applies: Callable[[Strategy], bool] | None = None
     parse: Callable[[str], str] | None = None  # for parametric values such as "random-3"
-    refused_where_inapplicable: str = ""  # non-empty: a value a grid block names that applies to none of the
-    # block's combinations is refused with this reason, rather than quietly dropped (see bench.plan.grid)
+    refused_where_inapplicable: str = ""
 
     def value(self, name: str) -> Value:
         """The registered value that `name` (already canonical) instantiates."""
@@ -75,7 +76,7 @@ def _scores_candidates(strategy: Strategy) -> bool:
     return strategy.decoding_method.scores
 
 
-SCORING_DECODINGS = ", ".join(name for name, decoding in DECODINGS.items() if decoding.scores)
+_SCORING_DECODINGS = ", ".join(name for name, decoding in DECODINGS.items() if decoding.scores)
 
 
 def _on_off(on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
@@ -135,7 +136,7 @@ DIMENSIONS: dict[str, Dimension] = {
             default="none",
             applies=_scores_candidates,
             refused_where_inapplicable=f"calibrates candidate scores, which only a decoding that scores the candidates "
-            f"has ({SCORING_DECODINGS}); add one to the block's decoding",
+            f"has ({_SCORING_DECODINGS}); add one to the block's decoding",
         ),
         Dimension(
             "reasoning",
