@@ -293,9 +293,10 @@ def report(
     from bench.run.locations import tracking_uri as resolve_tracking
     from bench.run.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
-    from reports.render import Report, references_frame, seeds_frame, write_report
+    from reports.render import Report, references_frame, seeds_frame, templates_frame, write_report
     from reports.seeds import seed_summaries
     from reports.store import StoreError, log_report, read_store
+    from reports.templates import template_summaries
 
     environment = dict(os.environ)
     uri = resolve_tracking(tracking_uri, environment)
@@ -308,7 +309,7 @@ def report(
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished, data.never_started, data.reasonings,
-                    seed_summaries(boards))
+                    seed_summaries(boards), template_summaries(boards))
     md, page = write_report(result, out)
     for board in boards:
         frame = board_frame(board).select(
@@ -320,6 +321,12 @@ def report(
             [s for s in result.seeds if s.board == title]).select(
             pl.col("strategy"), pl.col("seeds"), pl.col("accuracy [95% CI, examples+seeds]").alias("accuracy"),
             pl.col("sd"), pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("same sign")), ("strategy",))
+    for title in dict.fromkeys(s.board for s in result.templates):
+        _print_frame(f"{title}: across templates (mean; interval over examples and templates)", templates_frame(
+            [s for s in result.templates if s.board == title]).select(
+            pl.col("strategy"), pl.col("accuracy [95% CI, examples+templates]").alias("accuracy"), pl.col("sd"),
+            pl.col("Δ acc vs baseline [95% CI]").alias("Δ acc"), pl.col("gain flips sign").alias("flips")),
+            ("strategy",))
     if result.references:
         _print_frame("reference deltas from the papers (context, not targets)", references_frame(
             result.references).select(
@@ -366,6 +373,7 @@ def list_registry() -> None:
             for value in dim.values:
                 table.add_row("", value.name, value.doc)
         console.print(table)
+    console.print(_templates_table())
     data = Table(title="bundled datasets (or any JSONL/CSV file, or hf:<id>)")
     for column in ("dataset", "language", "classes", "pool", "evaluation", "similar demos by"):
         data.add_column(column)
@@ -387,6 +395,22 @@ def list_registry() -> None:
         console.print(f"baseline (grid: baselines): {name}: {baseline.doc}")
     console.print(f"reasoning corpora (grid: training.rgen.corpora; or a question/answer/reasoning JSONL/CSV file): "
                   f"{', '.join(BUNDLED_CORPORA)}")
+
+
+def _templates_table() -> Table:
+    """Each prompt template's wording in each prompt language ({task}: the dataset's task line; {what}: what an
+    answer is called, e.g. 'name')."""
+    from strategies.templates import PROMPT_TEMPLATES, TEMPLATES
+
+    table = Table(title="prompt templates (grid: strategies.template): {task} is the dataset's task line, {what} "
+                        "what an answer is called")
+    for column in ("template", "language", "task line", "categories", "answer rule"):
+        table.add_column(column, overflow="fold")
+    for name, template in PROMPT_TEMPLATES.items():
+        for language in TEMPLATES:
+            wording = template.wording(language)
+            table.add_row(name, language, wording.task_line, wording.categories, wording.answer_rule)
+    return table
 
 
 def main() -> None:

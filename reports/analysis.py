@@ -27,6 +27,7 @@ from reports.vocabulary import (
     EVAL_SPLIT,
     INFER_PREFIX,
     INFER_REASONING,
+    INFER_TEMPLATE,
     MODEL,
     NONE,
     RESULT_ENVIRONMENT,
@@ -39,6 +40,7 @@ from reports.vocabulary import (
 )
 from strategies.prompts import INVALID, UNCERTAIN
 from strategies.registry import DIMENSIONS, Strategy
+from strategies.templates import DEFAULT_TEMPLATE
 from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 BOARD_KEYS = (DATASET, MODEL, *(PARAM_COLUMNS + k for k in (EVAL_SPLIT, EVAL_LIMIT, EVAL_SAMPLE_SEED)))
@@ -52,6 +54,7 @@ class Row:
     run_id: str
     training: str
     strategy: str
+    base_strategy: str  # the strategy with its prompt template left out (`strategy` for other rows)
     params: dict[str, str]
     metrics: dict[str, float]
     accuracy: Interval
@@ -67,6 +70,16 @@ class Row:
     @property
     def label(self) -> str:
         return self.strategy if self.training == NONE else f"{self.training} / {self.strategy}"
+
+    @property
+    def base_label(self) -> str:
+        """The label with the prompt template left out: what is compared across templates."""
+        return self.base_strategy if self.training == NONE else f"{self.training} / {self.base_strategy}"
+
+    @property
+    def template(self) -> str:
+        """The inference prompt template (runs logged before templates existed had the default wording)."""
+        return self.params.get(INFER_TEMPLATE, DEFAULT_TEMPLATE) if self.kind == "llm" else NONE
 
     @property
     def seed(self) -> str:
@@ -180,7 +193,7 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
             predicted = classes.encode(answers)
             acc, f1, acc_replicates, f1_replicates = bootstrap(gold, predicted, classes.n, weights)
             rows.append(Row(
-                record["run_id"], record["training"], record["strategy"],
+                record["run_id"], record["training"], record["strategy"], record["base_strategy"],
                 _columns(record, PARAM_COLUMNS), _columns(record, METRIC_COLUMNS),
                 acc, f1, predicted, gold == predicted, acc_replicates, f1_replicates, _columns(record, ENV_COLUMNS),
             ))

@@ -14,6 +14,7 @@ from reports.charts import heatmap, pareto
 from reports.pages import frame_table, render, trusted
 from reports.seeds import SeedSummary
 from reports.stats import B_DEFAULT
+from reports.templates import TemplateSummary, by_sensitivity, top_rankings
 
 METHOD = (f"Intervals: 95% percentile bootstrap over the evaluation examples ({B_DEFAULT} resamples, shared by every "
           "row of a board, so differences are paired). p acc: exact McNemar test against the board's baseline row; "
@@ -34,6 +35,7 @@ class Report:
     never_started: int = 0
     reasonings: pl.DataFrame | None = None  # see reports.store: written training reasonings, per training run
     seeds: list[SeedSummary] = field(default_factory=list)  # strategies over seeds, where a board has several
+    templates: list[TemplateSummary] = field(default_factory=list)  # strategies run under several prompt templates
 
 
 SEEDS_NOTE = ("Each strategy over its seeds: the mean, the standard deviation across seeds, and a 95% interval "
@@ -51,6 +53,54 @@ def seeds_frame(summaries: list[SeedSummary]) -> pl.DataFrame:
         "same sign": (f"{s.same_sign}/{s.pairs}" + (" (every seed)" if s.holds_in_every_seed else ""))
         if s.vs_baseline else "-",
     } for s in summaries])
+
+
+TEMPLATES_NOTE = ("Each strategy run under several prompt templates (wordings of its instructions): the mean over "
+                  "the templates, the lowest and highest with their template, the standard deviation across "
+                  "templates, and a 95% interval that resamples the templates and the examples together; Δ is the "
+                  "mean paired accuracy difference from the board's baseline strategy, template with template, "
+                  "and 'gain flips sign' marks a strategy whose gain is positive under one wording and negative "
+                  "under another.")
+SENSITIVITY_NOTE = ("Strategies ranked by how much their accuracy moves with the wording (standard deviation across "
+                    "templates, largest first), and whether the top strategies keep their order under each template.")
+
+
+def _by_template(values: dict[str, float], form: str) -> str:
+    return ", ".join(f"{t} {v:{form}}" for t, v in values.items())
+
+
+def _flips(summary: TemplateSummary) -> str:
+    return ("yes" if summary.flips else "no") if summary.gains else "-"
+
+
+def templates_frame(summaries: list[TemplateSummary]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "board": s.board, "strategy": s.label, "templates": len(s.accuracy_by_template),
+        "accuracy [95% CI, examples+templates]": s.accuracy.text(),
+        "lowest": f"{s.lowest[1]:.3f} ({s.lowest[0]})", "highest": f"{s.highest[1]:.3f} ({s.highest[0]})",
+        "sd": f"{s.accuracy_sd:.3f}", "macro-F1 [95% CI]": s.macro_f1.text(), "F1 sd": f"{s.macro_f1_sd:.3f}",
+        "Δ acc vs baseline [95% CI]": s.vs_baseline.text(signed=True) if s.vs_baseline else "baseline",
+        "Δ by template": _by_template(s.gains, "+.3f") if s.gains else "-", "gain flips sign": _flips(s),
+    } for s in summaries])
+
+
+def sensitivity_frame(summaries: list[TemplateSummary]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "board": s.board, "strategy": s.label, "sd": f"{s.accuracy_sd:.3f}",
+        "range": f"{s.highest[1] - s.lowest[1]:.3f}",
+        "accuracy by template": _by_template(s.accuracy_by_template, ".3f"), "gain flips sign": _flips(s),
+    } for s in by_sensitivity(summaries)])
+
+
+def ranking_lines(summaries: list[TemplateSummary]) -> list[str]:
+    """Per board: its top strategies by mean accuracy, and under how many templates they lead in that order."""
+    lines = []
+    for ranking in top_rankings(summaries):
+        others = "; ".join(f"{t}: {' > '.join(top)}" for t, top in ranking.by_template.items() if t not in ranking.kept)
+        lines.append(f"{ranking.board}: top {len(ranking.by_mean)} by mean accuracy {' > '.join(ranking.by_mean)}; "
+                     f"the same order under {len(ranking.kept)} of {len(ranking.by_template)} templates"
+                     + (f" ({', '.join(ranking.kept)})" if ranking.kept else "") + (f"; {others}" if others else ""))
+    return lines
 
 
 def effects_frame(effects: list[Effect]) -> pl.DataFrame:
@@ -118,6 +168,11 @@ def to_markdown(report: Report) -> str:
               "exactly one dimension.", ""]
     if report.seeds:
         parts += ["## Across seeds", "", SEEDS_NOTE, "", markdown_table(seeds_frame(report.seeds)), ""]
+    if report.templates:
+        parts += ["## Across templates", "", TEMPLATES_NOTE, "", markdown_table(templates_frame(report.templates)), "",
+                  "## Prompt sensitivity", "", SENSITIVITY_NOTE, "",
+                  markdown_table(sensitivity_frame(report.templates)), "",
+                  *[f"- {line}" for line in ranking_lines(report.templates)], ""]
     if report.references:
         parts += ["## Reference deltas from the papers", "", "The papers' numbers come from other models and data "
                   "sizes; they are context, not targets.", "", markdown_table(references_frame(report.references)), ""]
@@ -150,6 +205,9 @@ tr.baseline td{background:#fff7d6} .charts{display:flex;flex-wrap:wrap;gap:1.5em
 <h2>Strategy effects</h2><p>Mean paired gain of each value over the dimension's reference value, all other
 dimensions equal (where they apply).</p>{{ effects }}
 {% if seeds %}<h2>Across seeds</h2><p>{{ seeds_note }}</p>{{ seeds }}{% endif %}
+{% if templates %}<h2>Across templates</h2><p>{{ templates_note }}</p>{{ templates }}
+<h2>Prompt sensitivity</h2><p>{{ sensitivity_note }}</p>{{ sensitivity }}
+<ul>{% for line in rankings %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
 {% if references %}<h2>Reference deltas from the papers</h2><p>The papers' numbers come from other models and data
 sizes; they are context, not targets.</p>{{ references }}{% endif %}
 {% if reasonings %}<h2>Training reasonings</h2><p>{{ reasonings_note }}</p>{{ reasonings }}{% endif %}
@@ -190,6 +248,10 @@ def to_html(report: Report) -> str:
         reasonings=frame_table(reasonings_frame(report.reasonings)) if report.reasonings is not None else "",
         reasonings_note=REASONINGS_NOTE, seeds=frame_table(seeds_frame(report.seeds)) if report.seeds else "",
         seeds_note=SEEDS_NOTE,
+        templates=frame_table(templates_frame(report.templates)) if report.templates else "",
+        templates_note=TEMPLATES_NOTE, sensitivity_note=SENSITIVITY_NOTE,
+        sensitivity=frame_table(sensitivity_frame(report.templates)) if report.templates else "",
+        rankings=ranking_lines(report.templates),
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reports.analysis import Board, Row
-from reports.stats import Interval, interval
+from reports.stats import Interval, spread, two_level
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,6 @@ class SeedSummary:
     @property
     def holds_in_every_seed(self) -> bool:
         return self.vs_baseline is not None and self.pairs > 1 and self.same_sign == self.pairs
-
-
-def _two_level(point: float, replicates: list[np.ndarray], rng: np.random.Generator) -> Interval:
-    """Mean of per-seed replicate arrays ([B] each, over one shared example resample) with the seeds drawn again
-    in every replicate."""
-    stacked = np.stack(replicates)  # [seeds, B]
-    drawn = rng.integers(0, len(replicates), size=(stacked.shape[1], len(replicates)))  # [B, seeds]
-    return interval(point, stacked[drawn, np.arange(stacked.shape[1])[:, None]].mean(axis=1))
 
 
 def _pairs(board: Board, rows: list[Row], baseline: list[Row]) -> list[tuple[Row, Row]]:
@@ -69,15 +61,11 @@ def seed_summaries(boards: list[Board], seed: int = 0) -> list[SeedSummary]:
             mean_difference = float(np.mean(differences)) if pairs else 0.0
             found.append(SeedSummary(
                 board.title, label, tuple(r.seed for r in rows),
-                _two_level(float(np.mean(acc)), [r.acc_replicates for r in rows], rng), _spread(acc),
-                _two_level(float(np.mean(f1)), [r.f1_replicates for r in rows], rng), _spread(f1),
-                _two_level(mean_difference, [a.acc_replicates - b.acc_replicates for a, b in pairs], rng)
+                two_level(float(np.mean(acc)), [r.acc_replicates for r in rows], rng), spread(acc),
+                two_level(float(np.mean(f1)), [r.f1_replicates for r in rows], rng), spread(f1),
+                two_level(mean_difference, [a.acc_replicates - b.acc_replicates for a, b in pairs], rng)
                 if pairs else None,
                 sum(1 for d in differences if d != 0 and np.sign(d) == np.sign(mean_difference)), len(pairs),
             ))
     return sorted(found, key=lambda s: (s.board, -s.accuracy.value, s.label))
 
-
-def _spread(values: list[float]) -> float:
-    """The sample standard deviation across seeds (0 for one run)."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

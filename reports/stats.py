@@ -12,6 +12,8 @@
   approximation of the randomization distribution (symmetric about 0, its spread estimated from the draws): the
   smallest p-value is set by the data, never by a resample count.
 - `holm`: Holm-Bonferroni adjusted p-values across the rows compared with one baseline.
+- `two_level`: the interval of a mean over repeats (seeds, prompt templates) that resamples the repeats within
+  every resample of the examples, so a result that swings from repeat to repeat gets a wide interval.
 """
 
 from __future__ import annotations
@@ -94,6 +96,19 @@ def interval(point: float, replicates: np.ndarray, level: float = LEVEL) -> Inte
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(replicates, [tail, 100 - tail])
     return Interval(float(point), float(low), float(high))
+
+
+def two_level(point: float, replicates: list[np.ndarray], rng: np.random.Generator) -> Interval:
+    """The interval of a mean over repeats, from each repeat's replicates ([B] each, over one shared resample of the
+    examples): in every replicate the repeats are drawn again with replacement and averaged."""
+    stacked = np.stack(replicates)  # [repeats, B]
+    drawn = rng.integers(0, len(replicates), size=(stacked.shape[1], len(replicates)))  # [B, repeats]
+    return interval(point, stacked[drawn, np.arange(stacked.shape[1])[:, None]].mean(axis=1))
+
+
+def spread(values: Sequence[float]) -> float:
+    """The sample standard deviation across repeats (0 for one)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def bootstrap(gold: np.ndarray, pred: np.ndarray, n_classes: int,

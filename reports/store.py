@@ -38,6 +38,7 @@ from reports.vocabulary import (
     TRAINED_KINDS,
 )
 from strategies.registry import Strategy
+from strategies.templates import DEFAULT_TEMPLATE
 from strategies.training import TrainStrategy
 
 PARAM_COLUMNS, METRIC_COLUMNS, ENV_COLUMNS = "param.", "metric.", "env."  # prefixes of the runs frame's columns
@@ -73,11 +74,12 @@ def _reasoning_frame(runs: list) -> pl.DataFrame | None:
     return pl.DataFrame(rows).sort("training run") if rows else None
 
 
-def _tag(params: dict[str, str], prefix: str, cls) -> str:
-    """A run's strategy tag rebuilt from its params (so it reads the same as in `bench run`)."""
+def _tag(params: dict[str, str], prefix: str, cls, **fixed: str) -> str:
+    """A run's strategy tag rebuilt from its params (so it reads the same as in `bench run`), with the `fixed`
+    fields set as given."""
     fields = {k.removeprefix(prefix): v for k, v in params.items()
               if k.startswith(prefix) and k.removeprefix(prefix) in cls.__dataclass_fields__}
-    return cls(**fields).tag()
+    return cls(**(fields | fixed)).tag()
 
 
 def read_predictions(client: MlflowClient, run_id: str) -> list[dict] | None:
@@ -167,14 +169,15 @@ def read_store(uri: str, experiment: str | None, cache: Path, shown: str | None 
     for r in finished:
         params = r.data.params
         chain = [params.get(k, NONE) for k in (TRAIN_RGEN_HASH, TRAIN_WARMUP_HASH, TRAIN_HASH)]
+        classical = f"baseline:{params[BASELINE]}" if params.get(BASELINE, NONE) != NONE else None
         rows.append({
             "run_id": r.info.run_id, "run_name": r.info.run_name, "dataset": params.get(DATASET, "?"),
             "model": params.get(MODEL, "?"),
             "training": NONE if params.get(TRAIN_METHOD, NONE) == NONE
             else _tag(params, TRAIN_PREFIX, TrainStrategy),
-            "strategy": f"baseline:{params[BASELINE]}" if params.get(BASELINE, NONE) != NONE
-            else _tag(params, INFER_PREFIX, Strategy),
-            "is_baseline": params.get(BASELINE, NONE) != NONE,
+            "strategy": classical or _tag(params, INFER_PREFIX, Strategy),
+            "base_strategy": classical or _tag(params, INFER_PREFIX, Strategy, template=DEFAULT_TEMPLATE),
+            "is_baseline": classical is not None,
             **{PARAM_COLUMNS + k: v for k, v in params.items()},
             **{ENV_COLUMNS + k.removeprefix(ENV_TAG_PREFIX): v for k, v in r.data.tags.items()
                if k.startswith(ENV_TAG_PREFIX)},

@@ -55,19 +55,38 @@ def _scores_json(answers: Sequence[str], row: np.ndarray) -> str:
 
 class Predictor:
     """Predictions of one run (model, prompt builder, settings), asked for in as many chunks as the caller likes:
-    what does not depend on the input (the calibration's reference scores) is computed once, on first need."""
+    what does not depend on the input (the calibration's reference scores) is computed once, on first need.
+
+    A calibration whose reference is the run's own scores (`batch`) decides each chunk against every score of the
+    run so far, this chunk's included; `so_far()` decides every prediction made again against all of them, so after
+    the last chunk the run's predictions are what one call on all its examples would have given."""
 
     def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings) -> None:
         self.lm, self.builder, self.settings = lm, builder, settings
         self.decode = partial(builder.strategy.decoding_method.decode.resolve(), self)
         self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration")  # "none" off ppl
+        self._made: list[Prediction] = []  # every prediction of the run, in the order asked for
+        self._scored: list[np.ndarray] = []  # their raw candidate scores, a [chunk, K] array per chunk (from_run)
 
     def __call__(self, examples: Sequence[Example], on_progress: OnProgress = lambda n: None) -> list[Prediction]:
         """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
         set_seed(self.settings.seed)
         prompts = [prompt_text(self.lm, self.builder.messages(e)) for e in examples]
         lengths = [len(ids) for ids in self.lm.tokenizer(prompts, add_special_tokens=False).input_ids]
-        return [replace(p, prompt_tokens=n) for p, n in zip(self.decode(prompts, on_progress), lengths)]
+        made = [replace(p, prompt_tokens=n) for p, n in zip(self.decode(prompts, on_progress), lengths)]
+        self._made += made
+        return made
+
+    def so_far(self) -> list[Prediction]:
+        """Every prediction of the run so far, in the order asked for, as the run decides it now: under a calibration
+        from the run's own scores, each against every score so far; otherwise as it was made."""
+        if not self.calibration.from_run or not self._made:
+            return list(self._made)
+        raw = np.concatenate(self._scored)
+        calibrated = self.calibration.adjust(raw, raw)
+        reasoned = self.builder.strategy.reasoning == "on"
+        return [replace(self._decided(r, c, p.raw_output if reasoned else None), prompt_tokens=p.prompt_tokens)
+                for p, r, c in zip(self._made, raw, calibrated)]
 
     def by_generation(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
         """Generate an answer after each prompt (no longer than a label-only answer needs, unless it reasons first)
@@ -99,12 +118,17 @@ class Predictor:
             on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
         scores = score_candidates(self.lm, prompts, builder.candidates(), settings.batching, on_progress)
         raw = scores.normalised(builder.strategy.ppl_norm)
-        calibrated = self.calibration.adjust(raw, self.reference) if len(self.reference) else None
-        decided = raw if calibrated is None else calibrated
-        predictions = []
-        for i, row in enumerate(decided):
-            best = builder.answers[int(row.argmax())]
-            predictions.append(Prediction(
-                builder.label_of_answer(best), outputs[i] if outputs else best, _scores_json(builder.answers, raw[i]),
-                0, "" if calibrated is None else _scores_json(builder.answers, calibrated[i])))
-        return predictions
+        if self.calibration.from_run:
+            self._scored.append(raw)
+        reference = np.concatenate(self._scored) if self.calibration.from_run else self.reference
+        calibrated = self.calibration.adjust(raw, reference) if len(reference) else [None] * len(raw)
+        return [self._decided(r, c, outputs[i] if outputs else None) for i, (r, c) in enumerate(zip(raw, calibrated))]
+
+    def _decided(self, raw: np.ndarray, calibrated: np.ndarray | None, output: str | None) -> Prediction:
+        """One example's prediction from its candidate scores (the calibrated ones decide, where there are any); the
+        raw output is the generated text when there is one (`output`), else the chosen answer."""
+        answers = self.builder.answers
+        best = answers[int((raw if calibrated is None else calibrated).argmax())]
+        return Prediction(self.builder.label_of_answer(best), best if output is None else output,
+                          _scores_json(answers, raw), 0,
+                          "" if calibrated is None else _scores_json(answers, calibrated))

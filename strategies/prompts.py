@@ -8,7 +8,8 @@ Layout of a prompt (chat roles; `render_plain` flattens them for models without 
 - one user/assistant turn per demonstration (the assistant turn is exactly the completion the model should write);
 - user: the input.
 Everything before the input is the same for every input under zero-shot and fixed demos (a shareable prefix).
-Instruction wording is a per-language data record (`TEMPLATES`), so a Chinese dataset gets a Chinese prompt.
+Instruction wording is a per-language data record, reworded by the strategy's `template` (strategies/templates.py),
+so a Chinese dataset gets a Chinese prompt and a result can be checked under several wordings.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 from strategies.demos import PoolEmbeddings, demo_selector
 from strategies.example import Example, TaskCard
 from strategies.lookup import entry
 from strategies.parsing import parse_answer, reasoning_part
 from strategies.registry import Strategy
+from strategies.templates import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
 from strategies.verbalizers import VERBALIZERS
 
 UNCERTAIN = "uncertain"  # the prediction recorded when the model answers with the uncertain option
@@ -30,56 +31,14 @@ INVALID = "invalid"  # the prediction recorded when no answer can be read from t
 
 Message = dict[str, str]
 
-
-@dataclass(frozen=True)
-class Template:
-    """Instruction wording in one language."""
-
-    categories: str
-    answer_rule: str
-    uncertain_rule: str
-    uncertain_word: str
-    reasoning_rule: str
-    answer_marker: str
-    numeric_entry: str
-    named_entry: str
-    definition_sep: str
-
-
-TEMPLATES: dict[str, Template] = {
-    "en": Template(
-        categories="Categories:",
-        answer_rule="Reply with exactly one category {what}, and nothing else.",
-        uncertain_rule='If you are not confident, reply "{word}" instead.',
-        uncertain_word="uncertain",
-        reasoning_rule="First explain your reasoning in one or two sentences, then write a final line "
-        '"{marker} <category {what}>".',
-        answer_marker="Answer:",
-        numeric_entry="{answer}. {name}",
-        named_entry="- {name}",
-        definition_sep=": ",
-    ),
-    "zh": Template(
-        categories="类别：",
-        answer_rule="只回答一个类别{what}，不要写其他内容。",
-        uncertain_rule="如果你没有把握，请回答“{word}”。",
-        uncertain_word="不确定",
-        reasoning_rule="先用一两句话说明理由，最后一行写“{marker} <类别{what}>”。",
-        answer_marker="答案：",
-        numeric_entry="{answer}. {name}",
-        named_entry="- {name}",
-        definition_sep="：",
-    ),
-}
-
 PROMPT_REVISION = 1  # bump when the way a prompt is assembled changes (its wording is fingerprinted by itself)
 
 
-def prompt_format(language: str) -> str:
-    """A fingerprint of how prompts in `language` are worded and assembled: part of the identity of every run whose
-    prompts it renders, so a changed template is a new run, never a stale one."""
+def prompt_format(language: str, template: str = DEFAULT_TEMPLATE) -> str:
+    """A fingerprint of how prompts in `language` under `template` are worded and assembled: part of the identity of
+    every run whose prompts it renders, so a changed wording is a new run, never a stale one."""
     answers = {name: v.what[language] for name, v in VERBALIZERS.items() if language in v.what}
-    wording = [PROMPT_REVISION, asdict(TEMPLATES[language]), answers]
+    wording = [PROMPT_REVISION, entry(PROMPT_TEMPLATES, template, "template").wording(language).fingerprint(), answers]
     return hashlib.sha256(json.dumps(wording, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
@@ -93,10 +52,8 @@ class PromptBuilder:
 
     def __init__(self, card: TaskCard, strategy: Strategy, pool: Sequence[Example], seed: int,
                  embeddings: PoolEmbeddings | None = None) -> None:
-        if card.language not in TEMPLATES:
-            raise ValueError(f"no prompt template for language '{card.language}'; available: {', '.join(TEMPLATES)}")
-        self.card, self.strategy = card, strategy
-        self.template = TEMPLATES[card.language]
+        self.card, self.strategy, self.pool, self.seed = card, strategy, pool, seed
+        self.template = entry(PROMPT_TEMPLATES, strategy.template, "template").wording(card.language)
         self.verbalizer = entry(VERBALIZERS, strategy.labels, "labels value")
         self.label_answers = self.verbalizer.answers(card.categories)
         self._label_of = {a: c.value for a, c in zip(self.label_answers, card.categories)}
@@ -112,7 +69,7 @@ class PromptBuilder:
         t, s = self.template, self.strategy
         what = self.verbalizer.wording(self.card.language)
         line_format = t.numeric_entry if self.verbalizer.listed_with_answer else t.named_entry
-        lines = [self.card.task, t.categories]
+        lines = [t.task_line.format(task=self.card.task), t.categories]
         for answer, category in zip(self.label_answers, self.card.categories):
             line = line_format.format(answer=answer, name=category.name)
             lines.append(line + (t.definition_sep + category.definition if s.definitions == "on" else ""))

@@ -16,6 +16,7 @@ from strategies.decoding import DECODINGS, Decoding
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import entry
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
+from strategies.templates import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
 from strategies.verbalizers import VERBALIZERS
 
 NOT_APPLICABLE = "none"
@@ -32,7 +33,9 @@ class Value:
 
 @dataclass(frozen=True)
 class Dimension:
-    """A strategy dimension: allowed values, default, doc, and (optionally) when it applies at all."""
+    """A strategy dimension: allowed values, default, doc, and (optionally) when it applies at all. A dimension with
+    a `refused_where_inapplicable` reason refuses, with that reason, a value a grid block names where it applies to
+    none of the block's combinations, rather than quietly dropping it (`bench.plan.grid`)."""
 
     name: str
     doc: str
@@ -40,6 +43,7 @@ class Dimension:
     default: str
     applies: Callable[[Strategy], bool] | None = None
     parse: Callable[[str], str] | None = None  # for parametric values such as "random-3"
+    refused_where_inapplicable: str = ""
 
     def value(self, name: str) -> Value:
         """The registered value that `name` (already canonical) instantiates."""
@@ -70,6 +74,9 @@ def _scores_candidates(strategy: Strategy) -> bool:
     """Whether the dimensions that decide among candidate scores (ppl_norm, calibration) apply: only under a
     decoding that scores the candidates."""
     return strategy.decoding_method.scores
+
+
+_SCORING_DECODINGS = ", ".join(name for name, decoding in DECODINGS.items() if decoding.scores)
 
 
 def _on_off(on_doc: str, off_doc: str, tag: str) -> tuple[Value, ...]:
@@ -123,10 +130,13 @@ DIMENSIONS: dict[str, Dimension] = {
         ),
         Dimension(
             "calibration",
-            "calibration of candidate scores against content-free prompts under ppl decoding, against label bias",
+            "calibration of candidate scores against label bias (from reference prompts, or the run's own scores), "
+            "under a decoding that scores the candidates",
             _values_of(CALIBRATIONS),
             default="none",
             applies=_scores_candidates,
+            refused_where_inapplicable=f"calibrates candidate scores, which only a decoding that scores the candidates "
+            f"has ({_SCORING_DECODINGS}); add one to the block's decoding",
         ),
         Dimension(
             "reasoning",
@@ -134,6 +144,13 @@ DIMENSIONS: dict[str, Dimension] = {
             _on_off("reasoning first, then a final 'Answer:' line (with ppl: the reasoning is "
                     "generated, then each 'Answer: <label>' is scored after it)", "label only", "reason"),
             default="off",
+        ),
+        Dimension(
+            "template",
+            "the wording of the request: how the task line is put, the category heading, the answer rule (several "
+            "templates show how much a result depends on the wording)",
+            _values_of(PROMPT_TEMPLATES),
+            default=DEFAULT_TEMPLATE,
         ),
     )
 }
@@ -161,6 +178,7 @@ class Strategy:
     ppl_norm: str = "mean"
     calibration: str = "none"
     reasoning: str = "off"
+    template: str = DEFAULT_TEMPLATE
 
     @property
     def icl_method(self) -> str:
@@ -174,6 +192,12 @@ class Strategy:
     def decoding_method(self) -> Decoding:
         """The registered decoding value: what it does, and the code that does it."""
         return entry(DECODINGS, self.decoding, "decoding")
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the run's seed changes what an untrained model predicts: the demo draws of `random-K` and
+        `fixed-K`, the random in-domain texts of `domain` calibration."""
+        return DEMO_SELECTORS[self.icl_method].seeded or entry(CALIBRATIONS, self.calibration, "calibration").seeded
 
     @property
     def generates_text(self) -> bool:

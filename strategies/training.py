@@ -2,8 +2,8 @@
 
 A `TrainStrategy` is one point of the training space: `method` (SFT, SFT then RL, RL alone), `rl_algo`, and the
 prompt dimensions that shape the training prompts (demos inside them, definitions, numeric labels, the uncertain
-label, reasoning), and, for reasoning-on SFT, where the targets' reasonings come from. Decoding is an inference-only
-choice, so it is not a training dimension. Pure Python.
+label, reasoning, the wording's template), and, for reasoning-on SFT, where the targets' reasonings come from.
+Decoding is an inference-only choice, so it is not a training dimension. Pure Python.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from strategies.lookup import Implementation, entry
 from strategies.registry import DIMENSIONS, Dimension, Strategy, Value, normalise, value_tags
+from strategies.templates import DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ RL_ALGOS: dict[str, RLAlgorithm] = {
                         Implementation("runners.rl:rloo_trainer")),
 }
 
-PROMPT_DIMENSIONS = ("icl", "definitions", "uncertain", "labels", "reasoning")
+PROMPT_DIMENSIONS = ("icl", "definitions", "uncertain", "labels", "reasoning", "template")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class TrainStrategy:
     uncertain: str = "off"
     labels: str = "names"
     reasoning: str = "off"
+    template: str = DEFAULT_TEMPLATE
     reasoning_source: str = "none"
 
     @property

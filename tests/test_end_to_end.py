@@ -119,13 +119,39 @@ def test_the_classical_baseline_runs_on_the_same_examples(tmp_path, tracking_uri
     assert {baseline.data.params[f"infer.{d}"] for d in ("icl", "decoding", "ppl_norm", "labels")} == {"none"}
 
 
+def test_a_batch_calibrated_run_in_rounds_records_the_whole_sets_decision(tmp_path, tracking_uri, monkeypatch):
+    """60 examples go in two rounds (50, then 10); the recorded calibrated scores are every example's raw scores
+    minus each label's mean log-probability over all 60, whatever round the example was in."""
+    import json
+
+    import numpy as np
+
+    from strategies.scoring import CALIBRATIONS
+
+    path = tmp_path / "bc.yaml"
+    path.write_text("name: e2e\ndatasets: [sst2]\nmodels: [tiny-random]\neval: {limit: 60}\nbaselines: []\n"
+                    "strategies: {decoding: ppl, calibration: [batch, domain], template: terse}\n", encoding="utf-8")
+    assert run_cli(monkeypatch, "--grid", str(path)) == 0
+    logged = {r.info.run_name: r for r in runs(tracking_uri) if r.data.tags.get(KIND_TAG) == "eval"}
+    assert set(logged) == {"sst2/tiny-random/zero+ppl+bc+tpl-terse", "sst2/tiny-random/zero+ppl+dc+tpl-terse"}
+    run = logged["sst2/tiny-random/zero+ppl+bc+tpl-terse"]
+    assert run.data.params["infer.template"] == "terse" and run.data.params["infer.calibration"] == "batch"
+    table = mlflow.MlflowClient(tracking_uri).load_table(run.info.experiment_id, "predictions.json",
+                                                         run_ids=[run.info.run_id])
+    raw = np.array([list(json.loads(row).values()) for row in table["candidate_scores"]])
+    calibrated = np.array([list(json.loads(row).values()) for row in table["calibrated_scores"]])
+    np.testing.assert_allclose(calibrated, CALIBRATIONS["batch"].adjust(raw, raw), atol=2e-5)  # JSON keeps 5 digits
+    answers = list(json.loads(table["candidate_scores"][0]))
+    assert [answers[i] for i in calibrated.argmax(1)] == list(table["prediction"])  # sst2's labels are its names
+
+
 def test_list_shows_every_registry(monkeypatch, capsys):
     from cli_runner import bench
 
     assert bench(monkeypatch, "list") == 0
     out = flat(capsys.readouterr().out)
     for name in ("similar-K", "ppl_norm", "rl_algo", "reinforce_pp_baseline", "sft+rl", "emotion", "iflytek_fewclue",
-                 "smollm2-135m", "tfidf-logreg"):
+                 "smollm2-135m", "tfidf-logreg", "batch", "domain", "prompt templates", "expert", "Options:", "选项："):
         assert name in out
 
 

@@ -61,6 +61,41 @@ def test_seeds_repeat_what_they_change_and_run_the_rest_once(tmp_path):
     assert runs["random-2"] == runs["fixed-2+ppl"] == runs["sft/zero"] == runs["sft/similar-2"] == [0, 1, 2]
 
 
+def test_domain_calibration_runs_under_every_seed_batch_once(tmp_path):
+    path = write(tmp_path, """
+        seeds: [0, 1]
+        strategies: {icl: zero, decoding: ppl, calibration: [batch, domain]}
+    """)
+    seeds = [(s.strategy.tag(), s.seed) for s in specs_of(path)]
+    assert seeds == [("zero+ppl+bc", 0), ("zero+ppl+dc", 0), ("zero+ppl+dc", 1)]  # its random texts take the seed
+
+
+def test_a_calibration_named_where_nothing_is_scored_is_refused_not_dropped(tmp_path):
+    with pytest.raises(UserError, match=r"grid.yaml: strategies\[1\].calibration: 'batch' calibrates candidate "
+                                        r"scores, which only a decoding that scores the candidates has \(ppl\)"):
+        specs_of(write(tmp_path, """
+            strategies:
+              - {decoding: ppl, calibration: batch}
+              - {decoding: generate, calibration: [none, batch]}
+        """))
+    crossed = write(tmp_path, "strategies: {decoding: [generate, ppl], calibration: [none, domain]}\n")
+    assert [s.strategy.tag() for s in specs_of(crossed)] == ["zero", "zero+ppl", "zero+ppl+dc"]
+
+
+def test_templates_reach_evaluation_and_training_prompts(tmp_path):
+    from strategies.prompts import prompt_format
+
+    path = write(tmp_path, """
+        strategies: {template: [default, terse]}
+        training: {strategies: {method: sft, template: [default, question]}, n_train: 8}
+    """)
+    specs = specs_of(path)
+    assert {s.strategy.tag() for s in specs} == {"zero", "zero+tpl-terse"}
+    assert {(s.train.strategy.tag(), s.train.prompt_format) for s in specs if s.train} == {
+        ("sft", prompt_format("en")), ("sft(zero+tpl-question)", prompt_format("en", "question"))}
+    assert {s.prompt_format for s in specs} == {prompt_format("en"), prompt_format("en", "terse")}
+
+
 def test_the_classical_baseline_is_on_by_default_and_checked(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("name: t\ndatasets: [emotion, sst2]\nmodels: [tiny-random]\n", encoding="utf-8")

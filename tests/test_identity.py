@@ -51,19 +51,34 @@ def test_a_new_setting_at_its_default_keeps_old_hashes():
 
 
 def test_what_changes_a_result_changes_the_hash(tmp_path, monkeypatch):
-    import strategies.prompts
+    import strategies.templates
 
     spec = _specs("quick.yaml")["emotion/smollm2-135m/zero"]
     assert replace(spec, seed=1).key != spec.key and replace(spec, max_new_tokens=13).key != spec.key
     assert replace(spec, dataset=replace(spec.dataset, content="emotion:other")).key != spec.key
-    template = replace(strategies.prompts.TEMPLATES["en"], categories="Labels:")
-    monkeypatch.setitem(strategies.prompts.TEMPLATES, "en", template)
+    template = replace(strategies.templates.TEMPLATES["en"], categories="Labels:")
+    monkeypatch.setitem(strategies.templates.TEMPLATES, "en", template)
     reworded = _specs("quick.yaml")["emotion/smollm2-135m/zero"]
     assert reworded.key != spec.key  # the prompt template's wording is part of the identity
     assert replace(reworded, prompt_format=spec.prompt_format).key == spec.key
 
 
-@pytest.mark.parametrize("name", ["quick.yaml", "quick_train.yaml", "two_stage.yaml", "gencls.yaml"])
+def test_a_template_changes_the_hash_and_nothing_else():
+    from strategies.prompts import prompt_format
+
+    spec = _specs("quick.yaml")["emotion/smollm2-135m/zero+ppl"]
+    assert spec.strategy.template == "default" and spec.prompt_format == prompt_format("en")
+    formats = {prompt_format("en", name) for name in ("default", "question", "expert", "terse")}
+    assert len(formats) == 4  # each wording fingerprints differently
+    reworded = replace(spec, strategy=replace(spec.strategy, template="terse"),
+                       prompt_format=prompt_format("en", "terse"))
+    assert reworded.key != spec.key
+    differing = {k for k, v in params(type(spec), reworded).items() if params(type(spec), spec)[k] != v}
+    assert differing == {"infer.template", "spec_hash"}  # every other param, and so every other setting, is equal
+
+
+@pytest.mark.parametrize("name", ["quick.yaml", "quick_train.yaml", "two_stage.yaml", "gencls.yaml",
+                                  "calibration_robustness.yaml"])
 def test_every_run_of_a_grid_has_the_same_param_keys(name):
     from bench.plan.specs import RunSpec
 

@@ -101,3 +101,40 @@ def test_plain_rendering_ends_where_the_completion_starts():
     text = render_plain([{"role": "system", "content": "S"}, {"role": "user", "content": "U1"},
                          {"role": "assistant", "content": "A1"}, {"role": "user", "content": "U2"}])
     assert text == "S\n\nU1\nA1\n\nU2\n"
+
+
+def test_every_template_words_every_prompt_language_and_default_is_the_language_wording():
+    from strategies.templates import DEFAULT_TEMPLATE, PROMPT_TEMPLATES, TEMPLATES
+
+    assert len(PROMPT_TEMPLATES) >= 4
+    for name, template in PROMPT_TEMPLATES.items():
+        for language in TEMPLATES:
+            wording = template.wording(language)
+            assert (wording == TEMPLATES[language]) == (name == DEFAULT_TEMPLATE)
+            assert "{task}" in wording.task_line and "{what}" in wording.answer_rule
+    with pytest.raises(ValueError, match="no prompt template for language 'fr'"):
+        PROMPT_TEMPLATES["terse"].wording("fr")
+
+
+@pytest.mark.parametrize("template", ["question", "expert", "terse"])
+def test_a_template_rewords_the_request_and_changes_nothing_else(emotion, template):
+    from strategies.templates import PROMPT_TEMPLATES
+
+    example = emotion.eval_splits["test"][0]
+    dims = {"icl": "random-2", "uncertain": "on", "decoding": "ppl"}
+    plain, reworded = build(emotion, **dims), build(emotion, template=template, **dims)
+    before, after = plain.messages(example), reworded.messages(example)
+    assert before != after and demo_turns(before) == demo_turns(after) and before[1:] == after[1:]
+    wording = PROMPT_TEMPLATES[template].wording("en")
+    changed = [line for line in after[0]["content"].splitlines() if line not in before[0]["content"].splitlines()]
+    assert changed == [wording.task_line.format(task=emotion.card.task), wording.categories,
+                       wording.answer_rule.format(what="name")]  # the category list and the input stay
+    assert (reworded.answers, reworded.candidates()) == (plain.answers, plain.candidates())
+    assert reworded.parse("Joy") == plain.parse("Joy") == "joy" and reworded.parse("uncertain") == UNCERTAIN
+
+
+def test_a_chinese_template_rewords_a_chinese_prompt():
+    tnews = load_dataset(DatasetConfig(name="tnews"))
+    builder = PromptBuilder(tnews.card, Strategy(template="terse"), tnews.pool, 0)
+    assert builder.instructions.startswith(f"任务：{tnews.card.task}\n选项：\n- ")
+    assert builder.instructions.endswith("输出一个类别名称。")

@@ -269,3 +269,50 @@ def test_seeds_are_aggregated_by_hand(tracking_uri, tmp_path):
     # the strategy effects pair zero-shot, run once, with each seed of random-2
     effect = next(e for e in strategy_effects(boards) if e.value == "random-2")
     assert effect.pairs == 3 and effect.accuracy.value == pytest.approx(0.25 / 3)
+
+
+def test_templates_are_aggregated_by_hand(tracking_uri, tmp_path, monkeypatch):
+    """zero and zero+ppl, each under the templates default, question and terse: zero right on 10, 12 and 8 of 20
+    examples, zero+ppl on 14, 9 and 13. By hand: zero's mean 0.5, lowest 0.4 (terse), highest 0.6 (question), sd
+    0.1; zero+ppl's mean 0.6 and its gain over zero template by template +0.2, -0.15, +0.25: mean +0.1, and it
+    changes sign. zero+ppl moves more with the wording (sd 0.132 > 0.1) and leads under two templates of three."""
+    from reports.render import to_markdown
+    from reports.templates import by_sensitivity, template_summaries, top_rankings
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("templates")
+    right = {"zero": (10, 12, 8), "zero+ppl": (14, 9, 13)}
+    with mlflow.start_run(run_name="grid", tags={GRID_TAG: "templates"}):
+        for name, counts in right.items():
+            for template, n in zip(("default", "question", "terse"), counts):
+                strategy = Strategy(decoding="ppl" if name == "zero+ppl" else "generate", template=template)
+                _log_eval(strategy.tag(), strategy, set(range(n)))
+    boards = build_boards(read_store(tracking_uri, "templates", tmp_path / "cache"))
+    board = boards[0]
+    assert board.baseline.label == "zero" and len(board.rows) == 6
+    assert {r.label: (r.base_label, r.template) for r in board.rows}["zero+ppl+tpl-terse"] == ("zero+ppl", "terse")
+    summaries = {s.label: s for s in template_summaries(boards)}
+    zero, ppl = summaries["zero"], summaries["zero+ppl"]
+    assert zero.accuracy_by_template == pytest.approx({"default": 0.5, "question": 0.6, "terse": 0.4})
+    assert zero.accuracy.value == pytest.approx(0.5) and zero.accuracy_sd == pytest.approx(0.1)
+    assert zero.lowest == ("terse", pytest.approx(0.4)) and zero.highest == ("question", pytest.approx(0.6))
+    assert zero.vs_baseline is None and not zero.flips
+    assert ppl.accuracy.value == pytest.approx(0.6) and ppl.accuracy_sd == pytest.approx(np.std([.7, .45, .65], ddof=1))
+    assert ppl.gains == pytest.approx({"default": 0.2, "question": -0.15, "terse": 0.25})
+    assert ppl.vs_baseline.value == pytest.approx(0.1) and ppl.flips
+    assert ppl.accuracy.low < 0.6 < ppl.accuracy.high
+    assert [s.label for s in by_sensitivity(list(summaries.values()))] == ["zero+ppl", "zero"]
+    ranking = top_rankings(list(summaries.values()))[0]
+    assert ranking.by_mean == ("zero+ppl", "zero") and ranking.kept == ["default", "terse"]
+    assert ranking.by_template["question"] == ("zero", "zero+ppl")
+    # the strategy effects pair within a template: ppl over generate once per template, +0.1 on average
+    effects = {(e.dimension, e.value): e for e in strategy_effects(boards)}
+    assert effects[("decoding", "ppl")].pairs == 3 and effects[("decoding", "ppl")].accuracy.value == pytest.approx(0.1)
+    assert effects[("template", "question")].accuracy.value == pytest.approx((0.1 - 0.25) / 2)
+    from reports.render import Report
+
+    markdown = to_markdown(Report("templates", "store", boards, [], [], [], templates=list(summaries.values())))
+    assert "## Across templates" in markdown and "## Prompt sensitivity" in markdown
+    assert "| zero+ppl | 3 | 0.600 [" in markdown
+    assert "default +0.200, question -0.150, terse +0.250 | yes |" in markdown
+    assert "the same order under 2 of 3 templates (default, terse); question: zero > zero+ppl" in markdown

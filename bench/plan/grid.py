@@ -170,9 +170,20 @@ def _points(blocks: Blocks, where: str, dimensions: dict[str, Dimension], make) 
                 raise UserError(f"{at}.{key}: {exc.args[0]}") from None
             except ValueError as exc:
                 raise UserError(f"{at}.{key}: {exc}") from None
-        for combo in itertools.product(*axes.values()):
-            seen[make(dict(zip(axes, combo)))] = None
+        points = [make(dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
+        _refuse_inapplicable(axes, points, dimensions, at)
+        seen.update(dict.fromkeys(points))
     return list(seen)
+
+
+def _refuse_inapplicable(axes: dict[str, list[str]], points: list, dimensions: dict[str, Dimension], at: str) -> None:
+    """A value of a dimension that says so (`refused_where_inapplicable`) named in a block where it applies to none
+    of the block's combinations is a UserError, not a value quietly dropped."""
+    for key, values in axes.items():
+        reason = dimensions[key].refused_where_inapplicable
+        unused = [v for v in values if reason and all(getattr(point, key) != v for point in points)]
+        if unused:
+            raise UserError(f"{at}.{key}: '{unused[0]}' {reason}")
 
 
 def strategy_blocks(grid: GridFile, path: Path) -> list[Strategy]:
@@ -242,7 +253,7 @@ def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], datas
         n_train=training.n_train, lora=training.lora, sft=training.sft if recipe.has_sft else None,
         rl=training.rl if recipe.has_rl else None,
         relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
-        prompt_format=prompt_format(language),
+        prompt_format=prompt_format(language, recipe.template),
         reasoner=(reasoner := _reasoner(recipe, training, path, model, seed, dtype)),
         mask_labels=training.rgen.mask_labels and reasoner is not None,
     ) for recipe in recipes]
@@ -300,7 +311,7 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
             untrained: list[TrainSpec | None] = [None] if not grid.training or grid.training.evaluate_base else []
             trained = _train_specs(grid, path, recipes, data, dataset.card.language, model, seed, dtype)
             for train, strategy in itertools.product(untrained + trained, strategies):
-                if train is None and not DEMO_SELECTORS[strategy.icl_method].seeded and seed != grid.seeds[0]:
+                if train is None and not strategy.seeded and seed != grid.seeds[0]:
                     continue  # nothing random touches it (greedy or scored, no training): one run serves every seed
                 tokens = grid.inference.reasoning_max_new_tokens if strategy.reasoning == "on" \
                     else grid.inference.max_new_tokens
@@ -308,7 +319,7 @@ def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: st
                 specs.append(RunSpec(
                     dataset=data, model=model, model_revision=model_revision(model), strategy=strategy,
                     eval=evaluation, seed=seed, dtype=dtype, max_new_tokens=tokens,
-                    prompt_format=prompt_format(dataset.card.language), train=train, retriever=retriever,
-                    retriever_revision=retriever_revision,
+                    prompt_format=prompt_format(dataset.card.language, strategy.template), train=train,
+                    retriever=retriever, retriever_revision=retriever_revision,
                 ))
     return specs

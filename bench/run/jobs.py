@@ -162,7 +162,8 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
         order = round_order(len(examples), spec.eval.sample_seed)
         for start in range(0, len(order), ROUND):  # a seeded shuffled order, so every prefix is a fair sample
             chunk = order[start:start + ROUND]
-            for i, prediction in zip(chunk, predict([examples[i] for i in chunk], progress)):
+            predict([examples[i] for i in chunk], progress)
+            for i, prediction in zip(order, predict.so_far()):  # batch calibration decides all again each round
                 predictions[i] = prediction
             if ctx.on_partial is not None:
                 ctx.on_partial([predictions[i].label == examples[i].label for i in order[:start + len(chunk)]])
