@@ -14,8 +14,10 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from bench.plan.errors import UserError
+from bench.plan.errors import UserError, printable
+from bench.run.progress import say
 from bench.run.store import DEFAULT_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -35,12 +37,18 @@ def _default_grid() -> Path:
 
 def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
     """A compact table that fits an 80-column terminal: no vertical rules, numbers never wrap, the `wrap` columns
-    (long labels) wrap instead of being cut."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is."""
+    table = Table(title=Text(printable(title)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     for column in columns:
         table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis",
                          justify="left" if column in wrap else "right")
     return table
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of cells shown as they are: a name holding brackets is no markup, one holding a control character
+    stays on its line (`printable`)."""
+    table.add_row(*(Text(printable(cell)) for cell in cells))
 
 
 def _results_table(rows) -> Table:
@@ -64,7 +72,7 @@ def _results_table(rows) -> Table:
     for spec, status, m in rows:
         cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("accuracy", "macro_f1", "invalid_rate", "uncertain_rate")]
         speed = f"{m['examples_per_s']:.1f}" if "examples_per_s" in m else "-"
-        table.add_row(label(spec), *cells, speed, status)
+        _add_row(table, label(spec), *cells, speed, status)
     return table
 
 
@@ -79,8 +87,26 @@ def _writable_folder(folder: Path, option: str) -> None:
             from None
 
 
+def _tracking_at_the_edge(explicit: str | None, as_worker: bool = False) -> str | None:
+    """The tracking URI a command names (--tracking-uri, else $MLFLOW_TRACKING_URI; a worker of `--workers N`: the
+    one its parent handed over), without the `user:password@` of an http(s) URI: those go to MLflow as
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, the variables it reads basic-auth credentials from (a URI
+    with them would be taken for a host name). That is process-global state by MLflow's design, so it is set here,
+    at the edge, once, before any MlflowClient exists; worker processes inherit it."""
+    from bench.run.locations import WORKER_ENVIRONMENT, split_credentials
+
+    uri = os.environ[WORKER_ENVIRONMENT["--tracking-uri"]] if as_worker else \
+        explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        return None
+    bare, credentials = split_credentials(uri)
+    os.environ.update(credentials)
+    return bare
+
+
 def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """A UserError inside a command becomes one line on stderr and exit code 2, never a traceback."""
+    """A UserError inside a command becomes one line on stderr (credentials masked) and exit code 2, never a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs) -> None:
@@ -91,7 +117,9 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
                                     "for its default")
             command(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            from bench.run.locations import mask
+
+            print(f"error: {mask(str(exc))}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
@@ -130,9 +158,11 @@ def run(
         spawn_workers,
         work,
     )
-    from bench.run.locations import mask
+    from bench.run.locations import WORKER_ENVIRONMENT, mask
     from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
+    tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
+    store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see spawn_workers
     planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
                       experiment, dict(os.environ))
     jobs = open_store(planned.stores, create=not dry_run)
@@ -141,12 +171,12 @@ def run(
         return
     states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
     for line in plan_lines(planned, states, now, dry_run):
-        console.print(line, highlight=False, markup=False)
+        say(console, line)
     if dry_run:
         return
     prepare_models(planned.workspace, *graph_models(planned.graph), console)
     threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
-    others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
+    others = spawn_workers(sys.argv[1:], planned.stores, workers - 1, threads, console) if workers > 1 else []
     try:
         results = work(planned, jobs, console, lease, threads=threads)
     except BaseException:
@@ -196,6 +226,7 @@ def search(
     from reports.search_page import SearchPage, write_search_page
 
     _writable_folder(out, "--out")
+    tracking_uri = _tracking_at_the_edge(tracking_uri)
     searcher = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
     chosen, optuna_study, recorder = searcher.space, searcher.study, searcher.worker.recorder
     try:
@@ -223,12 +254,11 @@ def _print_search(result, objectives: list[str], out: Path) -> None:
     counts: dict[str, int] = {}
     for trial in result.trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
-    console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}", highlight=False,
-                  markup=False)
+    say(console, f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}")
     best = _table("best trial" if len(objectives) == 1 else "Pareto front", ["trial", *objectives, "spec"],
                   wrap=("spec",))
     for trial in (t for t in result.trials if t.number in result.best):
-        best.add_row(str(trial.number), *(f"{v:.3f}" for v in trial.values or []), trial.spec)
+        _add_row(best, str(trial.number), *(f"{v:.3f}" for v in trial.values or []), trial.spec)
     console.print(best)
     for objective, importance in result.importances.items():
         table = _table(f"parameter importance for {objective} (PED-ANOVA)", ["parameter", "importance"])
@@ -251,6 +281,7 @@ def status(
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
+    tracking_uri = _tracking_at_the_edge(tracking_uri)
     planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
     jobs = open_store(planned.stores, create=False)
     states = jobs.states(list(planned.graph.jobs)) if jobs else {}
@@ -260,7 +291,7 @@ def status(
     counts = dict.fromkeys(GROUPS, 0)
     for key, job in planned.graph.jobs.items():
         counts[statuses[key].group] += 1
-        table.add_row(job.name, job.KIND, statuses[key].text)
+        _add_row(table, job.name, job.KIND, statuses[key].text)
     console.print(table)
     console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(planned.graph.jobs)} jobs)"
                   + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
@@ -278,7 +309,7 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.run.locations import check_reachable, mask
+    from bench.run.locations import MLFLOW_TABLE, check_reachable, mask
     from bench.run.locations import tracking_uri as resolve_tracking
     from bench.run.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
@@ -287,9 +318,9 @@ def report(
     from reports.store import StoreError, log_report, read_store
 
     environment = dict(os.environ)
-    uri = resolve_tracking(tracking_uri, environment)
+    uri = resolve_tracking(_tracking_at_the_edge(tracking_uri), environment)
     _writable_folder(out, "--out")
-    check_reachable(uri, "tracking store", create=False)  # a report reads a store: it must exist
+    check_reachable(uri, "tracking store", create=False, holds=MLFLOW_TABLE)  # a report reads a store: it must exist
     try:
         data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
     except StoreError as exc:
@@ -328,7 +359,7 @@ def report(
 def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:
     table = _table(title, frame.columns, wrap)
     for row in frame.iter_rows():
-        table.add_row(*(str(v) for v in row))
+        _add_row(table, *(str(v) for v in row))
     console.print(table)
 
 

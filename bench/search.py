@@ -31,8 +31,8 @@ from bench.plan.specs import Job, RunSpec
 from bench.run.executor import OnPartial, Pruned
 from bench.run.jobs import ROUND, round_order
 from bench.run.launch import Worker
-from bench.run.locations import mask, sqlite_path, with_driver
-from bench.run.progress import Reporter
+from bench.run.locations import check_reachable, mask, sqlite_path, storage_uri, with_driver
+from bench.run.progress import Reporter, say
 from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
 from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
@@ -97,7 +97,7 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
         study.set_user_attr(SPACE_ATTR, space.fingerprint())
-    seed = space.search.seed + len(study.trials)  # a fresh study: the space's seed; a joining worker: another
+    seed = (space.search.seed + len(study.trials)) % 2**32  # a fresh study: the space's seed; a joining worker: another
     study.sampler = SAMPLERS[space.search.sampler](seed)
     study.pruner = PRUNERS[space.search.pruner](space.search.p_threshold, ROUND)
     return study
@@ -136,8 +136,7 @@ class Search:
         run_id = self.worker.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
         state = self.worker.store.states([spec.key]).get(spec.key)
         cached = state is not None and state.status == DONE
-        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""),
-                           highlight=False, markup=False)
+        say(self.console, f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""))
         evaluated, figures, ended = [0], {}, "FAIL"
         try:
             if cached:
@@ -231,8 +230,7 @@ class Search:
         else:
             shown = ""
         state = CACHED if trial.user_attrs.get(CACHED) else trial.state.name
-        self.console.print(f"trial {trial.number} {state}" + (f": {shown}" if shown else ""),
-                           highlight=False, markup=False)
+        say(self.console, f"trial {trial.number} {state}" + (f": {shown}" if shown else ""))
 
 
 def start_search(space_path: Path, study: str | None, storage: str, tracking_uri: str | None, store: str | None,
@@ -245,15 +243,17 @@ def start_search(space_path: Path, study: str | None, storage: str, tracking_uri
     from bench.run.workspace import Workspace, default_cache
     from runners.batching import Batching
 
-    space = read_space(space_path)
+    space, datasets = read_space(space_path), DatasetCache()
+    space.check_inputs(datasets)
     stores = Stores.named(tracking_uri, store, experiment or space.name, environment)
+    storage = storage_uri(storage)
+    check_reachable(storage, "Optuna storage")  # before the job store is made: a refused search writes nothing
     jobs = open_store(stores)
     optuna_study = open_study(space, study or space.name, storage, jobs, lease_s)
-    console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
-                  f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
-                  f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'",
-                  highlight=False, markup=False)
-    datasets, inference = DatasetCache(), space.grid.inference
+    say(console, f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
+                 f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
+                 f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'")
+    inference = space.grid.inference
     worker = open_worker(stores, jobs, Workspace(default_cache(environment)), datasets,
                          Batching(inference.batch_size, inference.tokens_per_batch))
     trains = space.training is not None and any(m != "none" for m in space.training.get("method", ()))

@@ -14,6 +14,8 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from bench.plan.errors import printable
+
 
 def clock(seconds: float | None) -> str:
     """h:mm:ss (-:--:-- when unknown)."""
@@ -21,6 +23,11 @@ def clock(seconds: float | None) -> str:
         return "-:--:--"
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def say(console: Console, line: str) -> None:
+    """Print one line as it is: no markup, no highlighting, and the names in it `printable`."""
+    console.print(printable(line), highlight=False, markup=False)
 
 
 class Reporter(Protocol):
@@ -75,15 +82,15 @@ class LineReporter(_Meter):
     def start(self, name: str, unit: str) -> None:
         self.name, self.job_unit, self.job_done, self.job_total = name, unit, 0, 0
         self.job_started = time.monotonic()
-        self.console.print(f"start {name}", highlight=False, markup=False)
+        say(self.console, f"start {name}")
         self._stop = threading.Event()
         threading.Thread(target=self._tick, args=(self._stop,), daemon=True).start()
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             done = f"{self.job_done}/{self.job_total} {self.job_unit}" if self.job_total else f"0 {self.job_unit} yet"
-            self.console.print(f"  {self.name}: {done}, running {clock(time.monotonic() - self.job_started)}; "
-                               f"grid eta {clock(self.eta())}", highlight=False, markup=False)
+            say(self.console, f"  {self.name}: {done}, running {clock(time.monotonic() - self.job_started)}; "
+                              f"grid eta {clock(self.eta())}")
 
     def advance(self, done: int, total: int) -> None:
         self.job_done, self.job_total = done, total
@@ -93,10 +100,10 @@ class LineReporter(_Meter):
             self._stop.set()
         self.done += examples
         self.job_unit = ""
-        self.console.print(line, highlight=False, markup=False)
+        say(self.console, line)
 
     def note(self, line: str) -> None:
-        self.console.print(line, highlight=False, markup=False)
+        say(self.console, line)
 
 
 class LiveReporter(_Meter):
@@ -104,7 +111,7 @@ class LiveReporter(_Meter):
 
     def __init__(self, console: Console) -> None:
         super().__init__()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(),
                                  TextColumn("{task.fields[eta]}"), console=console)
         self.grid: TaskID | None = None
@@ -128,7 +135,7 @@ class LiveReporter(_Meter):
 
     def start(self, name: str, unit: str) -> None:
         self.job_unit, self.job_done, self.job_total = unit, 0, 0
-        self.job = self.progress.add_task(f"  {name}", total=None, unit=unit, eta="")
+        self.job = self.progress.add_task(f"  {printable(name)}", total=None, unit=unit, eta="")
 
     def advance(self, done: int, total: int) -> None:
         self.job_done, self.job_total = done, total
@@ -143,7 +150,7 @@ class LiveReporter(_Meter):
             self.progress.remove_task(self.job)
             self.job = None
         self._refresh_grid()
-        self.progress.console.print(line, highlight=False, markup=False)
+        say(self.progress.console, line)
 
     def note(self, line: str) -> None:
-        self.progress.console.print(line, highlight=False, markup=False)
+        say(self.progress.console, line)
