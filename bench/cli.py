@@ -246,8 +246,15 @@ def search(
                       [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
     write_search_page(page, out)
     recorder.log_artifacts(searcher.parent, out, "search")
-    searcher.close("FINISHED")
+    failed = [t for t in result.trials if t.state == "FAIL"]
+    every_failed = bool(failed) and failed == result.trials
+    searcher.close("FAILED" if every_failed else "FINISHED")
     _print_search(result, chosen.search.objectives, out)
+    if every_failed:  # nothing to show for it: say why, as a grid whose runs failed does
+        first = failed[0]
+        print("error: " + mask(printable(f"every trial failed ({len(failed)}); the first, trial {first.number} "
+                                         f"({first.spec}): {first.error}")), file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def _print_search(result, objectives: list[str], out: Path) -> None:
@@ -263,10 +270,13 @@ def _print_search(result, objectives: list[str], out: Path) -> None:
     for objective, importance in result.importances.items():
         table = _table(f"parameter importance for {objective} (PED-ANOVA)", ["parameter", "importance"])
         for name, value in importance.items():
-            table.add_row(name, f"{value:.3f}")
+            _add_row(table, name, f"{value:.3f}")
         console.print(table)
-    console.print(f"wrote {out / 'best.yaml'} and {out / 'search.html'}; `bench run --grid {out / 'best.yaml'}` "
-                  "reproduces the best trial", highlight=False, markup=False)
+    if not result.best:
+        say(console, f"wrote {out / 'search.html'}; no trial finished, so no best.yaml")
+        return
+    say(console, f"wrote {out / 'best.yaml'} and {out / 'search.html'}; `bench run --grid {out / 'best.yaml'}` "
+                 f"reproduces the {'best trial' if len(objectives) == 1 else 'Pareto front'}")
 
 
 @app.command()
