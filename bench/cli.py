@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -421,9 +422,9 @@ def list_registry() -> None:
 
 def main() -> None:
     """Entry point. A usage error (an unknown option, a value out of range) is one line and exit 2, like every other
-    user error. MLflow's and alembic's INFO lines (store creation, migrations), its per-download progress bars and
-    its "View run at" lines are kept out of the terminal: MLflow reads these settings from the environment, after
-    this."""
+    user error, and so is an output that cannot be written (a full disk, a closed pipe). MLflow's and alembic's INFO
+    lines (store creation, migrations), its per-download progress bars and its "View run at" lines are kept out of
+    the terminal: MLflow reads these settings from the environment, after this."""
     from typer._click.exceptions import UsageError  # typer 0.29 carries its own click, with no public alias
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -431,11 +432,21 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
     try:
         code = app(standalone_mode=False, prog_name="bench")
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
     except UsageError as exc:
+        from bench.run.locations import mask
+
         where = exc.ctx.command_path if exc.ctx else "bench"
-        print(f"error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
+        print(f"error: {mask(exc.format_message())} (see '{where} --help')", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EDQUOT):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        print(f"error: cannot write {exc.filename or 'the output'} ({exc.strerror}); free some space, or send the "
+              "output elsewhere", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
