@@ -253,8 +253,8 @@ def search(
     _print_search(result, chosen.search.objectives, out)
     if every_failed:  # nothing to show for it: say why, as a grid whose runs failed does
         first = failed[0]
-        print("error: " + mask(printable(f"every trial failed ({len(failed)}); the first, trial {first.number} "
-                                         f"({first.spec}): {first.error}")), file=sys.stderr)
+        print("error: " + mask(printable(f"every trial failed ({len(failed)}); the first, trial {first.number}: "
+                                         f"{first.error}")), file=sys.stderr)
         raise typer.Exit(1)
 
 
