@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -13,9 +14,10 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from bench.plan.errors import UserError
-from bench.run.progress import TerminalConsole
+from bench.plan.errors import UserError, printable
+from bench.run.progress import TerminalConsole, say
 from bench.run.store import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
@@ -45,12 +47,18 @@ def _default_grid() -> Path:
 
 def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
     """A compact table that fits an 80-column terminal: no vertical rules, numbers never wrap, the `wrap` columns
-    (long labels) wrap instead of being cut."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is."""
+    table = Table(title=Text(printable(title)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     for column in columns:
         table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis",
                          justify="left" if column in wrap else "right")
     return table
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    """A row of cells shown as they are: a name holding brackets is no markup, one holding a control character
+    stays on its line (`printable`)."""
+    table.add_row(*(Text(printable(cell)) for cell in cells))
 
 
 def _results_table(rows) -> Table:
@@ -74,7 +82,7 @@ def _results_table(rows) -> Table:
     for spec, status, m in rows:
         cells = [f"{m[k]:.3f}" if k in m else "-" for k in ("accuracy", "macro_f1", "invalid_rate", "uncertain_rate")]
         speed = f"{m['examples_per_s']:.1f}" if "examples_per_s" in m else "-"
-        table.add_row(label(spec), *cells, speed, status)
+        _add_row(table, label(spec), *cells, speed, status)
     return table
 
 
@@ -89,8 +97,26 @@ def _writable_folder(folder: Path, option: str) -> None:
             from None
 
 
+def _tracking_at_the_edge(explicit: str | None, as_worker: bool = False) -> str | None:
+    """The tracking URI a command names (--tracking-uri, else $MLFLOW_TRACKING_URI; a worker of `--workers N`: the
+    one its parent handed over), without the `user:password@` of an http(s) URI: those go to MLflow as
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, the variables it reads basic-auth credentials from (a URI
+    with them would be taken for a host name). That is process-global state by MLflow's design, so it is set here,
+    at the edge, once, before any MlflowClient exists; worker processes inherit it."""
+    from bench.run.locations import WORKER_ENVIRONMENT, split_credentials
+
+    uri = os.environ[WORKER_ENVIRONMENT["--tracking-uri"]] if as_worker else \
+        explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None:
+        return None
+    bare, credentials = split_credentials(uri)
+    os.environ.update(credentials)
+    return bare
+
+
 def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """A UserError inside a command becomes one line on stderr and exit code 2, never a traceback."""
+    """A UserError inside a command becomes one line on stderr (credentials masked) and exit code 2, never a
+    traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs) -> None:
@@ -101,7 +127,9 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
                                     "for its default")
             command(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            from bench.run.locations import mask
+
+            print(f"error: {mask(str(exc))}", file=sys.stderr)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("interrupted; finished runs are kept, re-run to resume", file=sys.stderr)
@@ -141,9 +169,11 @@ def run(
         spawn_workers,
         work,
     )
-    from bench.run.locations import mask
+    from bench.run.locations import WORKER_ENVIRONMENT, mask
     from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
+    tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
+    store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see spawn_workers
     planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
                       experiment, dict(os.environ))
     jobs = open_store(planned.stores, create=not dry_run)
@@ -152,12 +182,12 @@ def run(
         return
     states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
     for line in plan_lines(planned, states, now, dry_run):
-        console.print(line, highlight=False, markup=False)
+        say(console, line)
     if dry_run:
         return
     prepare_models(planned.workspace, *graph_models(planned.graph), console)
     threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
-    others = spawn_workers(sys.argv[1:], workers - 1, threads, console) if workers > 1 else []
+    others = spawn_workers(sys.argv[1:], planned.stores, workers - 1, threads, console) if workers > 1 else []
     try:
         results = work(planned, jobs, console, lease, threads=threads)
     except BaseException:
@@ -207,6 +237,7 @@ def search(
     from reports.search_page import SearchPage, write_search_page
 
     _writable_folder(out, "--out")
+    tracking_uri = _tracking_at_the_edge(tracking_uri)
     searcher = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
     chosen, optuna_study, recorder = searcher.space, searcher.study, searcher.worker.recorder
     try:
@@ -226,28 +257,37 @@ def search(
                       [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
     write_search_page(page, out)
     recorder.log_artifacts(searcher.parent, out, "search")
-    searcher.close("FINISHED")
+    failed = [t for t in result.trials if t.state == "FAIL"]
+    every_failed = bool(failed) and failed == result.trials
+    searcher.close("FAILED" if every_failed else "FINISHED")
     _print_search(result, chosen.search.objectives, out)
+    if every_failed:  # nothing to show for it: say why, as a grid whose runs failed does
+        first = failed[0]
+        print("error: " + mask(printable(f"every trial failed ({len(failed)}); the first, trial {first.number}: "
+                                         f"{first.error}")), file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def _print_search(result, objectives: list[str], out: Path) -> None:
     counts: dict[str, int] = {}
     for trial in result.trials:
         counts[trial.state] = counts.get(trial.state, 0) + 1
-    console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}", highlight=False,
-                  markup=False)
+    say(console, f"trials: {', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}")
     best = _table("best trial" if len(objectives) == 1 else "Pareto front", ["trial", *objectives, "spec"],
                   wrap=("spec",))
     for trial in (t for t in result.trials if t.number in result.best):
-        best.add_row(str(trial.number), *(f"{v:.3f}" for v in trial.values or []), trial.spec)
+        _add_row(best, str(trial.number), *(f"{v:.3f}" for v in trial.values or []), trial.spec)
     console.print(best)
     for objective, importance in result.importances.items():
         table = _table(f"parameter importance for {objective} (PED-ANOVA)", ["parameter", "importance"])
         for name, value in importance.items():
-            table.add_row(name, f"{value:.3f}")
+            _add_row(table, name, f"{value:.3f}")
         console.print(table)
-    console.print(f"wrote {out / 'best.yaml'} and {out / 'search.html'}; `bench run --grid {out / 'best.yaml'}` "
-                  "reproduces the best trial", highlight=False, markup=False)
+    if not result.best:
+        say(console, f"wrote {out / 'search.html'}; no trial finished, so no best.yaml")
+        return
+    say(console, f"wrote {out / 'best.yaml'} and {out / 'search.html'}; `bench run --grid {out / 'best.yaml'}` "
+                 f"reproduces the {'best trial' if len(objectives) == 1 else 'Pareto front'}")
 
 
 @app.command()
@@ -262,6 +302,7 @@ def status(
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
+    tracking_uri = _tracking_at_the_edge(tracking_uri)
     planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
     jobs = open_store(planned.stores, create=False)
     states = jobs.states(list(planned.graph.jobs)) if jobs else {}
@@ -271,7 +312,7 @@ def status(
     counts = dict.fromkeys(GROUPS, 0)
     for key, job in planned.graph.jobs.items():
         counts[statuses[key].group] += 1
-        table.add_row(job.name, job.KIND, statuses[key].text)
+        _add_row(table, job.name, job.KIND, statuses[key].text)
     console.print(table)
     console.print(", ".join(f"{n} {name}" for name, n in counts.items()) + f" (of {len(planned.graph.jobs)} jobs)"
                   + ("" if jobs else "; nothing has run yet"), highlight=False, markup=False)
@@ -289,7 +330,7 @@ def report(
     """Leaderboards with intervals, paired tests, strategy effects and charts, from the finished runs in the store."""
     import polars as pl
 
-    from bench.run.locations import check_reachable, mask
+    from bench.run.locations import MLFLOW_TABLE, check_reachable, mask
     from bench.run.locations import tracking_uri as resolve_tracking
     from bench.run.workspace import Workspace, default_cache
     from reports.analysis import board_frame, build_boards, reference_deltas, strategy_effects
@@ -299,9 +340,9 @@ def report(
     from reports.templates import template_summaries
 
     environment = dict(os.environ)
-    uri = resolve_tracking(tracking_uri, environment)
+    uri = resolve_tracking(_tracking_at_the_edge(tracking_uri), environment)
     _writable_folder(out, "--out")
-    check_reachable(uri, "tracking store", create=False)  # a report reads a store: it must exist
+    check_reachable(uri, "tracking store", create=False, holds=MLFLOW_TABLE)  # a report reads a store: it must exist
     try:
         data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
     except StoreError as exc:
@@ -346,7 +387,7 @@ def report(
 def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:
     table = _table(title, frame.columns, wrap)
     for row in frame.iter_rows():
-        table.add_row(*(str(v) for v in row))
+        _add_row(table, *(str(v) for v in row))
     console.print(table)
 
 
@@ -415,9 +456,9 @@ def _templates_table() -> Table:
 
 def main() -> None:
     """Entry point. A usage error (an unknown option, a value out of range) is one line and exit 2, like every other
-    user error. MLflow's and alembic's INFO lines (store creation, migrations), its per-download progress bars and
-    its "View run at" lines are kept out of the terminal: MLflow reads these settings from the environment, after
-    this."""
+    user error, and so is an output that cannot be written (a full disk, a closed pipe). MLflow's and alembic's INFO
+    lines (store creation, migrations), its per-download progress bars and its "View run at" lines are kept out of
+    the terminal: MLflow reads these settings from the environment, after this."""
     from typer._click.exceptions import UsageError  # typer 0.29 carries its own click, with no public alias
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -425,11 +466,21 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
     try:
         code = app(standalone_mode=False, prog_name="bench")
+        sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit
     except UsageError as exc:
+        from bench.run.locations import mask
+
         where = exc.ctx.command_path if exc.ctx else "bench"
-        print(f"error: {exc.format_message()} (see '{where} --help')", file=sys.stderr)
+        print(f"error: {mask(exc.format_message())} (see '{where} --help')", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EDQUOT):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        print(f"error: cannot write {exc.filename or 'the output'} ({exc.strerror}); free some space, or send the "
+              "output elsewhere", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -31,13 +31,14 @@ from bench.plan.specs import Job, RunSpec
 from bench.run.executor import OnPartial, Pruned
 from bench.run.jobs import ROUND, round_order
 from bench.run.launch import Worker
-from bench.run.locations import mask, sqlite_path, with_driver
-from bench.run.progress import Reporter
+from bench.run.locations import check_reachable, mask, sqlite_path, storage_uri, with_driver
+from bench.run.progress import Reporter, say
 from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
 from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
 
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
+ERROR_ATTR = "error"  # a failed trial's user attribute: why it failed
 CACHED = "cached"
 
 
@@ -66,7 +67,7 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our own line says why, not a traceback
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, Wilcoxon...
     storage_uri = with_driver(storage_uri)
     path = sqlite_path(storage_uri)
@@ -97,7 +98,7 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
     else:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
         study.set_user_attr(SPACE_ATTR, space.fingerprint())
-    seed = space.search.seed + len(study.trials)  # a fresh study: the space's seed; a joining worker: another
+    seed = (space.search.seed + len(study.trials)) % 2**32  # a fresh study: the space's seed; a joining worker: another
     study.sampler = SAMPLERS[space.search.sampler](seed)
     study.pruner = PRUNERS[space.search.pruner](space.search.p_threshold, ROUND)
     return study
@@ -136,8 +137,7 @@ class Search:
         run_id = self.worker.recorder.start_trial(spec, self.parent, trial.number, self.study.study_name)
         state = self.worker.store.states([spec.key]).get(spec.key)
         cached = state is not None and state.status == DONE
-        self.console.print(f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""),
-                           highlight=False, markup=False)
+        say(self.console, f"trial {trial.number}: {spec.name}" + (" (finished earlier: cached)" if cached else ""))
         evaluated, figures, ended = [0], {}, "FAIL"
         try:
             if cached:
@@ -151,6 +151,9 @@ class Search:
         except optuna.TrialPruned:
             ended = "PRUNED"
             raise
+        except RuntimeError as exc:  # its job failed: why, for the page and for a search whose every trial failed
+            trial.set_user_attr(ERROR_ATTR, str(exc))
+            raise
         finally:  # every trial, however it ended: its state, figures and cost
             trial.set_user_attr("examples", evaluated[0])
             trial.set_user_attr("seconds", time.monotonic() - started)
@@ -160,6 +163,8 @@ class Search:
     def _replay(self, trial, spec: RunSpec, eval_run: str) -> None:
         """A cached trial's per-example results, reported in the order an evaluation goes through them (from its
         predictions), so the pruner can pair later trials with it when it is the best."""
+        if not self.space.prunes:
+            return
         rows = self.worker.recorder.predictions(eval_run)
         for step, i in enumerate(round_order(len(rows), spec.eval.sample_seed) if rows else []):
             trial.report(float(rows[i]["gold"] == rows[i]["prediction"]), step)
@@ -186,13 +191,13 @@ class Search:
 
         def observe(job: Job, eval_run: str) -> OnPartial:
             def on_partial(correct: list[bool]) -> None:
-                for step in range(evaluated[0], len(correct)):
+                for step in range(evaluated[0], len(correct)) if self.space.prunes else ():
                     trial.report(float(correct[step]), step)
                 evaluated[0] = len(correct)
                 accuracy = sum(correct) / len(correct)
                 trial.set_user_attr("accuracy_so_far", accuracy)
                 self.worker.recorder.log_step(run_id, {"accuracy_so_far": accuracy}, len(correct))
-                if len(correct) < examples and trial.should_prune():
+                if self.space.prunes and len(correct) < examples and trial.should_prune():
                     raise Pruned(f"after {len(correct)} of {examples} examples (accuracy so far {accuracy:.3f}): "
                                  "clearly worse than the best trial on the same examples (Wilcoxon)",
                                  {"accuracy_partial": accuracy, "examples_evaluated": float(len(correct))})
@@ -231,8 +236,7 @@ class Search:
         else:
             shown = ""
         state = CACHED if trial.user_attrs.get(CACHED) else trial.state.name
-        self.console.print(f"trial {trial.number} {state}" + (f": {shown}" if shown else ""),
-                           highlight=False, markup=False)
+        say(self.console, f"trial {trial.number} {state}" + (f": {shown}" if shown else ""))
 
 
 def start_search(space_path: Path, study: str | None, storage: str, tracking_uri: str | None, store: str | None,
@@ -245,15 +249,17 @@ def start_search(space_path: Path, study: str | None, storage: str, tracking_uri
     from bench.run.workspace import Workspace, default_cache
     from runners.batching import Batching
 
-    space = read_space(space_path)
+    space, datasets = read_space(space_path), DatasetCache()
+    space.check_inputs(datasets)
     stores = Stores.named(tracking_uri, store, experiment or space.name, environment)
+    storage = storage_uri(storage)
+    check_reachable(storage, "Optuna storage")  # before the job store is made: a refused search writes nothing
     jobs = open_store(stores)
     optuna_study = open_study(space, study or space.name, storage, jobs, lease_s)
-    console.print(f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
-                  f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
-                  f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'",
-                  highlight=False, markup=False)
-    datasets, inference = DatasetCache(), space.grid.inference
+    say(console, f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
+                 f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
+                 f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'")
+    inference = space.grid.inference
     worker = open_worker(stores, jobs, Workspace(default_cache(environment)), datasets,
                          Batching(inference.batch_size, inference.tokens_per_batch))
     trains = space.training is not None and any(m != "none" for m in space.training.get("method", ()))
@@ -281,14 +287,15 @@ def summarise(space: Space, study) -> SearchResult:
         trials.append(TrialRow(t.number, state, t.values if t.state == TrialState.COMPLETE else None,
                                t.user_attrs.get("spec", "?"), dict(t.params), int(t.user_attrs.get("examples", 0)),
                                float(t.user_attrs.get("seconds", 0.0)),
-                               t.user_attrs.get("accuracy_so_far") if t.state == TrialState.PRUNED else None))
+                               t.user_attrs.get("accuracy_so_far") if t.state == TrialState.PRUNED else None,
+                               t.user_attrs.get(ERROR_ATTR) if t.state == TrialState.FAIL else None))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
         best = []
     elif len(space.search.objectives) == 1:
         best = [study.best_trial.number]
-    else:
-        best = [t.number for t in study.best_trials]
+    else:  # the Pareto front, best on the first objective first
+        best = [t.number for t in sorted(study.best_trials, key=lambda t: (lowered(space, 0)(t), t.number))]
     importances = {}
     if len(complete) >= 3:
         for i, objective in enumerate(space.search.objectives):
@@ -303,12 +310,23 @@ def summarise(space: Space, study) -> SearchResult:
 
 
 def best_grid(result: SearchResult, experiment: str) -> dict | None:
-    """A grid file (as a mapping) that reproduces the best trial (with several objectives, the front's best on the
-    first): its one spec, in the experiment the search recorded into, so `bench run` finds it already finished."""
+    """A grid file (as a mapping) that reproduces the best trial, or with several objectives the Pareto front, in the
+    experiment the search recorded into, so `bench run` finds its specs already finished. Trials differ in their
+    inference strategy and their training section: the front's trials that train like its first (the best on the
+    first objective) are one grid with a strategy block each; the description names any that train otherwise."""
     if not result.best:
         return None
     trials = {t.number: t for t in result.study.get_trials(deepcopy=False)}
-    chosen = trials[result.best[0]]
-    return {**chosen.user_attrs["grid"], "name": experiment,
-            "description": f"the best trial ({chosen.number}) of study {result.study.study_name}: "
-                           f"{chosen.user_attrs.get('spec', '')}"}
+    front = [trials[n] for n in result.best]
+    grids = {t.number: dict(t.user_attrs["grid"]) for t in front}
+    blocks = {n: grid.pop("strategies", {}) for n, grid in grids.items()}  # {}: every dimension at its default
+    alike = [t for t in front if grids[t.number] == grids[front[0].number]]
+    others = [t.number for t in front if t not in alike]
+    chosen = [blocks[t.number] for t in alike]
+    what = f"the best trial ({front[0].number})" if len(result.study.directions) == 1 else \
+        f"the Pareto front (trials {', '.join(str(t.number) for t in alike)})"
+    specs = "; ".join(t.user_attrs.get("spec", "") for t in alike)
+    apart = f"; front trials {', '.join(map(str, others))} train otherwise (see search.html)" if others else ""
+    return {**grids[front[0].number], "name": experiment,
+            "description": f"{what} of study {result.study.study_name}: {specs}{apart}",
+            "strategies": chosen[0] if len(chosen) == 1 else chosen}

@@ -21,7 +21,8 @@ from reports.pages import html_table, render, trusted  # noqa: E402
 @dataclass(frozen=True)
 class TrialRow:
     """One trial: its state (COMPLETE, PRUNED, FAIL or cached), objective values (finished ones), accuracy over the
-    examples it evaluated before it was pruned, the evaluation examples it computed, and its seconds."""
+    examples it evaluated before it was pruned, why it failed, the evaluation examples it computed, and its
+    seconds."""
 
     number: int
     state: str
@@ -31,6 +32,7 @@ class TrialRow:
     examples: int
     seconds: float
     partial: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -103,7 +105,7 @@ text-align:left}th{background:#f2f2f2}svg{max-width:100%;height:auto}
 <p>Trials: {{ counts or "none yet" }}. A cached trial's spec had finished earlier (a grid or another trial): it cost
 nothing. A pruned trial was stopped after some examples, clearly worse than the best trial on the same examples
 (Wilcoxon).</p>
-<h2>{{ "Best trials" if page.objectives|length > 1 else "Best trial" }}</h2>{{ best }}
+<h2>{{ "Pareto front" if page.objectives|length > 1 else "Best trial" }}</h2>{{ best }}
 {% for objective, table in importances %}<h2>Parameter importance for {{ objective }} (PED-ANOVA)</h2>{{ table }}
 {% endfor %}
 {% for title, svg in charts %}<div class="chart"><h2>{{ title }}</h2>{{ svg }}</div>{% endfor %}
@@ -128,7 +130,8 @@ def to_html(page: SearchPage) -> str:
         charts=[(title, trusted(svg)) for title, svg in charts(page)],
         trials=html_table(["trial", "state", objectives, "accuracy when pruned", "examples evaluated", "seconds",
                            "spec"],
-                          [[t.number, t.state, _values(t.values), "-" if t.partial is None else f"{t.partial:.3f}",
+                          [[t.number, f"{t.state}: {t.error}" if t.error else t.state, _values(t.values),
+                            "-" if t.partial is None else f"{t.partial:.3f}",
                             t.examples, f"{t.seconds:.0f}", t.spec] for t in page.trials]))
 
 

@@ -207,13 +207,27 @@ def check_model_ref(name: str, role: str = CLASSIFIER) -> None:
             raise ModelError(f"'{name}' is registered with role '{MODELS[name].role}', not '{role}'; the {role} "
                              f"models: {_aliases(role)}")
         return
+    if not name.strip():
+        raise ModelError(f"the model name is empty; give one of {_aliases(role)}, a local folder or a Hub id")
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
-        if not Path(name).expanduser().is_dir():
-            raise ModelError(f"model folder '{name}' does not exist; give a folder with config.json and weights, or "
-                             f"one of {_aliases(role)}")
+        _check_folder(Path(name).expanduser(), name, role)
         return
     if "/" not in name:
         raise ModelError(f"unknown model '{name}'; registered: {_aliases(role)}, or a local folder or Hub id")
+
+
+def _check_folder(folder: Path, name: str, role: str) -> None:
+    """Fail unless `folder` holds a model transformers can load: a config.json naming its model_type."""
+    fix = f"give a folder with config.json and weights, or one of {_aliases(role)}"
+    if not folder.is_dir():
+        raise ModelError(f"model folder '{name}' does not exist; {fix}")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # missing, unreadable, not UTF-8, not JSON
+        raise ModelError(f"model folder '{name}' has no readable config.json ({type(exc).__name__}); {fix}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise ModelError(f"model folder '{name}': its config.json names no model_type, so transformers cannot load "
+                         f"it; {fix}")
 
 
 def model_revision(name: str) -> str:

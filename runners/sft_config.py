@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from runners.schema import Schema
 
 
-class Settings(BaseModel):
-    """A frozen settings record whose unknown keys are errors."""
+class Settings(Schema):
+    """A frozen settings record, validated like every section of a user's file (`runners.schema`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
 
 class LoraSettings(Settings):

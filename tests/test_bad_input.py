@@ -1,15 +1,22 @@
-"""Bad stores and folders given on the command line: one line on stderr, exit code 2, nothing written."""
+"""Bad stores, folders and files given on the command line or in a grid: one line on stderr, exit code 2, nothing
+written; the malformed inputs of issue 24 one by one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sqlite3
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cli_runner import bench
 
 BOGUS = "is not one bench can use: give sqlite:///path.db"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("args, message", [
@@ -93,3 +100,158 @@ def test_eval_max_input_tokens_is_a_lower_limit_of_ones_own(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert bench(monkeypatch, "run", "--grid", str(grid), "--dry-run") == 2
     assert "over the 40 of eval.max_input_tokens; shorten or remove that row" in capsys.readouterr().err
+
+
+GRID = "name: g\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 4}\nbaselines: []\n"
+SPACE = ("name: s\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 8}\nbaselines: []\n"
+         "search: {pruner: none}\n"
+         "strategies: {icl: [zero, random], shots: {low: 1, high: 2}, decoding: [generate, ppl]}\n")
+TRAINING = "training: {n_train: 8, strategies: {method: sft+rl}, %s}\n"
+CARD = ("name: c\nlanguage: en\ntask: t\ninput_name: Text\nsplits: {train: train.jsonl, test: test.jsonl}\n"
+        "pool_split: train\neval_split: test\nlabels: [{value: a}, {value: b}]\n")
+
+
+def rows(*labels) -> str:
+    return "".join(json.dumps({"text": f"text {i}", "label": label}) + "\n" for i, label in enumerate(labels * 4))
+
+
+FOLDER = {"ds/train.jsonl": rows("a", "b"), "ds/test.jsonl": rows("a", "b")}
+ON_FILE = GRID.replace("[emotion]", "[{path: d.jsonl}]")
+RUN, DRY, SEARCH = ["run", "--grid", "g.yaml"], ["run", "--grid", "g.yaml", "--dry-run"], \
+    ["search", "--space", "s.yaml", "--trials", "1"]
+MALFORMED = {  # issue 24, one by one: the files a case starts with (None: a FIFO), its command, its line
+    "gzip file that is not gzip": ({"g.yaml": GRID, "d.jsonl.gz": rows("a", "b")}, [*DRY, "--dataset", "d.jsonl.gz"],
+                                   "d.jsonl.gz: not a whole gzip file"),
+    "JSON line nested 100k deep": ({"g.yaml": GRID, "d.jsonl": rows("a", "b") + "[" * 100_000 + "]" * 100_000},
+                                   [*DRY, "--dataset", "d.jsonl"], "d.jsonl:9: JSON nested too deeply to read"),
+    "card.yaml a list": ({"g.yaml": GRID, **FOLDER, "ds/card.yaml": "- a\n"}, [*DRY, "--dataset", "./ds"],
+                         "ds/card.yaml: Input should be a valid dictionary"),
+    "card.yaml splits a list": ({"g.yaml": GRID, **FOLDER, "ds/card.yaml": CARD.replace(
+        "{train: train.jsonl, test: test.jsonl}", "[train.jsonl]")}, [*DRY, "--dataset", "./ds"],
+        "ds/card.yaml: splits: Input should be a valid dictionary"),
+    "card.yaml naming a missing file": ({"g.yaml": GRID, **FOLDER, "ds/card.yaml": CARD.replace(
+        "test.jsonl}", "gone.jsonl}")}, [*DRY, "--dataset", "./ds"], "ds/card.yaml: splits.test: the file "),
+    "card.yaml not UTF-8": ({"g.yaml": GRID, **FOLDER, "ds/card.yaml": CARD.encode() + b"# \xff\n"},
+                            [*DRY, "--dataset", "./ds"], "ds/card.yaml:9: not UTF-8 text (byte 0xff)"),
+    "empty grid name": ({"g.yaml": GRID.replace("name: g", "name: ''")}, RUN,
+                        "g.yaml: name: String should have at least 1 character"),
+    "grid name of 900 KB": ({"g.yaml": GRID.replace("name: g", "name: " + "n" * 900_000)}, RUN,
+                            "g.yaml: name: String should have at most 500 characters"),
+    "--experiment of 600 characters": ({"g.yaml": GRID}, [*RUN, "--experiment", "e" * 600],
+                                       "has 600 characters; MLflow takes 1 to 500"),
+    "search range NaN": ({"s.yaml": SPACE + TRAINING % "sft: {epochs: {low: .nan, high: 2}}"}, SEARCH,
+                         "training.sft.epochs: low is nan; give a finite number"),
+    "search range inf": ({"s.yaml": SPACE + TRAINING % "sft: {epochs: {low: 1, high: .inf}}"}, SEARCH,
+                         "training.sft.epochs: high is inf; give a finite number"),
+    "search step 0": ({"s.yaml": SPACE + TRAINING % "sft: {epochs: {low: 1, high: 2, step: 0}}"}, SEARCH,
+                      "training.sft.epochs: step 0 must be above 0"),
+    "search.seed -1": ({"s.yaml": SPACE.replace("{pruner: none}", "{pruner: none, seed: -1}")}, SEARCH,
+                       "search.seed: Input should be greater than or equal to 0"),
+    "search.seed 2^40": ({"s.yaml": SPACE.replace("{pruner: none}", f"{{pruner: none, seed: {2**40}}}")}, SEARCH,
+                         "search.seed: Input should be less than or equal to 4294967295"),
+    "shots 0 in a space": ({"s.yaml": SPACE.replace("{low: 1", "{low: 0")}, SEARCH,
+                           "strategies.shots: low 0 is below 1"),
+    "--storage in a folder that cannot be made": ({"s.yaml": SPACE}, [*SEARCH, "--storage", "sqlite:////proc/x/o.db"],
+                                                  "cannot create the Optuna storage /proc/x/o.db"),
+    "--storage sqlite:///": ({"s.yaml": SPACE}, [*SEARCH, "--storage", "sqlite:///"],
+                             "the Optuna storage URI 'sqlite:///' names no file"),
+    "--storage sqlite:////dev/null": ({"s.yaml": SPACE}, [*SEARCH, "--storage", "sqlite:////dev/null"],
+                                      "the Optuna storage /dev/null is not a file"),
+    "--storage file:": ({"s.yaml": SPACE}, [*SEARCH, "--storage", "file:./o"],
+                        "the Optuna storage URI 'file:./o' is not one bench can use"),
+    "--storage redis://": ({"s.yaml": SPACE}, [*SEARCH, "--storage", "redis://x", "--tracking-uri", "sqlite:///m.db"],
+                           "the Optuna storage URI 'redis://x' is not one bench can use"),
+    "a search whose model is missing": ({"s.yaml": SPACE.replace("tiny-random", "./gone")},
+                                        [*SEARCH, "--storage", "sqlite:///o.db", "--tracking-uri", "sqlite:///m.db"],
+                                        "s.yaml: models[0]: model folder './gone' does not exist"),
+    "--store file:": ({"g.yaml": GRID}, [*RUN, "--store", "file:./jobs"],
+                      "the job store URI 'file:./jobs' is not one bench can use"),
+    "--tracking-uri sqlite:///": ({"g.yaml": GRID}, [*RUN, "--tracking-uri", "sqlite:///"],
+                                  "the tracking store URI 'sqlite:///' names no file"),
+    "--tracking-uri sqlite:////dev/null": ({"g.yaml": GRID}, [*RUN, "--tracking-uri", "sqlite:////dev/null"],
+                                           "the MLflow tracking store /dev/null is not a file"),
+    "--tracking-uri a directory": ({"g.yaml": GRID, "adir/x": ""}, [*RUN, "--tracking-uri", "sqlite:///adir"],
+                                   "the MLflow tracking store adir is not a file (a folder or a device)"),
+    "seeds [-1]": ({"g.yaml": GRID + "seeds: [-1]\n"}, DRY, "g.yaml: seeds[0]: Input should be greater than"),
+    "seeds [2^32]": ({"g.yaml": GRID + f"seeds: [{2**32}]\n"}, DRY, "g.yaml: seeds[0]: Input should be less than"),
+    "sft.epochs .inf": ({"g.yaml": GRID + TRAINING % "sft: {epochs: .inf}"}, DRY,
+                        "g.yaml: training.sft.epochs: Input should be a finite number"),
+    "rl.temperature .inf": ({"g.yaml": GRID + TRAINING % "rl: {temperature: .inf}"}, DRY,
+                            "g.yaml: training.rl.temperature: Input should be a finite number"),
+    "rl.kl_coef .inf": ({"g.yaml": GRID + TRAINING % "rl: {kl_coef: .inf}"}, DRY,
+                        "g.yaml: training.rl.kl_coef: Input should be a finite number"),
+    "models ['']": ({"g.yaml": GRID.replace("[tiny-random]", "['']")}, DRY,
+                    "g.yaml: models[0]: String should have at least 1 character"),
+    "a folder that is no model": ({"g.yaml": GRID.replace("[tiny-random]", "[./folder]"), "folder/a.txt": "x"}, DRY,
+                                  "g.yaml: models[0]: model folder './folder' has no readable config.json"),
+    "labels 1 and \"1\"": ({"g.yaml": ON_FILE, "d.jsonl": rows(1, "1", "b")}, DRY,
+                           "d.jsonl:2: label \"1\", but d.jsonl:1 writes it 1"),
+    "label NaN": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", float("nan"))}, DRY,
+                  "d.jsonl:3: label NaN is not a string or a whole number"),
+    "label null": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", None)}, DRY,
+                   "d.jsonl:3: label null is not a string or a whole number"),
+    "label true": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", True)}, DRY,
+                   "d.jsonl:3: label true is not a string or a whole number"),
+    "limit: true": ({"g.yaml": GRID.replace("{limit: 4}", "{limit: true}")}, DRY,
+                    "g.yaml: eval.limit: Value error, true is not a number"),
+    "split: ''": ({"g.yaml": GRID.replace("{limit: 4}", "{limit: 4, split: ''}")}, DRY,
+                  "g.yaml: eval.split: String should have at least 1 character"),
+    "report on another program's SQLite file": ({"other.db": ""}, ["report", "--tracking-uri", "sqlite:///other.db"],
+                                                "other.db is another program's database (its tables: mine)"),
+    "grid that is a folder": ({"gdir/x": ""}, ["run", "--grid", "gdir"], "grid file 'gdir' is a folder"),
+    "grid that is /dev/zero": ({}, ["run", "--grid", "/dev/zero"], "grid file '/dev/zero' is a device or a pipe"),
+    "grid that is a FIFO": ({"fifo": None}, ["run", "--grid", "fifo"], "grid file 'fifo' is a device or a pipe"),
+}
+
+
+def make(folder: Path, files: dict[str, str | bytes | None]) -> None:
+    """The files of a case: text, bytes, a FIFO (None), or a SQLite database with a table of its own (*.db)."""
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            os.mkfifo(path)
+        elif name.endswith(".db"):
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("CREATE TABLE mine (x)")
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+def contents(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_input_is_one_line_at_planning_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    files, args, message = MALFORMED[case]
+    make(tmp_path, files)
+    before = contents(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert bench(monkeypatch, *args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert contents(tmp_path) == before
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "bench", "list"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2 and done.stderr == \
+        "error: cannot write the output (No space left on device); free some space, or send the output elsewhere\n"
+
+
+def test_a_name_holding_a_newline_or_an_escape_cannot_forge_a_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "d.jsonl").write_text(rows("a", "b"), encoding="utf-8")
+    grid = GRID.replace("name: g", 'name: "g\\nerror: forged"').replace(
+        "[emotion]", '[{path: d.jsonl, name: "d\\e[31m[/x]"}]')
+    (tmp_path / "g.yaml").write_text(grid, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, *DRY) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(line.startswith("error: forged") for line in out.splitlines())
+    assert "grid g\\nerror: forged (g.yaml)" in out and "d\\x1b[31m[/x]/tiny-random/zero" in out

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from cli_runner import bench, run_cli
+import yaml
+from cli_runner import bench, flat, run_cli
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -19,13 +21,13 @@ from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.space import read_space
 from bench.run.executor import JobCallbacks
-from bench.run.jobs import ROUND, evaluation_examples, round_order
+from bench.run.jobs import ROUND, KindPerformer, evaluation_examples, round_order
 from bench.run.launch import Worker
 from bench.run.progress import LineReporter
 from bench.run.recorder import JobResult, MlflowRecorder
 from bench.run.store import MemoryStore, SqlStore
 from bench.run.workspace import Workspace
-from bench.search import Search, open_study, summarise
+from bench.search import Search, SearchResult, best_grid, open_study, summarise
 from reports.vocabulary import HASH_TAG, KIND_TAG, PREDICTIONS_ARTIFACT, PRUNED_TAG, TRIAL_STATE_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,3 +230,52 @@ def test_two_workers_share_one_postgresql_study_and_evaluate_no_spec_twice(tmp_p
                  and r.info.status == "FINISHED"]
     assert len(evaluated) == len(set(evaluated))  # no spec evaluated twice
     assert all("s3cret-pw" not in out for out in outputs)
+
+
+def test_a_search_on_two_objectives_gives_its_pareto_front_in_best_yaml(tmp_path, fresh_cache, tracking_uri,
+                                                                         monkeypatch, capsys):
+    text = space_file(tmp_path, "{objectives: [accuracy, examples_per_s], sampler: nsga2, pruner: none, seed: 0}")
+    text.write_text(text.read_text().replace("limit: 150", "limit: 24"), encoding="utf-8")
+    assert bench(monkeypatch, "search", "--space", str(text), "--trials", "4") == 0
+    out = flat(capsys.readouterr().out)
+    assert "FAIL" not in out and "Pareto front" in out and "reproduces the Pareto front" in out
+    best = yaml.safe_load((tmp_path / "search" / "best.yaml").read_text())
+    front = len(best["strategies"]) if isinstance(best["strategies"], list) else 1
+    assert best["description"].startswith("the Pareto front (trials ")
+    assert "<h2>Pareto front</h2>" in (tmp_path / "search" / "search.html").read_text()
+    assert run_cli(monkeypatch, "--grid", str(tmp_path / "search" / "best.yaml"), "--dry-run") == 0
+    assert f"{front} runs, {front} already finished, 0 to run" in flat(capsys.readouterr().out)
+
+
+def test_a_search_whose_every_trial_failed_exits_1_with_the_first_reason(tmp_path, fresh_cache, tracking_uri,
+                                                                          monkeypatch, capsys):
+    def broken(self, job, out, callbacks):
+        raise RuntimeError("the GPU caught fire")
+
+    monkeypatch.setattr(KindPerformer, "__call__", broken)
+    assert bench(monkeypatch, "search", "--space", str(space_file(tmp_path, "{pruner: none}")), "--trials", "2") == 1
+    captured = capsys.readouterr()
+    assert "trials: 2 FAIL" in captured.out and "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if "error" in line.lower()]  # MLflow's INFO lines aside
+    assert len(errors) == 1 and re.fullmatch(r"error: every trial failed \(2\); the first, trial 0: "
+                                             r"emotion/tiny-random/\S+ failed: RuntimeError: the GPU caught fire",
+                                             errors[0]), captured.err
+    assert "FAIL: " in (tmp_path / "search" / "search.html").read_text()
+    client = MlflowClient(tracking_uri)
+    study = client.search_runs([client.get_experiment_by_name("space_test").experiment_id],
+                               filter_string="tags.mlflow.runName LIKE 'study %'")
+    assert [r.info.status for r in study] == ["FAILED"]
+
+
+def test_best_yaml_of_a_front_holds_each_trial_that_trains_alike_and_names_the_others():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    base = {"name": "s", "datasets": ["emotion"], "models": ["tiny-random"], "baselines": []}
+    grids = [{**base, "strategies": {"icl": "zero"}}, {**base, "strategies": {"decoding": "ppl"}},
+             {**base, "training": {"strategies": [{"method": "sft"}]}, "strategies": {"icl": "zero"}}]
+    for values, grid in zip([[0.5, 9.0], [0.7, 3.0], [0.6, 5.0]], grids):
+        study.add_trial(optuna.trial.create_trial(values=values, user_attrs={"grid": grid, "spec": str(values)}))
+    best = best_grid(SearchResult(study, [], [1, 2, 0]), "exp")  # front, best on the first objective first
+    assert best["strategies"] == [{"decoding": "ppl"}, {"icl": "zero"}] and best["name"] == "exp"
+    assert "training" not in best and best["description"] == (
+        f"the Pareto front (trials 1, 0) of study {study.study_name}: [0.7, 3.0]; [0.5, 9.0]; front trials 2 train "
+        "otherwise (see search.html)")

@@ -12,14 +12,16 @@ import io
 import json
 import random
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from bench.plan.errors import UserError, utf8_text
+from bench.plan.errors import UserError, check_file, utf8_text
+from bench.plan.yaml_files import load_yaml_file, validated
+from runners.schema import Schema
 from strategies.example import Category, Example, TaskCard
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -34,12 +36,12 @@ def bundled_names() -> list[str]:
     return sorted(p.parent.name for p in BUNDLED_DIR.glob("*/card.yaml"))
 
 
-class LabelsFile(BaseModel):
+class LabelsFile(Schema):
     """A file listing a dataset's classes, one row each (JSONL or CSV): the label `value` as the data rows write it,
     the `name` prompts use for it (default: the value), and an optional one-sentence `definition`. Other column
     names are mapped with the `*_field` keys (e.g. `value_field: label_id, name_field: label`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     path: str
     value_field: str = "value"
@@ -47,11 +49,11 @@ class LabelsFile(BaseModel):
     definition_field: str = "definition"
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(Schema):
     """How a grid names a dataset: a bundled `name` (or a folder with a card.yaml), a `path`, or a Hub id (`hf`).
     Beside `path` or `hf`, `name` is the name it is shown under."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     name: str | None = None
     path: str | None = None
@@ -97,8 +99,7 @@ class DatasetConfig(BaseModel):
         if ref.startswith("hf:") or _HUB_ID.fullmatch(ref) and not ref.endswith(DATA_SUFFIXES):
             return cls(hf=ref.removeprefix("hf:"))
         if "/" in ref or ref.endswith(DATA_SUFFIXES):
-            raise UserError(f"dataset file '{ref}' does not exist (looked at {Path(ref).absolute()}); check the path, "
-                            "or write hf:ORG/NAME for a Hub dataset")
+            check_file(ref, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
         raise UserError(
             f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
             "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
@@ -133,19 +134,23 @@ class Dataset:
 
 @dataclass
 class _RowReader:
-    """Turns raw rows into Examples, validating text and label, failing or skipping (and counting) bad rows."""
+    """Turns raw rows into Examples, validating text and label, failing or skipping (and counting) bad rows. A label
+    is a string or a whole number, the same way throughout: `1` and `"1"` in one label column would quietly be one
+    class, and null, NaN or true/false would become classes named `None`, `nan` or `True`."""
 
     text_field: str
     label_field: str
     labels: set[str] | None
     skip_invalid: bool
     skipped: int = field(default=0)
+    written: dict[str, tuple[object, str]] = field(default_factory=dict)  # label text -> (as first written, where)
 
     def read(self, rows: Iterator[tuple[str, dict]], split: str) -> list[Example]:
         examples = []
         for where, row in rows:
             problem = self._problem(row)
             if problem is None:
+                self._check_written_alike(row[self.label_field], where)
                 examples.append(Example(f"{split}-{len(examples) + self.skipped}", str(row[self.text_field]),
                                         str(row[self.label_field])))
                 continue
@@ -160,9 +165,23 @@ class _RowReader:
                 return f"no '{key}' column (columns: {', '.join(row)}); set text_field/label_field"
         if not str(row[self.text_field] or "").strip():
             return "empty text"
-        if self.labels is not None and str(row[self.label_field]) not in self.labels:
-            return f"label '{row[self.label_field]}' is not one of {', '.join(sorted(self.labels))}"
+        label = row[self.label_field]
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            return f"label {_shown(label)} is not a string or a whole number"
+        if self.labels is not None and str(label) not in self.labels:
+            return f"label '{label}' is not one of {', '.join(sorted(self.labels))}"
         return None
+
+    def _check_written_alike(self, label: str | int, where: str) -> None:
+        first, first_where = self.written.setdefault(str(label), (label, where))
+        if type(first) is not type(label):
+            raise UserError(f"{where}: label {_shown(label)}, but {first_where} writes it {_shown(first)}: one class "
+                            "written as a number and as a string; write every row's label the same way")
+
+
+def _shown(value: object) -> str:
+    """A label as a JSON row writes it (null, NaN, true, "1", 1)."""
+    return json.dumps(value, ensure_ascii=False)[:60]
 
 
 def table_rows(path: Path) -> Iterator[tuple[str, dict]]:
@@ -179,20 +198,31 @@ def table_rows(path: Path) -> Iterator[tuple[str, dict]]:
         for i, row in enumerate(table.iter_rows(named=True), start=2):
             yield f"{path}:{i}", row
         return
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for i, raw in enumerate(handle, start=1):
-            line = utf8_text(path, raw, i - 1)
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{i}: a JSON {type(row).__name__}, not an object; each line must be one JSON "
-                                'object such as {"text": "...", "label": "..."}')
-            yield f"{path}:{i}", row
+    for i, raw in enumerate(_lines(path), start=1):
+        line = utf8_text(path, raw, i - 1)
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        except RecursionError:
+            raise UserError(f"{path}:{i}: JSON nested too deeply to read; each line must be one JSON object such as "
+                            '{"text": "...", "label": "..."}') from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{i}: a JSON {type(row).__name__}, not an object; each line must be one JSON "
+                            'object such as {"text": "...", "label": "..."}')
+        yield f"{path}:{i}", row
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a JSONL file, decompressed when its name ends in .gz; one that is not gzip is one line."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            yield from handle
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise UserError(f"{path}: not a whole gzip file ({exc}); a .gz file holds gzip-compressed JSONL: compress "
+                        "it with gzip, or drop .gz from its name") from None
 
 
 def fingerprint(*paths: Path) -> str:
@@ -202,25 +232,47 @@ def fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+class CardLabel(Schema):
+    """A class in a dataset card: its `value` as the data rows write it, the `name` prompts use for it (default: the
+    value), and an optional one-sentence `definition`."""
+
+    value: str | int
+    name: str | None = None
+    definition: str = ""
+
+
+class DatasetCard(Schema):
+    """A dataset folder's `card.yaml` (see bench/data/emotion/card.yaml): the dataset's name and language, the task
+    and input name its prompts use, its classes, its split files and which split is the pool and which is evaluated
+    by default."""
+
+    name: str = Field(min_length=1)
+    language: str
+    task: str
+    input_name: str
+    text_field: str = "text"
+    label_field: str = "label"
+    splits: dict[str, str] = Field(min_length=1)
+    pool_split: str
+    eval_split: str
+    labels: list[CardLabel] = Field(min_length=2)
+
+
 def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
     card_path = folder / "card.yaml"
-    try:
-        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
-        categories = tuple(Category(str(c["value"]), str(c.get("name", c["value"])), str(c.get("definition", "")))
-                           for c in card["labels"])
-        reader = _RowReader(card.get("text_field", "text"), card.get("label_field", "label"),
-                            {c.value for c in categories}, config.skip_invalid_rows)
-        files = {split: folder / name for split, name in card["splits"].items()}
-        pool_split = config.pool_split or card["pool_split"]
-        task = TaskCard(card["language"], card["task"], card["input_name"], categories)
-    except (KeyError, TypeError, yaml.YAMLError) as exc:
-        raise UserError(f"{card_path}: malformed dataset card ({exc}); see bench/data/emotion/card.yaml") from None
+    card = validated(DatasetCard, load_yaml_file(card_path, "dataset card"), card_path)
+    categories = tuple(Category(str(c.value), c.name or str(c.value), c.definition) for c in card.labels)
+    reader = _RowReader(card.text_field, card.label_field, {c.value for c in categories}, config.skip_invalid_rows)
+    files = {split: folder / name for split, name in card.splits.items()}
+    for split, path in files.items():
+        check_file(path, f"{card_path}: splits.{split}: the file", "fix the card, or add the file")
+    pool_split = config.pool_split or card.pool_split
     if pool_split not in files:
         raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
     splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
-    identity = f"{card['name']}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
-    return Dataset(card["name"], identity, task, splits.pop(pool_split), splits,
-                   config.eval_split or card["eval_split"], reader.skipped, str(card_path))
+    identity = f"{card.name}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
+    return Dataset(card.name, identity, TaskCard(card.language, card.task, card.input_name, categories),
+                   splits.pop(pool_split), splits, config.eval_split or card.eval_split, reader.skipped, str(card_path))
 
 
 def _display_name(config: DatasetConfig, path: Path) -> str:
@@ -233,8 +285,7 @@ def _display_name(config: DatasetConfig, path: Path) -> str:
 def _labels_file(labels: LabelsFile) -> tuple[Category, ...]:
     """The classes a labels file lists, in its order (see `LabelsFile`)."""
     path = Path(labels.path)
-    if not path.is_file():
-        raise UserError(f"labels file '{path}' does not exist")
+    check_file(path, "labels file", "check labels.path")
     categories, seen = [], set()
     for where, row in table_rows(path):
         if labels.value_field not in row:
@@ -255,8 +306,8 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
     path = Path(config.path)
     eval_path = Path(config.eval_path) if config.eval_path else None
     for p in (path, eval_path):
-        if p is not None and not p.is_file():
-            raise UserError(f"dataset file '{p}' does not exist (looked at {p.absolute()}); check the path")
+        if p is not None:
+            check_file(p, "dataset file", "check the path")
     listed = _labels_file(config.labels) if config.labels else None
     reader = _RowReader(config.text_field, config.label_field, {c.value for c in listed} if listed else None,
                         config.skip_invalid_rows)

@@ -13,11 +13,11 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from bench.plan.datasets import DatasetCache, DatasetConfig
+from bench.plan.datasets import Dataset, DatasetCache, DatasetConfig
 from bench.plan.errors import UserError
 from bench.plan.reasoning_corpora import load_corpus
 from bench.plan.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
@@ -27,6 +27,7 @@ from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model
 from runners.relabel_config import RelabelSettings
 from runners.rgen_config import RGenSettings
 from runners.rl_config import RLSettings
+from runners.schema import Schema
 from runners.sft_config import LoraSettings, SFTSettings
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import registered
@@ -37,18 +38,18 @@ from strategies.training import TRAIN_DIMENSIONS, TrainStrategy
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 MAX_EXAMPLES = 10_000_000  # an evaluation limit above this is a typo, not a dataset
+MAX_NAME = 500  # MLflow's longest experiment name
+Seed = Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)]  # what numpy, torch and Optuna's samplers take
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    split: str | None = None
+class EvalConfig(Schema):
+    split: str | None = Field(default=None, min_length=1)  # None: the dataset's own
     limit: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)  # None: the whole split
-    sample_seed: int = 0
+    sample_seed: Seed = 0
     max_input_tokens: int | None = Field(default=None, ge=16)  # a prompt + answer over this is refused at planning
 
 
-class InferenceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class InferenceConfig(Schema):
     batch_size: int = Field(default=64, ge=1)  # rows per forward pass, at most (tokens_per_batch binds first)
     tokens_per_batch: int | None = Field(default=None, ge=64)  # tokens per forward pass (default: 8192 CPU, 32768 GPU)
     max_new_tokens: int = Field(default=16, ge=1)
@@ -67,10 +68,9 @@ class InferenceConfig(BaseModel):
 Blocks = list[dict[str, Any]] | dict[str, Any]
 
 
-class TrainingConfig(BaseModel):
+class TrainingConfig(Schema):
     """How models are trained (see grids/quick_train.yaml): recipes as strategy blocks, plus hyperparameters."""
 
-    model_config = ConfigDict(extra="forbid")
     strategies: Blocks = Field(default_factory=dict)
     n_train: int = Field(default=256, ge=1)
     lora: LoraSettings = LoraSettings()
@@ -81,15 +81,14 @@ class TrainingConfig(BaseModel):
     evaluate_base: bool = True  # also evaluate the untrained model under every inference strategy
 
 
-class GridFile(BaseModel):
+class GridFile(Schema):
     """The schema of a grid file (see grids/quick.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(min_length=1, max_length=MAX_NAME)  # its MLflow experiment's, by default
     description: str = ""
     datasets: list[str | DatasetConfig] = Field(min_length=1)
-    models: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(default=[0], min_length=1)
+    models: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    seeds: list[Seed] = Field(default=[0], min_length=1)
     eval: EvalConfig = EvalConfig()
     inference: InferenceConfig = InferenceConfig()
     training: TrainingConfig | None = None
@@ -100,6 +99,16 @@ class GridFile(BaseModel):
     @classmethod
     def _known_baselines(cls, names: list[str]) -> list[str]:
         return registered(names, BASELINES, "baseline")
+
+
+def experiment_name(name: str) -> str:
+    """`name` as an MLflow experiment's (--experiment): MLflow refuses an empty one or one over `MAX_NAME` characters
+    after the job store is made; refused here, before anything is written. A grid's own name is checked by its
+    schema."""
+    if not 0 < len(name) <= MAX_NAME:
+        raise UserError(f"the experiment name '{name[:60]}{'...' if len(name) > 60 else ''}' has {len(name):,} "
+                        f"characters; MLflow takes 1 to {MAX_NAME}: give a shorter --experiment")
+    return name
 
 
 def _where(loc: tuple) -> str:
@@ -266,7 +275,7 @@ def _retriever(grid: GridFile, strategy: Strategy) -> tuple[str | None, str | No
     return grid.inference.retriever, model_revision(grid.inference.retriever)
 
 
-def _check_models(grid: GridFile, path: Path) -> None:
+def check_models(grid: GridFile, path: Path) -> None:
     """Every model the grid names (classifiers, relabel scorers, R-Gen's base, the retriever) can be found."""
     for m, model in enumerate(grid.models):
         with _located(f"{path}: models[{m}]"):
@@ -281,26 +290,33 @@ def _check_models(grid: GridFile, path: Path) -> None:
             check_model_ref(grid.training.rgen.model)
 
 
+def planned_dataset(grid: GridFile, path: Path, d: int, datasets: DatasetCache) -> tuple[DatasetConfig, Dataset]:
+    """The grid's `d`th dataset, loaded, with its evaluation split checked."""
+    with _located(f"{path}: datasets[{d}]"):
+        ref = grid.datasets[d]
+        config = DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref
+        dataset = datasets.get(config)
+    with _located(f"{path}: eval"):
+        dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)
+    return config, dataset
+
+
 def expand(grid: GridFile, path: Path, datasets: DatasetCache, resolve_dtype: str) -> list[RunSpec]:
     """All RunSpecs of the grid: datasets x models x seeds x (untrained + training recipes) x inference strategies,
     each checked against its dataset before anything runs."""
     strategies = strategy_blocks(grid, path)
     recipes = train_blocks(grid, path)
-    _check_models(grid, path)
+    check_models(grid, path)
     dtype = resolve_dtype if grid.inference.dtype == "auto" else grid.inference.dtype
     specs = []
-    for d, ref in enumerate(grid.datasets):
-        with _located(f"{path}: datasets[{d}]"):
-            config = DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref
-            dataset = datasets.get(config)
+    for d in range(len(grid.datasets)):
+        config, dataset = planned_dataset(grid, path, d, datasets)
         for strategy in strategies:
             _check_prompt(strategy, dataset, f"{path}: datasets[{d}] ({dataset.name}) with {strategy.tag()}",
                           strategy.shots)
         for recipe in recipes:  # a training prompt's demos come from the pool minus the example itself
             _check_prompt(recipe.prompt, dataset, f"{path}: datasets[{d}] ({dataset.name}) training {recipe.tag()}",
                           max(recipe.prompt.shots + 1, grid.training.n_train))
-        with _located(f"{path}: eval"):
-            dataset.evaluation(grid.eval.split, grid.eval.limit, grid.eval.sample_seed)  # fails early: bad split
         evaluation = EvalSettings(grid.eval.split or dataset.default_eval_split, grid.eval.limit, grid.eval.sample_seed)
         data = DatasetRef.of(config, dataset)
         specs += [RunSpec(dataset=data, model=name, model_revision=BASELINES[name].revision, strategy=None,

@@ -18,14 +18,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
-from bench.plan.grid import GridFile, TrainingConfig, load_yaml, validate_grid
+from bench.plan.grid import GridFile, Seed, TrainingConfig, check_models, load_yaml, planned_dataset, validate_grid
+from bench.plan.yaml_files import validated
+from runners.schema import Schema
 from strategies.demos import DEMO_SELECTORS
 from strategies.lookup import registered
 from strategies.registry import DIMENSIONS, Dimension, Strategy, parse_value
@@ -96,15 +100,14 @@ def _no_pruner(p_threshold: float, startup: int):
 PRUNERS = {"wilcoxon": _wilcoxon, "none": _no_pruner}
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(Schema):
     """How a search explores the space (the `search` section of a space file)."""
 
-    model_config = ConfigDict(extra="forbid")
     objectives: list[str] = Field(default=["accuracy"], min_length=1)
     sampler: str = "tpe"
     pruner: str = "wilcoxon"
     p_threshold: float = Field(default=0.1, gt=0, lt=1)  # Wilcoxon: prune below this p (paired on examples)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("objectives")
     @classmethod
@@ -157,6 +160,23 @@ class Space:
     @property
     def name(self) -> str:
         return self.grid.name
+
+    @property
+    def prunes(self) -> bool:
+        """Whether a trial reports its examples as it goes, for the pruner to stop it: with one objective and a
+        pruner (Optuna takes no per-step report of a multi-objective trial)."""
+        return len(self.search.objectives) == 1 and self.search.pruner != "none"
+
+    def check_inputs(self, datasets: DatasetCache) -> None:
+        """Fail on what every trial would find wrong (a model that cannot be used, the dataset or its evaluation
+        split, more shots than its pool holds) now, before the search writes anything."""
+        check_models(self.grid, self.path)
+        _, dataset = planned_dataset(self.grid, self.path, 0, datasets)
+        for where, shots in self.shots.items():
+            if shots.high > len(dataset.pool):
+                raise UserError(f"{self.path}: {'training.' if where == 'train' else ''}strategies.shots: up to "
+                                f"{int(shots.high)} demos, but the pool of {dataset.name} has {len(dataset.pool)} "
+                                "examples")
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the space: a study keeps it, and refuses another space."""
@@ -246,21 +266,31 @@ def _field_type(path: tuple[str, ...]) -> type:
     return int if annotation is int else float
 
 
-def _checked_range(where: str, raw: dict, integer: bool) -> Range:
-    try:
-        low, high = float(raw["low"]), float(raw["high"])
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: low and high must be numbers") from None
-    log, step = bool(raw.get("log", False)), raw.get("step")
+def _number(where: str, raw: dict, key: str) -> float:
+    """The finite number a range gives as `key`, or one line."""
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f"{where}: {key} is {value!r}; give a finite number")
+    return float(value)
+
+
+def _checked_range(where: str, raw: dict, integer: bool, least: float | None = None) -> Range:
+    """A range as a space file gives it (`least`: the smallest value the setting takes), or one line."""
+    low, high = _number(where, raw, "low"), _number(where, raw, "high")
+    log, step = bool(raw.get("log", False)), _number(where, raw, "step") if raw.get("step") is not None else None
     if low > high:
         raise UserError(f"{where}: low {raw['low']} is above high {raw['high']}")
+    if least is not None and low < least:
+        raise UserError(f"{where}: low {raw['low']} is below {least:g}, the least this setting takes")
     if log and low <= 0:
         raise UserError(f"{where}: a log range needs low > 0 (got {raw['low']})")
     if log and step is not None:
         raise UserError(f"{where}: a range is either log or stepped, not both")
-    if integer and (low != int(low) or high != int(high)):
+    if step is not None and step <= 0:
+        raise UserError(f"{where}: step {raw['step']} must be above 0")
+    if integer and any(v != int(v) for v in (low, high, step or 1)):
         raise UserError(f"{where}: this setting is an integer: give whole numbers")
-    return Range(low, high, log, integer, float(step) if step is not None else None)
+    return Range(low, high, log, integer, step)
 
 
 def _choices(block: Any, where: str, dimensions: dict[str, Dimension], extra: tuple[str, ...] = ()) -> Choices:
@@ -296,8 +326,8 @@ def _shots(block: Any, where: str) -> Range | None:
     if raw is None:
         return None
     if isinstance(raw, dict):
-        return _checked_range(f"{where}.shots", raw, integer=True)
-    if isinstance(raw, int) and raw >= 1:
+        return _checked_range(f"{where}.shots", raw, integer=True, least=1)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
         return Range(raw, raw, False, True)
     raise UserError(f"{where}.shots: give a range such as {{low: 1, high: 5}}, or one whole number")
 
@@ -306,7 +336,9 @@ def read_space(path: Path) -> Space:
     """Parse and validate a space file; any problem is one UserError line naming the file and the key."""
     raw = load_yaml(path, "space file")
     fixed = copy.deepcopy(raw)
-    search = SearchConfig.model_validate(fixed.pop("search", None) or {}) if _search_ok(raw, path) else None
+    if not isinstance(raw.get("search"), dict | None):
+        raise UserError(f"{path}: search: a mapping with keys {', '.join(SearchConfig.model_fields)}")
+    search = validated(SearchConfig, fixed.pop("search", None) or {}, path, "search")
     ranges: dict[str, Range] = {}
     if isinstance(fixed.get("training"), dict):
         for where, spread in _ranges({k: v for k, v in fixed["training"].items() if k != "strategies"}).items():
@@ -343,18 +375,6 @@ def read_space(path: Path) -> Space:
     space = Space(path, grid, search, inference, training, {k: v for k, v in shots.items() if v}, ranges, raw)
     _check_search(space)
     return space
-
-
-def _search_ok(raw: dict, path: Path) -> bool:
-    if "search" in raw and not isinstance(raw["search"], (dict, type(None))):
-        raise UserError(f"{path}: search: a mapping with keys {', '.join(SearchConfig.model_fields)}")
-    try:
-        SearchConfig.model_validate(raw.get("search") or {})
-    except Exception as exc:  # noqa: BLE001 - pydantic's error, one line
-        error = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        key = ".".join(str(p) for p in error["loc"])
-        raise UserError(f"{path}: search.{key}: {error['msg']}") from None
-    return True
 
 
 def _check_search(space: Space) -> None:

@@ -11,12 +11,15 @@ never a value expanded without bound.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from bench.plan.errors import UserError, utf8_text
+from bench.plan.errors import UserError, check_file, utf8_text
 
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
@@ -82,8 +85,7 @@ def _excerpt(text: str, limit: int = 60) -> str:
 def load_yaml_file(path: Path, what: str) -> object:
     """The data in the YAML file `path` (a `what`: "grid file", "space file"); anything wrong is one UserError line
     naming the file and, where known, the line."""
-    if not path.is_file():
-        raise UserError(f"{what} '{path}' does not exist; see grids/ for examples")
+    check_file(path, what, "see grids/ for examples")
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise UserError(f"{path}: {size / 2**20:.1f} MiB, over the {MAX_BYTES >> 20} MiB a {what} may have; a grid "
@@ -105,3 +107,14 @@ def load_yaml_file(path: Path, what: str) -> object:
         line = f":{mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{path}{line}: not valid YAML ({_excerpt(problem)})") from None
+
+
+def validated(model: type[BaseModelT], raw: object, path: Path, at: str = "") -> BaseModelT:
+    """`raw` (the data of the file `path`, or of its key `at`) as the pydantic `model`, or one UserError line naming
+    the file, the key and the problem of its first error."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(([at] if at else []) + [str(part) for part in error["loc"]])
+        raise UserError(f"{path}: {f'{key}: ' if key else ''}{error['msg']}") from None

@@ -21,8 +21,17 @@ from rich.console import Console
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph, build_graph
+from bench.plan.grid import experiment_name
 from bench.plan.specs import Job, RunSpec, TrainSpec
-from bench.run.locations import check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
+from bench.run.locations import (
+    MLFLOW_TABLE,
+    check_reachable,
+    job_store_uri,
+    mask,
+    sqlite_path,
+    tracking_uri,
+    worker_handoff,
+)
 from bench.run.store import DEFAULT_LEASE_S, DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobState, JobStore, SqlStore
 from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
@@ -56,7 +65,7 @@ class Stores:
     def named(cls, tracking: str | None, store: str | None, experiment: str, environment: Mapping[str, str]) -> Stores:
         """The stores the command line names, or their defaults (`bench.run.locations`)."""
         uri = tracking_uri(tracking, environment)
-        return cls(uri, job_store_uri(store, uri), experiment)
+        return cls(uri, job_store_uri(store, uri), experiment_name(experiment))
 
 
 @dataclass
@@ -101,12 +110,14 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
 
 def open_store(stores: Stores, create: bool = True) -> SqlStore | None:
     """The job store (None when it does not exist yet and `create` is off: a dry run writes nothing). A tracking
-    server or a database that does not answer fails here, within seconds, with one line."""
-    check_reachable(stores.tracking_uri, "MLflow tracking store")
+    server or a database that does not answer fails here, within seconds, with one line, before anything is made."""
+    check_reachable(stores.tracking_uri, "MLflow tracking store", holds=MLFLOW_TABLE)
     path = sqlite_path(stores.store_uri)
     if path is not None and not path.is_file() and not create:
         return None
     check_reachable(stores.store_uri, "job store")
+    for folder in {p.parent for p in map(sqlite_path, (stores.tracking_uri, stores.store_uri)) if p is not None}:
+        folder.mkdir(parents=True, exist_ok=True)
     return SqlStore(stores.store_uri, stores.experiment)
 
 
@@ -209,12 +220,15 @@ def _relay(process: subprocess.Popen, label: str, console: Console) -> threading
     return thread
 
 
-def spawn_workers(argv: Sequence[str], count: int, threads: int, console: Console) -> list[subprocess.Popen]:
-    """`count` more worker processes of the same `bench run` (`argv`: its arguments), each with `threads` CPU
-    threads for torch, their output relayed to this console."""
-    command = [sys.executable, "-m", "bench", *argv, "--as-worker"]
-    environment = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                "PYTHONUNBUFFERED": "1"}  # lines, as they come
+def spawn_workers(argv: Sequence[str], stores: Stores, count: int, threads: int,
+                  console: Console) -> list[subprocess.Popen]:
+    """`count` more worker processes of the same `bench run` (`argv`: its arguments) on the same `stores` (handed
+    over in the environment, not on the command line: `worker_handoff`), each with `threads` CPU threads for torch,
+    their output relayed to this console."""
+    arguments, handed = worker_handoff(argv, stores.tracking_uri, stores.store_uri)
+    command = [sys.executable, "-m", "bench", *arguments, "--as-worker"]
+    environment = os.environ | handed | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                         "PYTHONUNBUFFERED": "1"}  # lines, as they come
     processes = []
     for n in range(count):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

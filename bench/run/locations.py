@@ -1,14 +1,22 @@
-"""Where a run's records go: the MLflow tracking URI and the job store URI, resolved once at the edge from the
-command line and the caller's environment, and shown with any password masked."""
+"""Where a run's records go: the MLflow tracking URI, the job store URI and the Optuna storage, resolved once at the
+edge from the command line and the caller's environment, checked before anything is written, and shown with every
+credential masked (`mask`, the one function every printer and writer of a URI or an error goes through)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
 from bench.plan.errors import UserError
 
 DEFAULT_STORE_FILE = "mlflow.db"
+DATABASES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")  # a job store and an Optuna storage
+TRACKING = (*DATABASES, "http://", "https://", "file:")  # an MLflow tracking store
+MLFLOW_TABLE = "experiments"  # a SQLite file with tables, none of them this one, is not an MLflow tracking store
+# `bench run --workers N` hands its stores to its worker processes in the environment (see `worker_handoff`)
+WORKER_ENVIRONMENT = {"--tracking-uri": "GENCLSBENCH_WORKER_TRACKING_URI", "--store": "GENCLSBENCH_WORKER_STORE_URI"}
 
 
 def with_driver(uri: str) -> str:
@@ -20,10 +28,9 @@ def tracking_uri(explicit: str | None, environment: dict[str, str]) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
     MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
     uri = explicit or environment.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_FILE}"
-    known_scheme(uri, "tracking store")
     if uri == f"sqlite:///{DEFAULT_STORE_FILE}":
         return f"sqlite:///{Path(DEFAULT_STORE_FILE).resolve()}"
-    return with_driver(uri)
+    return usable(uri, "tracking store", TRACKING)
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -36,7 +43,7 @@ def job_store_uri(explicit: str | None, tracking: str) -> str:
     (`mlflow.db` -> `mlflow-jobs.db`), a PostgreSQL tracking database holds the job tables itself. Behind an MLflow
     server the job store must be named: workers on several machines have to share it."""
     if explicit:
-        return with_driver(explicit)
+        return usable(explicit, "job store", DATABASES)
     path = sqlite_path(tracking)
     if path is not None:
         return f"sqlite:///{path.with_name(f'{path.stem}-jobs.db')}"
@@ -47,30 +54,92 @@ def job_store_uri(explicit: str | None, tracking: str) -> str:
                     "(one machine)")
 
 
-def mask(uri: str) -> str:
-    """`uri` with the password of its user part replaced by ***, for printing and writing."""
-    return re.sub(r"(://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+def storage_uri(uri: str) -> str:
+    """--storage of `bench search`: an Optuna RDB storage, SQLite or PostgreSQL."""
+    return usable(uri, "Optuna storage", DATABASES)
 
 
-SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "http://", "https://", "file:")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SECRET_VALUE = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token))(\s*=\s*)"
+                           r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]*)")
 
 
-def known_scheme(uri: str, what: str) -> None:
-    """Fail with one line unless `uri` is of a kind bench can use."""
-    if not uri.startswith(SCHEMES):
-        raise UserError(f"the {what} URI '{mask(uri)[:80]}' is not one bench can use: give sqlite:///path.db (one "
-                        "machine), postgresql://user@host/db or http://host:port (an mlflow server)")
+def mask(text: str) -> str:
+    """`text` (a URI, or a line quoting some) with every credential replaced by ***: the password of a URI's user
+    part, whatever characters it holds (a PostgreSQL password may hold '/', '?' or '@': everything up to the last
+    '@' before the next URI is taken as the user part, masking too much rather than too little), and the value of
+    every password-like key, as a URI's query (`?password=...`) or PostgreSQL's keyword/value form
+    (`host=... password=...`) writes it."""
+    starts = [m.start() for m in _SCHEME.finditer(text)]
+    pieces = [text[:starts[0]] if starts else text]
+    for start, end in zip(starts, [*starts[1:], len(text)]):
+        pieces.append(_masked_userinfo(text[start:end]))
+    return _SECRET_VALUE.sub(r"\1\2***", "".join(pieces))
 
 
-def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = True) -> None:
-    """Fail at once with one line when the store at `uri` cannot be used: an unknown scheme, a SQLite file that is
-    not a database, or that is missing (`create`: it is to be made, so its folder must take one; otherwise it must
-    exist), a PostgreSQL driver that is not installed, or a server (an MLflow tracking server, a PostgreSQL
-    database) that does not answer within `timeout_s` (instead of hanging in the client's retries)."""
-    known_scheme(uri, what)
+def _masked_userinfo(uri: str) -> str:
+    """`uri` (and what follows it on its line) with the password of its user part masked."""
+    scheme, rest = uri.split("://", 1)
+    line, newline, after = rest.partition("\n")
+    userinfo, at, host = line.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}{newline}{after}"
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """An http(s) tracking URI without its `user:password@`, and those (percent-decoded) as the variables MLflow
+    reads its basic-auth credentials from, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; any other URI
+    unchanged (a database driver reads the credentials of its own URI)."""
+    if not uri.startswith(("http://", "https://")):
+        return uri, {}
+    scheme, rest = uri.split("://", 1)
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return uri, {}
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{host}", {"MLFLOW_TRACKING_USERNAME": unquote(user),
+                                  "MLFLOW_TRACKING_PASSWORD": unquote(password)}
+
+
+def worker_handoff(argv: Sequence[str], tracking: str, store: str) -> tuple[list[str], dict[str, str]]:
+    """The arguments and the added environment of a worker process of `bench run ARGV` (`tracking`, `store`: the
+    stores this process resolved): the store URIs, which may hold a password, travel in the environment (readable by
+    its user only) instead of the arguments (which `ps` shows every user); the worker reads them back at the edge."""
+    kept: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in WORKER_ENVIRONMENT:
+            next(args, None)  # `--store URI`: its URI
+        elif arg.split("=", 1)[0] not in WORKER_ENVIRONMENT:  # `--store=URI` goes whole
+            kept.append(arg)
+    return kept, {WORKER_ENVIRONMENT["--tracking-uri"]: tracking, WORKER_ENVIRONMENT["--store"]: store}
+
+
+def usable(uri: str, what: str, schemes: tuple[str, ...]) -> str:
+    """`uri` with its driver named (`with_driver`), or one line when it is not of a kind a `what` can be (`schemes`)
+    or a SQLite URI names no file."""
+    if not uri.startswith(schemes):
+        kinds = "sqlite:///path.db (one machine), postgresql://user@host/db or http://host:port (an mlflow server)" \
+            if "http://" in schemes else "sqlite:///path.db (one machine) or postgresql://user@host/db (many machines)"
+        raise UserError(f"the {what} URI '{mask(uri)[:80]}' is not one bench can use: give {kinds}")
+    path = sqlite_path(uri)
+    if path is not None and not path.name:
+        raise UserError(f"the {what} URI '{uri}' names no file: give sqlite:///path/to/file.db")
+    return with_driver(uri)
+
+
+def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = True,
+                    holds: str | None = None) -> None:
+    """Fail at once with one line when the store at `uri` (resolved: `tracking_uri`, `job_store_uri`,
+    `storage_uri`) cannot be used: a SQLite file that is not a database, not a file (a folder, a device), holds
+    tables but not `holds` (another program's database, which the store would fill with its own tables), or is
+    missing (`create`: it is to be made, so a folder on its path must take it; otherwise it must exist), a
+    PostgreSQL driver that is not installed, or a server (an MLflow tracking server, a PostgreSQL database) that does
+    not answer within `timeout_s` (instead of hanging in the client's retries). Writes nothing."""
     path = sqlite_path(uri)
     if path is not None:
-        _check_sqlite(path, what, create)
+        _check_sqlite(path, what, create, holds)
     elif uri.startswith(("http://", "https://")):
         _check_http(uri, what, timeout_s)
     elif uri.startswith("postgresql"):
@@ -87,26 +156,31 @@ def probe_writable(folder: Path) -> None:
         pass
 
 
-def _check_sqlite(path: Path, what: str, create: bool) -> None:
+def _check_sqlite(path: Path, what: str, create: bool, holds: str | None) -> None:
     import sqlite3
 
+    if path.exists() and not path.is_file():
+        raise UserError(f"the {what} {path} is not a file (a folder or a device); give a .db file's path")
     if path.is_file():
         try:
             connection = sqlite3.connect(path)  # read-only mode cannot read a live WAL database
             try:
-                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
             finally:
                 connection.close()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"the {what} {path} is not a readable SQLite database ({exc}); give another file, or "
                             "move this one away to start afresh") from None
+        if holds and tables and holds not in tables:
+            raise UserError(f"the {what} {path} is another program's database (its tables: "
+                            f"{', '.join(sorted(tables)[:4])}{', ...' if len(tables) > 4 else ''}), not a {what}; "
+                            f"give the {what}'s own file")
     elif create:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # the store is to be made there
-            probe_writable(path.parent)
+            probe_writable(path.parent)  # the store is to be made there (its folders too)
         except OSError as exc:
             raise UserError(f"cannot create the {what} {path} ({exc.strerror}); give a file in a folder you can "
-                            "write, e.g. --tracking-uri sqlite:///$HOME/mlflow.db") from None
+                            f"write, e.g. sqlite:///$HOME/{path.name}") from None
     else:
         raise UserError(f"no {what} at {path}; run `bench run` here first, or pass --tracking-uri")
 

@@ -19,6 +19,8 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from bench.plan.errors import printable
+
 
 def clock(seconds: float | None) -> str:
     """h:mm:ss (-:--:-- when unknown)."""
@@ -42,9 +44,10 @@ class TerminalConsole(Console):
 
 
 def say(console: Console, line: str) -> None:
-    """Print a plain line; one that cannot be written is dropped (see the module doc)."""
+    """Print one line as it is: no markup, no highlighting, and the names in it `printable`; a line that cannot be
+    written is dropped (see the module doc)."""
     with contextlib.suppress(OSError):
-        console.print(line, highlight=False, markup=False)
+        console.print(printable(line), highlight=False, markup=False)
 
 
 class Reporter(Protocol):
@@ -128,7 +131,7 @@ class LiveReporter(_Meter):
 
     def __init__(self, console: Console) -> None:
         super().__init__()
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(),
                                  TextColumn("{task.fields[eta]}"), console=console)
         self.grid: TaskID | None = None
@@ -152,7 +155,7 @@ class LiveReporter(_Meter):
 
     def start(self, name: str, unit: str) -> None:
         self.job_unit, self.job_done, self.job_total = unit, 0, 0
-        self.job = self.progress.add_task(f"  {name}", total=None, unit=unit, eta="")
+        self.job = self.progress.add_task(f"  {printable(name)}", total=None, unit=unit, eta="")
 
     def advance(self, done: int, total: int) -> None:
         self.job_done, self.job_total = done, total
