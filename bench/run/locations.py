@@ -60,8 +60,8 @@ def storage_uri(uri: str) -> str:
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SECRET_VALUE = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token))(\s*=\s*)"
-                           r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]*)")
+_SECRET_VALUE = re.compile(r"(?i)\b([\w.-]*(?:password|passwd|pwd|secret|token))(\s*=\s*)"  # then: not *** again
+                           r"(?!\*\*\*(?:[\s&'\")]|$))('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]*)")
 
 
 def mask(text: str) -> str:
