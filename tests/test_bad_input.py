@@ -164,6 +164,8 @@ MALFORMED = {  # issue 24, one by one: the files a case starts with (None: a FIF
     "a search whose model is missing": ({"s.yaml": SPACE.replace("tiny-random", "./gone")},
                                         [*SEARCH, "--storage", "sqlite:///o.db", "--tracking-uri", "sqlite:///m.db"],
                                         "s.yaml: models[0]: model folder './gone' does not exist"),
+    "--tracking-uri file:": ({"g.yaml": GRID}, [*RUN, "--tracking-uri", "file:./mlruns", "--store", "sqlite:///j.db"],
+                             "the tracking store URI 'file:./mlruns' is not one bench can use"),
     "--store file:": ({"g.yaml": GRID}, [*RUN, "--store", "file:./jobs"],
                       "the job store URI 'file:./jobs' is not one bench can use"),
     "--tracking-uri sqlite:///": ({"g.yaml": GRID}, [*RUN, "--tracking-uri", "sqlite:///"],

@@ -13,7 +13,7 @@ from bench.plan.errors import UserError
 
 DEFAULT_STORE_FILE = "mlflow.db"
 DATABASES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")  # a job store and an Optuna storage
-TRACKING = (*DATABASES, "http://", "https://", "file:")  # an MLflow tracking store
+TRACKING = (*DATABASES, "http://", "https://")  # an MLflow tracking store (MLflow 3 refuses a file: store)
 MLFLOW_TABLE = "experiments"  # a SQLite file with tables, none of them this one, is not an MLflow tracking store
 # `bench run --workers N` hands its stores to its worker processes in the environment (see `worker_handoff`)
 WORKER_ENVIRONMENT = {"--tracking-uri": "GENCLSBENCH_WORKER_TRACKING_URI", "--store": "GENCLSBENCH_WORKER_STORE_URI"}
