@@ -17,13 +17,18 @@ def with_driver(uri: str) -> str:
 
 
 def tracking_uri(explicit: str | None, environment: dict[str, str]) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
-    MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory; a SQLite file as an
+    absolute path (MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
     uri = explicit or environment.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_FILE}"
     known_scheme(uri, "tracking store")
-    if uri == f"sqlite:///{DEFAULT_STORE_FILE}":
-        return f"sqlite:///{Path(DEFAULT_STORE_FILE).resolve()}"
-    return with_driver(uri)
+    return absolute(with_driver(uri))
+
+
+def absolute(uri: str) -> str:
+    """A `sqlite:///` URI with its file as an absolute path, so that every worker opens the same file whatever its
+    working directory (a Ray actor's or a Slurm task's is not the command's); other URIs as they are."""
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path is not None else uri
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -36,7 +41,7 @@ def job_store_uri(explicit: str | None, tracking: str) -> str:
     (`mlflow.db` -> `mlflow-jobs.db`), a PostgreSQL tracking database holds the job tables itself. Behind an MLflow
     server the job store must be named: workers on several machines have to share it."""
     if explicit:
-        return with_driver(explicit)
+        return absolute(with_driver(explicit))
     path = sqlite_path(tracking)
     if path is not None:
         return f"sqlite:///{path.with_name(f'{path.stem}-jobs.db')}"
