@@ -385,9 +385,9 @@ def main() -> None:
     this."""
     from typer._click.exceptions import UsageError  # typer 0.29 carries its own click, with no public alias
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
+    from runners.quiet import quiet_mlflow
+
+    quiet_mlflow(os.environ)
     try:
         code = app(standalone_mode=False, prog_name="bench")
     except UsageError as exc:
