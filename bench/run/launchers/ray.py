@@ -101,21 +101,20 @@ class RayWorker:
     """One worker as a Ray actor, named `ray:<node ip>/<node id>:<actor id>` in the job store (`bench status` shows
     where each running job runs). Restarted by Ray when its process or node dies, its pending `run` retried."""
 
-    def __init__(self, stop, threads: int) -> None:
+    def __init__(self, threads: int) -> None:
         import ray
 
         context = ray.get_runtime_context()
         name = f"ray:{ray.util.get_node_ip_address()}/{context.get_node_id()[:8]}:{context.get_actor_id()}"
-        self.stop = stop
         self.place = Place(name, name, threads, dict(os.environ))  # this node's environment: its cache folder
         self.working = False
 
-    def run(self, work: Work) -> str:
-        """Do `work` until nothing is left ("done"), or until the launching process asks every worker to stop."""
+    def run(self, work: Work, stop) -> str:
+        """Do `work` until nothing is left ("done"), or until the launching process sets `stop` (a `StopSignal`)."""
         console = Console(width=120)
         console.print(f"worker {self.place.name} at work (pid {os.getpid()})", highlight=False, markup=False)
         self.working = True
-        threading.Thread(target=self._stop_when_asked, daemon=True).start()
+        threading.Thread(target=self._stop_when_asked, args=(stop,), daemon=True).start()
         try:
             run_placed(work, self.place, console)
         except KeyboardInterrupt:
@@ -124,13 +123,13 @@ class RayWorker:
             self.working = False
         return "done"
 
-    def _stop_when_asked(self) -> None:
+    def _stop_when_asked(self, stop) -> None:
         """Wait for the stop signal, then interrupt the work as Ctrl-C would (the running job ends KILLED and is
         given back)."""
         import ray
 
         with contextlib.suppress(ray.exceptions.RayError):  # the launching process is gone: Ray ends its actors
-            ray.get(self.stop.wait.remote())
+            ray.get(stop.wait.remote())
             if self.working:
                 _thread.interrupt_main()
 
@@ -152,8 +151,8 @@ def start_workers(ray, work: Work, count: int, cpus: int, gpus: int, console: Co
     actor = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                           max_task_retries=-1, scheduling_strategy="SPREAD")
     shared = ray.put(work)  # into the object store once, read by every worker (and by a restarted one's retried run)
-    workers = [actor.remote(stop, cpus) for _ in range(count)]
-    running = {worker.run.remote(shared): worker for worker in workers}
+    workers = [actor.remote(cpus) for _ in range(count)]  # arguments to `run`, not here: a restart needs none
+    running = {worker.run.remote(shared, stop): worker for worker in workers}
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # short waits: Ctrl-C gets through
