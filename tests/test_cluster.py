@@ -18,11 +18,13 @@ from pathlib import Path
 import psutil
 import pytest
 from cli_runner import bench
+from mlflow.tracking import MlflowClient
 from servers import free_port, require
 from test_workers import GRID, KILL_GRID, assert_each_job_once, grid_file
 
 from bench.run.store import RUNNING, SqlStore
 from bench.run.workspace import COMPLETE
+from reports.vocabulary import HASH_TAG, KIND_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray binds its nodes to 127.0.0.1, not the machine's address
@@ -149,6 +151,39 @@ def test_a_node_killed_during_a_job_loses_nothing(tmp_path, ray_nodes, tracking_
     assert len(starts) >= 2, out[-3000:]  # the dead actor was restarted on another node
     print(f"{victim.name}: finished on {after.worker} {after.finished - killed_at:.1f} s after the SIGKILL "
           "(lease 5 s)")
+
+
+SPACE = """name: workers
+datasets: [emotion]
+models: [tiny-random]
+eval: {limit: 24}
+inference: {batch_size: 8, max_new_tokens: 4}
+search: {seed: 3, pruner: none}
+strategies: {icl: [zero, random, fixed], shots: {low: 1, high: 2}, decoding: [generate, ppl]}
+"""
+
+
+def test_a_search_on_two_ray_workers_shares_one_study(tmp_path, ray_nodes, tracking_uri):
+    """`bench search --on ray`: two actors run trials of one study (its trial budget shared), no spec evaluated
+    twice; the launching command writes what the search found."""
+    import optuna
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE, encoding="utf-8")
+    env = os.environ | LOOPBACK | {"PYTHONPATH": str(ROOT), "GENCLSBENCH_CACHE": str(tmp_path / "driver")}
+    done = subprocess.run([sys.executable, "-m", "bench", "search", "--space", str(space), "--trials", "4",
+                           "--workers", "2", "--on", "ray", "--ray-address", ray_nodes.address], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study = optuna.load_study(study_name="workers", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert 4 <= len([t for t in study.trials if t.state.is_finished()]) <= 5  # another may start as one ends
+    states = job_states(tmp_path)
+    assert states and {s.worker.split(":")[0] for s in states.values()} == {"ray"}
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("workers").experiment_id], max_results=500)
+    evaluated = Counter(r.data.tags[HASH_TAG] for r in runs if r.data.tags.get(KIND_TAG) == "eval")
+    assert set(evaluated) == set(states) and set(evaluated.values()) == {1}  # no spec evaluated twice
+    assert (tmp_path / "search" / "best.yaml").is_file()
 
 
 def test_a_slurm_array_through_submitits_local_executor_runs_each_job_once(tmp_path, fresh_cache, tracking_uri,
