@@ -28,6 +28,25 @@ TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
 StoreUri = Annotated[str | None, typer.Option(
     "--store", help="job store shared by workers (default: beside a SQLite or PostgreSQL MLflow store)")]
+Workers = Annotated[int, typer.Option(min=1, help="workers: processes on this machine (CPU threads split among "
+                                                  "them), Ray actors or Slurm array tasks (see --on)")]
+On = Annotated[str, typer.Option("--on", help="where the workers run: local (this machine; more machines join "
+                                              "with the same command), ray (a Ray cluster) or slurm (a job array)")]
+RayAddress = Annotated[str | None, typer.Option(
+    help="--on ray: the cluster's head node, host:port (default $RAY_ADDRESS; neither: a Ray started here)")]
+CpusPerWorker = Annotated[int | None, typer.Option(
+    min=1, help="--on ray/slurm: CPUs per worker (default: one with a GPU, else the CPUs split among the workers)")]
+GpusPerWorker = Annotated[int | None, typer.Option(
+    min=0, help="--on ray/slurm: GPUs per worker (default on Ray: 1 where the cluster has GPUs, else 0)")]
+Partition = Annotated[str | None, typer.Option(help="--on slurm: the partition (default: the cluster's)")]
+MemGb = Annotated[int | None, typer.Option(min=1, help="--on slurm: memory per worker in GB (default: the "
+                                                       "partition's)")]
+TimeMin = Annotated[int | None, typer.Option(min=1, help="--on slurm: time limit per worker in minutes (default: "
+                                                         "the partition's)")]
+SlurmLogs = Annotated[Path | None, typer.Option(help="--on slurm: folder for the job array's logs, on a disk the "
+                                                     "nodes share (default: slurm-logs)")]
+Wait = Annotated[bool, typer.Option("--wait", help="--on slurm: wait for the job array to end, then show the "
+                                                   "results")]
 
 
 LEASES = f"{MIN_LEASE_S:g} to {MAX_LEASE_S:g}"
@@ -149,8 +168,16 @@ def run(
     store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="worker processes on this machine (CPU threads split "
-                                                     "among them); more machines join with the same command")] = 1,
+    workers: Workers = 1,
+    on: On = "local",
+    ray_address: RayAddress = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
+    partition: Partition = None,
+    mem_gb: MemGb = None,
+    time_min: TimeMin = None,
+    slurm_logs: SlurmLogs = None,
+    wait: Wait = False,
     lease: Annotated[float, typer.Option(callback=_bounded_lease, help=f"seconds ({LEASES}) a worker's claim lasts "
                                          "without a heartbeat: a dead worker's job is taken over after this")
                      ] = DEFAULT_LEASE_S,
@@ -158,42 +185,37 @@ def run(
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Evaluate every strategy combination of a grid and log each one to MLflow."""
-    from bench.run.launch import (
-        Overrides,
-        graph_models,
-        join_workers,
-        open_store,
-        plan_lines,
-        prepare,
-        prepare_models,
-        spawn_workers,
-        work,
-    )
+    from bench.run.launch import GridWork, Overrides, grid_results, open_store, prepare
+    from bench.run.launchers import LAUNCHERS
     from bench.run.locations import WORKER_ENVIRONMENT, mask
     from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
     tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
-    store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see spawn_workers
+    store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see worker_handoff
+    environment = dict(os.environ)
     planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
-                      experiment, dict(os.environ))
-    jobs = open_store(planned.stores, create=not dry_run)
+                      experiment, environment)
+    grid_work = GridWork(planned, lease)
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
-        work(planned, jobs, console, lease, label="worker", threads=_threads_per_worker())
+        grid_work(_local_worker(environment), console)
         return
-    states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
-    for line in plan_lines(planned, states, now, dry_run):
-        say(console, line)
     if dry_run:
+        _print_plan(planned, open_store(planned.stores, create=False), dry_run=True)
         return
-    prepare_models(planned.workspace, *graph_models(planned.graph), console)
-    threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else None
-    others = spawn_workers(sys.argv[1:], planned.stores, workers - 1, threads, console) if workers > 1 else []
-    try:
-        results = work(planned, jobs, console, lease, threads=threads)
-    except BaseException:
-        join_workers(others, interrupted=True)
-        raise
-    join_workers(others, interrupted=False)
+    stores = planned.stores
+    chosen = _placement(on, workers, environment, planned.launcher.model_dump(),
+                        {"--tracking-uri": stores.tracking_uri, "--store": stores.store_uri}, ray_address=ray_address,
+                        cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, partition=partition,
+                        mem_gb=mem_gb, time_min=time_min, slurm_logs=slurm_logs, wait=wait)
+    with LAUNCHERS[on].ready(chosen, console) as launch:
+        jobs = open_store(stores)
+        _print_plan(planned, jobs, dry_run=False)
+        began = jobs.now()
+        if not launch(grid_work):
+            say(console, f"`bench status --grid {planned.path}` (with the same --tracking-uri and --store) shows how "
+                         "far they are")
+            return
+    results = grid_results(planned, jobs, began)
     console.print(_results_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
     tracking = planned.stores.tracking_uri
@@ -205,6 +227,38 @@ def run(
         console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag {ERROR_TAG}) "
                       f"and its traceback ({ERROR_ARTIFACT}); re-run to retry them")
         raise typer.Exit(1)
+
+
+def _print_plan(planned, jobs, dry_run: bool) -> None:
+    """The plan of a grid as the job store `jobs` has it (None: nothing has run yet)."""
+    from bench.run.launch import plan_lines
+
+    states, now = (jobs.states(list(planned.graph.jobs)), jobs.now()) if jobs else ({}, time.time())
+    for line in plan_lines(planned, states, now, dry_run):
+        say(console, line)
+
+
+def _placement(on: str, workers: int, environment: dict[str, str], section: dict[str, object],
+               stores: dict[str, str], **options):
+    """What `--on` is asked to start: the launch options given on the command line (an unset one is left to the
+    file's `launcher:` section, then to the launcher; `--on ray` reads $RAY_ADDRESS here, at the edge). `stores`: the
+    URIs this process resolved, by option; worker processes on this machine get them in their environment
+    (`worker_handoff`), never on their command line."""
+    from bench.run.launchers import placement
+    from bench.run.locations import worker_handoff
+
+    given = {name: value for name, value in options.items() if value not in (None, False)}
+    if on == "ray" and "ray_address" not in given and environment.get("RAY_ADDRESS"):
+        given["ray_address"] = environment["RAY_ADDRESS"]
+    argv, handed = worker_handoff(sys.argv[1:], stores)
+    return placement(on, workers, tuple(argv), environment | handed, given, section)
+
+
+def _local_worker(environment: dict[str, str]):
+    """The place of a worker process that `--workers N` started on this machine."""
+    from bench.run.launchers.interface import Place
+
+    return Place(None, "worker", _threads_per_worker(), environment)
 
 
 def _threads_per_worker() -> int | None:
@@ -219,32 +273,74 @@ def search(
     space: Annotated[Path, typer.Option(help="space file: a grid whose blocks list the choices, with ranges")],
     trials: Annotated[int, typer.Option(min=1, help="trials in the study, every worker's together")] = 30,
     study: Annotated[str | None, typer.Option(help="Optuna study (default: the space's name)")] = None,
-    storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///optuna.db for one worker, "
+    storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///optuna.db for one machine, "
                                               "postgresql://... for many")] = "sqlite:///optuna.db",
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
     out: Annotated[Path, typer.Option(help="folder for best.yaml and search.html")] = Path("search"),
+    workers: Workers = 1,
+    on: On = "local",
+    ray_address: RayAddress = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
+    partition: Partition = None,
+    mem_gb: MemGb = None,
+    time_min: TimeMin = None,
+    slurm_logs: SlurmLogs = None,
+    wait: Wait = False,
     lease: Annotated[float, typer.Option(callback=_bounded_lease, help=f"seconds ({LEASES}) a worker's claim on a "
                                          "job, and its trial, last without a heartbeat")] = DEFAULT_LEASE_S,
+    as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
     import yaml
 
-    from bench.run.locations import mask
-    from bench.search import best_grid, lowered, start_search, summarise
+    from bench.plan.datasets import DatasetCache
+    from bench.plan.space import read_space
+    from bench.run.launch import Stores
+    from bench.run.launchers import LAUNCHERS
+    from bench.run.locations import WORKER_ENVIRONMENT, absolute, check_reachable, mask, storage_uri
+    from bench.search import SearchWork, best_grid, lowered, open_search, summarise, travelling
     from reports.search_page import SearchPage, write_search_page
 
     _writable_folder(out, "--out")
-    tracking_uri = _tracking_at_the_edge(tracking_uri)
-    searcher = start_search(space, study, storage, tracking_uri, store, experiment, lease, console, dict(os.environ))
-    chosen, optuna_study, recorder = searcher.space, searcher.study, searcher.worker.recorder
-    try:
-        searcher.optimize(trials)
-    except BaseException:
-        searcher.close("KILLED")
-        raise
+    tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
+    if as_worker:  # see worker_handoff
+        store, storage = os.environ[WORKER_ENVIRONMENT["--store"]], os.environ[WORKER_ENVIRONMENT["--storage"]]
+    environment = dict(os.environ)
+    chosen, datasets = read_space(space), DatasetCache()
+    chosen.check_inputs(datasets)
+    stores = Stores.named(tracking_uri, store, experiment or chosen.name, environment)
+    storage = absolute(storage_uri(storage))
+    check_reachable(storage, "Optuna storage")  # before the job store is made: a refused search writes nothing
+    search_work = SearchWork(travelling(chosen, datasets), study or chosen.name, storage, stores, lease, trials,
+                             datasets)
+    if as_worker:  # one of the processes of `--workers N`: its parent writes what the search found
+        search_work(_local_worker(environment), console)
+        return
+    placement = _placement(on, workers, environment, chosen.grid.launcher.model_dump(),
+                           {"--tracking-uri": stores.tracking_uri, "--store": stores.store_uri, "--storage": storage},
+                           ray_address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                           partition=partition, mem_gb=mem_gb, time_min=time_min, slurm_logs=slurm_logs, wait=wait)
+    with LAUNCHERS[on].ready(placement, console) as launch:
+        searcher = open_search(search_work.space, search_work.study, storage, stores, lease, console, environment,
+                               datasets)
+        optuna_study, recorder = searcher.study, searcher.worker.recorder
+        say(console, f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so "
+                     f"far; objectives {', '.join(chosen.search.objectives)}, sampler {chosen.search.sampler}, "
+                     f"pruner {chosen.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment "
+                     f"'{stores.experiment}'")
+        try:
+            finished = launch(search_work)
+        except BaseException:
+            searcher.close("KILLED")
+            raise
+    if not finished:
+        say(console, f"run the same `bench search` with --wait, or see the study in {mask(storage)}, when they are "
+                     "done")
+        return
     result = summarise(chosen, optuna_study)
     out.mkdir(parents=True, exist_ok=True)
     grid = best_grid(result, recorder.experiment)
@@ -461,9 +557,9 @@ def main() -> None:
     the terminal: MLflow reads these settings from the environment, after this."""
     from typer._click.exceptions import UsageError  # typer 0.29 carries its own click, with no public alias
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at" after every run
+    from runners.quiet import quiet_mlflow
+
+    quiet_mlflow(os.environ)
     try:
         code = app(standalone_mode=False, prog_name="bench")
         sys.stdout.flush()  # a full disk shows here, not in the interpreter's exit

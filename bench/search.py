@@ -18,20 +18,20 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
-from bench.plan.datasets import DatasetCache
+from bench.plan.datasets import DatasetCache, DatasetConfig
 from bench.plan.errors import UserError
 from bench.plan.graph import build_graph
 from bench.plan.space import OBJECTIVES, PRUNERS, SAMPLERS, Space
 from bench.plan.specs import Job, RunSpec
 from bench.run.executor import OnPartial, Pruned
 from bench.run.jobs import ROUND, round_order
-from bench.run.launch import Worker
-from bench.run.locations import check_reachable, mask, sqlite_path, storage_uri, with_driver
+from bench.run.launch import Stores, Worker
+from bench.run.launchers.interface import Place
+from bench.run.locations import mask, sqlite_path, with_driver
 from bench.run.progress import Reporter, say
 from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
@@ -105,13 +105,14 @@ def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
 
 
 class Search:
-    """Runs trials of one study as `worker` (see the module doc); `datasets` expand its sampled points into specs.
-    Opens the study's parent run; `close` ends it."""
+    """Runs trials of one study as `worker` (see the module doc); `datasets` expand its sampled points into specs;
+    `name`: the worker's name in the job store (given by its launcher; host:pid by default). Opens the study's
+    parent run; `close` ends it."""
 
     def __init__(self, space: Space, study, worker: Worker, datasets: DatasetCache, reporter: Reporter,
-                 lease_s: float, console: Console) -> None:
+                 lease_s: float, console: Console, name: str | None = None) -> None:
         self.space, self.study, self.worker, self.datasets = space, study, worker, datasets
-        self.reporter, self.lease_s, self.console = reporter, lease_s, console
+        self.reporter, self.lease_s, self.console, self.name = reporter, lease_s, console, name
         self.parent = worker.recorder.open_parent(worker.store, f"study {study.study_name}", space.path, 0)
 
     def close(self, status: str) -> None:
@@ -203,7 +204,7 @@ class Search:
                                  {"accuracy_partial": accuracy, "examples_evaluated": float(len(correct))})
             return on_partial
 
-        self.worker.executor(graph, self.reporter, run_id, self.lease_s, observe).run()
+        self.worker.executor(graph, self.reporter, run_id, self.lease_s, observe, self.name).run()
         state = self.worker.store.states([spec.key])[spec.key]
         if state.status == DONE:
             return self._metrics(spec)
@@ -239,32 +240,63 @@ class Search:
         say(self.console, f"trial {trial.number} {state}" + (f": {shown}" if shown else ""))
 
 
-def start_search(space_path: Path, study: str | None, storage: str, tracking_uri: str | None, store: str | None,
-                 experiment: str | None, lease_s: float, console: Console, environment: Mapping[str, str]) -> Search:
-    """A worker of the study `study` (default: the space's name) of the space file `space_path`, ready to optimise:
-    its job store and Optuna storage opened, its model converted, its MLflow parent run open."""
-    from bench.plan.space import read_space
-    from bench.run.launch import Stores, open_store, open_worker, prepare_models
+def open_search(space: Space, study: str, storage: str, stores: Stores, lease_s: float, console: Console,
+                environment: Mapping[str, str], datasets: DatasetCache | None = None,
+                name: str | None = None) -> Search:
+    """A worker of the study `study` of `space`, ready to optimise: its job store and Optuna storage opened (the
+    study created by the first), its MLflow parent run open; `datasets`: the space's datasets, already read (they
+    travel with a `SearchWork`); `name`: see `Search`."""
+    from bench.run.launch import open_store, open_worker
     from bench.run.progress import LineReporter
     from bench.run.workspace import Workspace, default_cache
     from runners.batching import Batching
 
-    space, datasets = read_space(space_path), DatasetCache()
-    space.check_inputs(datasets)
-    stores = Stores.named(tracking_uri, store, experiment or space.name, environment)
-    storage = storage_uri(storage)
-    check_reachable(storage, "Optuna storage")  # before the job store is made: a refused search writes nothing
     jobs = open_store(stores)
-    optuna_study = open_study(space, study or space.name, storage, jobs, lease_s)
-    say(console, f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so far; "
-                 f"objectives {', '.join(space.search.objectives)}, sampler {space.search.sampler}, pruner "
-                 f"{space.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment '{stores.experiment}'")
-    inference = space.grid.inference
+    optuna_study = open_study(space, study, storage, jobs, lease_s)
+    datasets, inference = datasets or DatasetCache(), space.grid.inference
     worker = open_worker(stores, jobs, Workspace(default_cache(environment)), datasets,
                          Batching(inference.batch_size, inference.tokens_per_batch))
-    trains = space.training is not None and any(m != "none" for m in space.training.get("method", ()))
-    prepare_models(worker.workspace, space.grid.models, set(space.grid.models) if trains else set(), console)
-    return Search(space, optuna_study, worker, datasets, LineReporter(console), lease_s, console)
+    return Search(space, optuna_study, worker, datasets, LineReporter(console), lease_s, console, name)
+
+
+def travelling(space: Space, datasets: DatasetCache) -> Space:
+    """`space` with a dataset file named by its config, its rows read into `datasets` once, here: a worker on another
+    node reads them from there (the config is their key), never the file, which that node may not have."""
+    configs = [DatasetConfig.from_ref(ref) if isinstance(ref, str) else ref for ref in space.grid.datasets]
+    for config in configs:
+        datasets.get(config)
+    named = [config if config.path is not None else ref for ref, config in zip(space.grid.datasets, configs)]
+    return replace(space, grid=space.grid.model_copy(update={"datasets": named}))
+
+
+@dataclass
+class SearchWork:
+    """A study's work for every worker, wherever a launcher places it (`bench.run.launchers.Work`): trials of
+    `study` in `storage` until the study holds `trials`, recorded in `stores`. The space's dataset rows travel in
+    `datasets` (see `travelling`)."""
+
+    space: Space
+    study: str
+    storage: str
+    stores: Stores
+    lease_s: float
+    trials: int
+    datasets: DatasetCache
+
+    def prepare(self, place: Place, console: Console) -> None:
+        from bench.run.launch import prepare_models
+        from bench.run.workspace import Workspace, default_cache
+
+        grid, training = self.space.grid, self.space.training
+        trains = training is not None and any(m != "none" for m in training.get("method", ()))
+        prepare_models(Workspace(default_cache(place.environment)), grid.models,
+                       set(grid.models) if trains else set(), console)
+
+    def __call__(self, place: Place, console: Console) -> None:
+        search = open_search(self.space, self.study, self.storage, self.stores, self.lease_s, console,
+                             place.environment, self.datasets, place.name)
+        search.optimize(self.trials)
+        search.close("FINISHED")
 
 
 def lowered(space: Space, i: int) -> Callable:

@@ -54,8 +54,10 @@ def search_until(work: Path, seed: int, target: float, cap_examples: float, cons
     """One seed's search, in fresh stores, until a trial reaches `target` or the spend reaches `cap_examples`."""
     from optuna.trial import TrialState
 
+    from bench.plan.space import read_space
+    from bench.run.launch import Stores
     from bench.run.store import DEFAULT_LEASE_S
-    from bench.search import start_search
+    from bench.search import open_search
 
     folder = work / f"seed-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,10 @@ def search_until(work: Path, seed: int, target: float, cap_examples: float, cons
     space["search"]["seed"] = seed
     space_file = folder / "space.yaml"
     space_file.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
-    searcher = start_search(space_file, f"seed-{seed}", f"sqlite:///{folder / 'optuna.db'}",
-                            f"sqlite:///{folder / 'mlflow.db'}", None, None, DEFAULT_LEASE_S, console, dict(os.environ))
+    chosen, environment = read_space(space_file), dict(os.environ)
+    stores = Stores.named(f"sqlite:///{folder / 'mlflow.db'}", None, chosen.name, environment)
+    searcher = open_search(chosen, f"seed-{seed}", f"sqlite:///{folder / 'optuna.db'}", stores, DEFAULT_LEASE_S,
+                           console, environment)
     spent = {"examples": 0, "seconds": 0.0, "trials": 0, "reached": None}
 
     def account(study, trial) -> None:

@@ -4,6 +4,19 @@ once by a worker before its first job (never at import: importing a module chang
 from __future__ import annotations
 
 import warnings
+from collections.abc import MutableMapping
+
+# MLflow reads these from the environment when it is imported: its INFO lines (store creation, migrations), its
+# per-download progress bars and its "View run at" line after every run
+MLFLOW_QUIET = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def quiet_mlflow(environment: MutableMapping[str, str]) -> None:
+    """Put `MLFLOW_QUIET` into a process's `environment` (os.environ, at an entry point: the command line, or a
+    worker that Ray or Slurm started), where the user has not set them, before MLflow is imported."""
+    for name, value in MLFLOW_QUIET.items():
+        environment.setdefault(name, value)
 
 
 def quiet_libraries() -> None:

@@ -173,7 +173,7 @@ MALFORMED = {  # issue 24, one by one: the files a case starts with (None: a FIF
     "--tracking-uri sqlite:////dev/null": ({"g.yaml": GRID}, [*RUN, "--tracking-uri", "sqlite:////dev/null"],
                                            "the MLflow tracking store /dev/null is not a file"),
     "--tracking-uri a directory": ({"g.yaml": GRID, "adir/x": ""}, [*RUN, "--tracking-uri", "sqlite:///adir"],
-                                   "the MLflow tracking store adir is not a file (a folder or a device)"),
+                                   "adir is not a file (a folder or a device)"),
     "seeds [-1]": ({"g.yaml": GRID + "seeds: [-1]\n"}, DRY, "g.yaml: seeds[0]: Input should be greater than"),
     "seeds [2^32]": ({"g.yaml": GRID + f"seeds: [{2**32}]\n"}, DRY, "g.yaml: seeds[0]: Input should be less than"),
     "sft.epochs .inf": ({"g.yaml": GRID + TRAINING % "sft: {epochs: .inf}"}, DRY,

@@ -1,10 +1,12 @@
 """The layering of ../shared/DESIGN.md, checked: runners and reports import nothing from bench; bench.plan imports
 nothing from bench.run, nor torch, nor MLflow; reports and grid validation load no torch; nothing writes through
-MLflow's process-global active run; nothing imports the CLI."""
+MLflow's process-global active run; nothing imports the CLI; the cluster engines (Ray, submitit) are imported by their
+launchers only, never on one machine's path."""
 
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +57,16 @@ def test_no_process_global_mlflow_run():
                 assert call not in text or path.name == "cli.py", f"{path.relative_to(ROOT)} uses {call}"
 
 
+def _loaded(code: str, modules: tuple[str, ...] = ("torch",), env: dict[str, str] | None = None) -> set[str]:
+    """Which of `modules` running `code` in a fresh interpreter has imported."""
+    report = f"\nimport sys\nprint(*(m in sys.modules for m in {modules!r}))"
+    done = subprocess.run([sys.executable, "-c", code + report], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env=env)
+    return {m for m, found in zip(modules, done.stdout.split()[-len(modules):]) if found == "True"}
+
+
 def _loads_torch(code: str) -> bool:
-    done = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint('torch' in sys.modules)"],
-                          capture_output=True, text=True, cwd=ROOT, check=True)
-    return done.stdout.strip().endswith("True")
+    return bool(_loaded(code))
 
 
 def test_grid_validation_and_reports_load_no_torch():
@@ -73,3 +81,31 @@ def test_grid_validation_and_reports_load_no_torch():
 def test_the_cli_answers_without_loading_torch(argv):
     assert not _loads_torch(f"import sys\nsys.argv = {argv!r}\nfrom bench.cli import main\n"
                             "try:\n    main()\nexcept SystemExit:\n    pass")
+
+
+CLUSTER_ENGINES = ("ray", "submitit")
+
+
+def test_only_the_launchers_import_the_cluster_engines():
+    for package in ("bench", "runners", "reports", "strategies"):
+        for module, names in _imports(package).items():
+            owner = {"bench/run/launchers/ray.py": "ray", "bench/run/launchers/slurm.py": "submitit"}.get(module)
+            assert not names & set(CLUSTER_ENGINES) - {owner}, module
+
+
+def test_one_machine_never_loads_the_cluster_engines(tmp_path, tiny_folder):
+    """`bench --help`, and `bench run` of a grid on this machine (a real one, on the tiny model), load neither Ray
+    nor submitit."""
+    assert not _loaded("import sys\nsys.argv = ['bench', '--help']\nfrom bench.cli import main\ntry:\n    main()\n"
+                       "except SystemExit:\n    pass", CLUSTER_ENGINES)
+    grid = tmp_path / "one.yaml"
+    grid.write_text("name: one\ndatasets: [emotion]\nmodels: [tiny-random]\nbaselines: []\neval: {limit: 2}\n"
+                    "inference: {max_new_tokens: 2}\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    (cache / "models" / "tiny-random").symlink_to(tiny_folder)
+    argv = ["bench", "run", "--grid", str(grid), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    code = f"import sys\nsys.argv = {argv!r}\nfrom bench.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n" \
+           "    assert not e.code, e.code"
+    assert not _loaded(code, CLUSTER_ENGINES, os.environ | {"GENCLSBENCH_CACHE": str(cache)})
+    assert (tmp_path / "mlflow.db").is_file()

@@ -54,8 +54,9 @@ def test_http_credentials_go_to_mlflow_and_store_uris_to_workers_through_the_env
     assert split_credentials("https://us%40er:h/tt:p@host:5000/mlflow") == (
         "https://host:5000/mlflow", {"MLFLOW_TRACKING_USERNAME": "us@er", "MLFLOW_TRACKING_PASSWORD": "h/tt:p"})
     assert split_credentials("postgresql://u:p@h/db") == ("postgresql://u:p@h/db", {})
-    argv, environment = worker_handoff(["run", "--tracking-uri", "T", "--store=S", "--workers", "2"], "t", "s")
-    assert argv == ["run", "--workers", "2"] and sorted(environment.values()) == ["s", "t"]
+    argv, environment = worker_handoff(["search", "--tracking-uri", "T", "--store=S", "--workers", "2", "--storage",
+                                        "O"], {"--tracking-uri": "t", "--store": "s", "--storage": "o"})
+    assert argv == ["search", "--workers", "2"] and sorted(environment.values()) == ["o", "s", "t"]
 
 
 def _bench(tmp_path: Path, *args: str, environment: dict[str, str] | None = None,

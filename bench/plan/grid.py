@@ -81,6 +81,17 @@ class TrainingConfig(Schema):
     evaluate_base: bool = True  # also evaluate the untrained model under every inference strategy
 
 
+class LauncherConfig(Schema):
+    """Where `--on ray` and `--on slurm` place the workers and what each asks for (the command line's options win;
+    what neither gives is the engine's default). Not part of any job's identity: it moves work, never results."""
+
+    partition: str | None = None
+    gpus_per_worker: int | None = Field(default=None, ge=0)
+    cpus_per_worker: int | None = Field(default=None, ge=1)
+    mem_gb: int | None = Field(default=None, ge=1)
+    time_min: int | None = Field(default=None, ge=1)
+
+
 class GridFile(Schema):
     """The schema of a grid file (see grids/quick.yaml)."""
 
@@ -94,6 +105,7 @@ class GridFile(Schema):
     training: TrainingConfig | None = None
     strategies: Blocks = Field(default_factory=dict)
     baselines: list[str] = ["tfidf-logreg"]  # classical baselines evaluated on the same splits ([] for none)
+    launcher: LauncherConfig = LauncherConfig()
 
     @field_validator("baselines")
     @classmethod

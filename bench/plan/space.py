@@ -179,8 +179,10 @@ class Space:
                                 "examples")
 
     def fingerprint(self) -> str:
-        """A hash of everything that defines the space: a study keeps it, and refuses another space."""
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """A hash of everything that defines the space: a study keeps it, and refuses another space (where its
+        workers run, the `launcher:` section, is not the space)."""
+        defining = {key: value for key, value in self.raw.items() if key != "launcher"}
+        return hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def sample(self, trial) -> GridFile:
         """One point of the space for an Optuna trial, as a grid of exactly one LLM spec."""

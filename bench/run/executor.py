@@ -159,6 +159,19 @@ def settled(state: JobState, run: OpenRun) -> str | None:
     return {DONE: "FINISHED", FAILED: "FAILED"}.get(state.status, "KILLED")
 
 
+def evaluation_outcomes(graph: JobGraph, store: JobStore, began: float) -> list[Outcome]:
+    """How each evaluation of `graph` stands in `store` for a worker (or a launching process) that began at store
+    time `began`."""
+    states = store.states(list(graph.jobs))
+    found = []
+    for spec in graph.evaluations:
+        state = states[spec.key]
+        status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed",
+                  PRUNED: "pruned"}.get(state.status, "waiting")
+        found.append(Outcome(spec, status, state.run_id))
+    return found
+
+
 @dataclass
 class Executor:
     """One worker over one graph (see the module doc). `perform` computes a job; `reporter` shows progress."""
@@ -216,17 +229,7 @@ class Executor:
         finally:
             stop.set()
         self._settle(list(self.graph.jobs))
-        return self.outcomes(began)
-
-    def outcomes(self, began: float) -> list[Outcome]:
-        states = self.store.states(list(self.graph.jobs))
-        found = []
-        for spec in self.graph.evaluations:
-            state = states[spec.key]
-            status = {DONE: "earlier" if (state.finished or 0) < began else "done", FAILED: "failed",
-                      PRUNED: "pruned"}.get(state.status, "waiting")
-            found.append(Outcome(spec, status, state.run_id))
-        return found
+        return evaluation_outcomes(self.graph, self.store, began)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         while not stop.wait(self.lease_s / 4):

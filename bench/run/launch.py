@@ -1,18 +1,15 @@
 """From a grid file to workers at work: the grid read with the command line's overrides, its job graph, where it is
 recorded (MLflow) and coordinated (the job store), the plan shown before anything runs, a worker of this process
-(which `bench search` builds the same way), and the worker processes of `--workers N`, each an executor against the
-same store."""
+(which `bench search` builds the same way), and the grid's `GridWork`: what every worker runs wherever a launcher
+(`bench.run.launchers`) places it, an executor against the same store."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,18 +18,12 @@ from rich.console import Console
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.graph import JobGraph, build_graph
-from bench.plan.grid import experiment_name
-from bench.plan.specs import Job, RunSpec, TrainSpec
-from bench.run.locations import (
-    MLFLOW_TABLE,
-    check_reachable,
-    job_store_uri,
-    mask,
-    sqlite_path,
-    tracking_uri,
-    worker_handoff,
-)
-from bench.run.store import DEFAULT_LEASE_S, DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobState, JobStore, SqlStore
+from bench.plan.grid import LauncherConfig, experiment_name
+from bench.plan.reasoning_corpora import BUNDLED_CORPORA
+from bench.plan.specs import Job, RGenSpec, RunSpec, TrainSpec
+from bench.run.launchers.interface import Place
+from bench.run.locations import MLFLOW_TABLE, check_reachable, job_store_uri, mask, sqlite_path, tracking_uri
+from bench.run.store import DONE, ENDED_WITHOUT_RESULT, FAILED, RUNNING, JobState, JobStore, SqlStore
 from bench.run.workspace import Workspace, default_cache
 from runners.batching import Batching
 
@@ -80,6 +71,7 @@ class PlannedGrid:
     workspace: Workspace
     batching: Batching
     stores: Stores
+    launcher: LauncherConfig
 
 
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
@@ -105,7 +97,7 @@ def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str |
     check_lengths(graph.evaluations, datasets, workspace.root, grid.eval.max_input_tokens)
     return PlannedGrid(grid.name, path, graph, datasets, workspace,
                        Batching(overrides.batch_size or grid.inference.batch_size, grid.inference.tokens_per_batch),
-                       Stores.named(tracking, store, experiment or grid.name, environment))
+                       Stores.named(tracking, store, experiment or grid.name, environment), grid.launcher)
 
 
 def open_store(stores: Stores, create: bool = True) -> SqlStore | None:
@@ -132,12 +124,13 @@ class Worker:
     performer: Performer
 
     def executor(self, graph: JobGraph, reporter: Reporter, parent_id: str, lease_s: float,
-                 observe: Callable[[Job, str], OnPartial] | None = None) -> Executor:
-        """This worker at work on `graph`, its runs nested under `parent_id`."""
-        from bench.run.executor import Executor
+                 observe: Callable[[Job, str], OnPartial] | None = None, name: str | None = None) -> Executor:
+        """This worker at work on `graph`, its runs nested under `parent_id`; `name`: its name in the job store
+        (given by its launcher; host:pid by default)."""
+        from bench.run.executor import Executor, worker_name
 
         return Executor(graph, self.store, self.recorder, self.workspace, self.performer, reporter,
-                        parent_id=parent_id, lease_s=lease_s, observe=observe)
+                        parent_id=parent_id, worker=name or worker_name(), lease_s=lease_s, observe=observe)
 
 
 def open_worker(stores: Stores, store: JobStore, workspace: Workspace, datasets: DatasetCache,
@@ -188,11 +181,15 @@ def graph_models(graph: JobGraph) -> tuple[list[str], set[str]]:
 
 
 def prepare_models(workspace: Workspace, models: Sequence[str], trained: set[str], console: Console) -> None:
-    """Pull or convert every model, and refuse one that cannot be trained, before any job runs."""
+    """Pull or convert every model, and refuse one that cannot be trained, before any job runs (the libraries'
+    progress bars silenced first; a spinner on a terminal, nothing in a log)."""
     from runners.model_registry import ModelError, check_trainable
+    from runners.quiet import quiet_libraries
 
+    quiet_libraries()
     for model in models:
-        with console.status(f"preparing model {model} (first use downloads and converts it)"):
+        showing = f"preparing model {model} (first use downloads and converts it)"
+        with console.status(showing) if console.is_terminal else contextlib.nullcontext():
             try:
                 folder = workspace.model(model)
                 if model in trained:
@@ -209,64 +206,22 @@ class Results:
     experiment_id: str
 
 
-def _relay(process: subprocess.Popen, label: str, console: Console) -> threading.Thread:
-    """Print a worker process's lines, prefixed with its label, from a thread (the live display stays intact)."""
-    def pump() -> None:
-        for line in process.stdout:
-            console.print(f"[{label}] {line.rstrip()}", highlight=False, markup=False)
-
-    thread = threading.Thread(target=pump, daemon=True)
-    thread.start()
-    return thread
-
-
-def spawn_workers(argv: Sequence[str], stores: Stores, count: int, threads: int,
-                  console: Console) -> list[subprocess.Popen]:
-    """`count` more worker processes of the same `bench run` (`argv`: its arguments) on the same `stores` (handed
-    over in the environment, not on the command line: `worker_handoff`), each with `threads` CPU threads for torch,
-    their output relayed to this console."""
-    arguments, handed = worker_handoff(argv, stores.tracking_uri, stores.store_uri)
-    command = [sys.executable, "-m", "bench", *arguments, "--as-worker"]
-    environment = os.environ | handed | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                                         "PYTHONUNBUFFERED": "1"}  # lines, as they come
-    processes = []
-    for n in range(count):
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env=environment)
-        _relay(process, f"worker {n + 2}", console)
-        processes.append(process)
-    return processes
-
-
-def join_workers(processes: Sequence[subprocess.Popen], interrupted: bool) -> None:
-    """Wait for the other workers: they end by themselves once the grid is done; when this one was interrupted, they
-    are asked to stop first (each ends its running job KILLED and gives it back)."""
-    for process in processes:
-        if interrupted and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=120)
-
-
-def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float = DEFAULT_LEASE_S,
-         label: str | None = None, threads: int | None = None) -> Results:
+def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float, place: Place) -> None:
     """Run the graph as one worker of this process against `store`, recording into the grid's experiment (the
-    grid's parent run shared with every other worker). SIGTERM ends the running job KILLED and gives it back, like
-    Ctrl-C. `label`: this worker's name in its lines (a worker started by `--workers`); `threads`: torch's CPU
-    threads (the machine's cores shared among its workers)."""
+    grid's parent run shared with every other worker); `place` says its name, its label (a worker that is not this
+    terminal's own) and its torch threads. SIGTERM ends the running job KILLED and gives it back, like Ctrl-C."""
     from bench.run.progress import LineReporter, LiveReporter
 
     worker = open_worker(grid.stores, store, grid.workspace, grid.datasets, grid.batching)
-    if threads is not None:
+    if place.threads is not None:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(place.threads)
     recorder = worker.recorder
     parent = recorder.open_parent(store, grid.name, grid.path, len(grid.graph.evaluations))
-    live = sys.stdout.isatty() and label is None
+    live = sys.stdout.isatty() and place.label is None
     reporter = LiveReporter(console) if live else LineReporter(console)
-    executor = worker.executor(grid.graph, reporter, parent, lease_s)
+    executor = worker.executor(grid.graph, reporter, parent, lease_s, name=place.name)
 
     def terminated(signum, frame) -> None:
         raise KeyboardInterrupt
@@ -274,7 +229,7 @@ def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float = 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         with reporter if live else contextlib.nullcontext():
-            outcomes = executor.run()
+            executor.run()
     except BaseException:
         states = store.states(list(grid.graph.jobs)).values()
         ended = (DONE, *ENDED_WITHOUT_RESULT)
@@ -285,6 +240,49 @@ def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float = 
         signal.signal(signal.SIGTERM, previous)
     failed = any(s.status == FAILED for s in store.states(list(grid.graph.jobs)).values())
     recorder.close_parent(parent, "FAILED" if failed else "FINISHED")
+
+
+def check_node_files(graph: JobGraph, where: str) -> None:
+    """Fail with one line naming `where` (a worker, and so its node) when a file the jobs read while they run is not
+    readable there: a reasoning corpus given as a path (the datasets' rows travel with the work)."""
+    for job in graph.jobs.values():
+        for corpus in job.corpora if isinstance(job, RGenSpec) else ():
+            if corpus.ref not in BUNDLED_CORPORA and not Path(corpus.ref).is_file():
+                raise UserError(f"{where} cannot read the reasoning corpus {corpus.ref} (looked at "
+                                f"{Path(corpus.ref).absolute()}); put it at that path on every node (a disk they "
+                                "share)")
+
+
+@dataclass
+class GridWork:
+    """A grid's work for every worker, wherever a launcher places it (`bench.run.launchers.Work`): the planned grid
+    (its graph, and the rows of its datasets, travel with it) and the lease of a claim. On a node, the node's own
+    cache folder (its environment's) holds the models and the jobs' outputs."""
+
+    grid: PlannedGrid
+    lease_s: float
+
+    def _here(self, place: Place) -> PlannedGrid:
+        return replace(self.grid, workspace=Workspace(default_cache(place.environment)))
+
+    def prepare(self, place: Place, console: Console) -> None:
+        grid = self._here(place)
+        check_node_files(grid.graph, place.name or "this machine")
+        prepare_models(grid.workspace, *graph_models(grid.graph), console)
+
+    def __call__(self, place: Place, console: Console) -> None:
+        grid = self._here(place)
+        work(grid, open_store(grid.stores), console, self.lease_s, place)
+
+
+def grid_results(grid: PlannedGrid, store: JobStore, began: float) -> Results:
+    """The grid's evaluations as the store has them once its workers have ended (`began`: the store's time when
+    they were launched), with their metrics."""
+    from bench.run.executor import evaluation_outcomes
+    from bench.run.recorder import MlflowRecorder
+
+    recorder = MlflowRecorder(grid.stores.tracking_uri, grid.stores.experiment, store)
+    outcomes = evaluation_outcomes(grid.graph, store, began)
     metrics = recorder.metrics([o.run_id for o in outcomes if o.run_id and o.status in ("done", "earlier")])
     return Results([(o.spec, o.status, metrics.get(o.run_id, {}) if o.run_id else {}) for o in outcomes],
                    recorder.experiment_id)

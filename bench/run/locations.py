@@ -5,7 +5,7 @@ credential masked (`mask`, the one function every printer and writer of a URI or
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -16,7 +16,8 @@ DATABASES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")  # a job st
 TRACKING = (*DATABASES, "http://", "https://")  # an MLflow tracking store (MLflow 3 refuses a file: store)
 MLFLOW_TABLE = "experiments"  # a SQLite file with tables, none of them this one, is not an MLflow tracking store
 # `bench run --workers N` hands its stores to its worker processes in the environment (see `worker_handoff`)
-WORKER_ENVIRONMENT = {"--tracking-uri": "GENCLSBENCH_WORKER_TRACKING_URI", "--store": "GENCLSBENCH_WORKER_STORE_URI"}
+WORKER_ENVIRONMENT = {"--tracking-uri": "GENCLSBENCH_WORKER_TRACKING_URI", "--store": "GENCLSBENCH_WORKER_STORE_URI",
+                      "--storage": "GENCLSBENCH_WORKER_STORAGE_URI"}
 
 
 def with_driver(uri: str) -> str:
@@ -25,12 +26,17 @@ def with_driver(uri: str) -> str:
 
 
 def tracking_uri(explicit: str | None, environment: dict[str, str]) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory (as an absolute path:
-    MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else mlflow.db in the working directory; a SQLite file as an
+    absolute path (MLflow caches stores by URI string, so a relative one would follow the first working directory)."""
     uri = explicit or environment.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_STORE_FILE}"
-    if uri == f"sqlite:///{DEFAULT_STORE_FILE}":
-        return f"sqlite:///{Path(DEFAULT_STORE_FILE).resolve()}"
-    return usable(uri, "tracking store", TRACKING)
+    return absolute(usable(uri, "tracking store", TRACKING))
+
+
+def absolute(uri: str) -> str:
+    """A `sqlite:///` URI with its file as an absolute path, so that every worker opens the same file whatever its
+    working directory (a Ray actor's or a Slurm task's is not the command's); other URIs as they are."""
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path is not None else uri
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -43,7 +49,7 @@ def job_store_uri(explicit: str | None, tracking: str) -> str:
     (`mlflow.db` -> `mlflow-jobs.db`), a PostgreSQL tracking database holds the job tables itself. Behind an MLflow
     server the job store must be named: workers on several machines have to share it."""
     if explicit:
-        return usable(explicit, "job store", DATABASES)
+        return absolute(usable(explicit, "job store", DATABASES))
     path = sqlite_path(tracking)
     if path is not None:
         return f"sqlite:///{path.with_name(f'{path.stem}-jobs.db')}"
@@ -102,10 +108,11 @@ def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
                                   "MLFLOW_TRACKING_PASSWORD": unquote(password)}
 
 
-def worker_handoff(argv: Sequence[str], tracking: str, store: str) -> tuple[list[str], dict[str, str]]:
-    """The arguments and the added environment of a worker process of `bench run ARGV` (`tracking`, `store`: the
-    stores this process resolved): the store URIs, which may hold a password, travel in the environment (readable by
-    its user only) instead of the arguments (which `ps` shows every user); the worker reads them back at the edge."""
+def worker_handoff(argv: Sequence[str], uris: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The arguments and the added environment of a worker process of `bench run ARGV` (or `bench search ARGV`;
+    `uris`: the store URIs this process resolved, by option): those URIs, which may hold a password, travel in the
+    environment (readable by its user only) instead of the arguments (which `ps` shows every user); the worker reads
+    them back at the edge."""
     kept: list[str] = []
     args = iter(argv)
     for arg in args:
@@ -113,7 +120,7 @@ def worker_handoff(argv: Sequence[str], tracking: str, store: str) -> tuple[list
             next(args, None)  # `--store URI`: its URI
         elif arg.split("=", 1)[0] not in WORKER_ENVIRONMENT:  # `--store=URI` goes whole
             kept.append(arg)
-    return kept, {WORKER_ENVIRONMENT["--tracking-uri"]: tracking, WORKER_ENVIRONMENT["--store"]: store}
+    return kept, {WORKER_ENVIRONMENT[option]: uri for option, uri in uris.items()}
 
 
 def usable(uri: str, what: str, schemes: tuple[str, ...]) -> str:
