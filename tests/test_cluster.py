@@ -143,7 +143,7 @@ def test_a_node_killed_during_a_job_loses_nothing(tmp_path, ray_nodes, tracking_
         worker.kill()
         ray_nodes.cluster.remove_node(third, allow_graceful=False)
     assert worker.returncode == 0, out[-3000:]
-    assert_each_job_once(tracking_uri, Counter({"KILLED": 1}), jobs=1 + 8)  # 0 lost, 0 twice, none RUNNING
+    assert_each_job_once(tracking_uri, killed=1, jobs=1 + 8)  # 0 lost, 0 twice, none RUNNING
     after = job_states(tmp_path)[victim.key]
     assert after.attempt >= 2 and node_of(after.worker) != third.node_id[:8]
     actor = victim.worker.rsplit(":", 1)[1]
