@@ -188,10 +188,10 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
             records.append((record, predictions["prediction"].to_list()))
         classes = _Classes.of(first["gold"].to_list(), [answers for _, answers in records])
         gold, weights = classes.encode(first["gold"].to_list()), resamples(len(ids), seed=seed)
+        encoded = np.array([classes.encode(answers) for _, answers in records])
         rows = []
-        for record, answers in records:
-            predicted = classes.encode(answers)
-            acc, f1, acc_replicates, f1_replicates = bootstrap(gold, predicted, classes.n, weights)
+        for (record, _), predicted, (acc, f1, acc_replicates, f1_replicates) in zip(
+                records, encoded, bootstrap(gold, encoded, classes.n, weights)):
             rows.append(Row(
                 record["run_id"], record["training"], record["strategy"], record["base_strategy"],
                 _columns(record, PARAM_COLUMNS), _columns(record, METRIC_COLUMNS),

@@ -1,7 +1,8 @@
 """The statistics behind a report, computed from per-example predictions (never from logged aggregates).
 
 - `bootstrap`: percentile bootstrap over examples (seeded) as resample weights, so accuracy and macro-F1 of B
-  resamples are a few matrix products per run (a thousand runs of a thousand examples in seconds).
+  resamples of every run of a board are a few wide matrix products (a thousand runs of a thousand examples in
+  about a second).
 - `mcnemar`: exact McNemar test of two classifiers on the same examples (two-sided binomial test on the
   discordant pairs), the standard paired test for accuracy.
 - `permutation_p`: the paired approximate randomization test of a macro-F1 difference (Noreen 1989; the standard
@@ -31,6 +32,7 @@ EXACT_CONFIGURATIONS = 1 << 16  # at most this many swap-count vectors: enumerat
 HITS = 100  # Monte Carlo stops once this many permutations reach the observed difference (p within +-20%) ...
 MAX_PERMUTATIONS = 1 << 15  # ... or after about this many
 TAIL_HITS = 10  # fewer hits than this: the p-value is in the far tail, read from the normal approximation
+_BOOTSTRAP_RUNS = 256  # runs whose resampled counts come from one matrix product
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,7 @@ def f1_of_counts(tp: np.ndarray, predicted: np.ndarray, gold: np.ndarray) -> np.
     prediction (scikit-learn's default class set; a class absent from both has no F1 and is not averaged)."""
     denominator = gold + predicted
     present = denominator > 0
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(np.broadcast(tp, denominator).shape, dtype=denominator.dtype),
-                   where=present)
+    f1 = 2 * tp / np.where(present, denominator, 1)  # an absent class has no true positives: 0
     return f1.sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)
 
 
@@ -78,17 +79,26 @@ def _counts(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[np.ndar
     class, uncertain or invalid, counts nowhere as a prediction)."""
     size = n_classes + 1  # a sink column for every answer that is not a class, dropped below
     pred = np.minimum(pred, n_classes)
-    tp = _onehot(np.where(gold == pred, gold, n_classes), size)[:, :n_classes]
-    return tp, _onehot(pred, size)[:, :n_classes], _onehot(gold, size)[:, :n_classes]
+    tp = _onehot(np.where(gold == pred, gold, n_classes), size)[..., :n_classes]
+    return tp, _onehot(pred, size)[..., :n_classes], _onehot(gold, size)[:, :n_classes]
+
+
+def _weighted(weights: np.ndarray, onehot: np.ndarray) -> np.ndarray:
+    """`weights` [b, n] summed over the examples of `onehot` ([..., n, C]) -> [b, ..., C], as one matrix product for
+    all the leading dimensions (many runs: one wide product instead of one six columns wide per run). Resample
+    weights and their sums are whole numbers below 2^24: the product is exact in float32, and twice as fast."""
+    columns = np.moveaxis(onehot, -2, 0).reshape(onehot.shape[-2], -1).astype(np.float32)
+    summed = weights.astype(np.float32) @ columns
+    return summed.astype(np.float64).reshape(len(weights), *onehot.shape[:-2], onehot.shape[-1])
 
 
 def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> np.ndarray:
     """Macro-F1 over the classes present as gold or prediction (`gold`, `pred`: ids < `n_classes` for classes;
-    `pred` may hold larger ids for uncertain/invalid answers, wrong for every class). With `weights` [b, n]: one value
-    per resample, from weighted per-class counts (three small matmuls)."""
+    `pred` may hold larger ids for uncertain/invalid answers, wrong for every class; `pred` [n] for one run or
+    [runs, n]). With `weights` [b, n]: one value per resample ([b] or [b, runs]), from weighted per-class counts."""
     w = np.ones((1, len(gold))) if weights is None else weights
-    tp, predicted, gold_counts = (w @ c for c in _counts(gold, pred, n_classes))
-    result = f1_of_counts(tp, predicted, gold_counts)
+    tp, predicted, gold_counts = (_weighted(w, c) for c in _counts(gold, pred, n_classes))
+    result = f1_of_counts(tp, predicted, gold_counts.reshape(len(w), *[1] * (pred.ndim - 1), -1))
     return result if weights is not None else result[0]
 
 
@@ -111,14 +121,20 @@ def spread(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def bootstrap(gold: np.ndarray, pred: np.ndarray, n_classes: int,
-              weights: np.ndarray) -> tuple[Interval, Interval, np.ndarray, np.ndarray]:
-    """Accuracy and macro-F1 of one run with intervals, and their replicates, from resample `weights` [b, n]."""
-    correct = (gold == pred).astype(float)
-    acc_replicates = weights @ correct / len(gold)
-    f1_replicates = macro_f1(gold, pred, n_classes, weights)
-    return (interval(correct.mean(), acc_replicates), interval(macro_f1(gold, pred, n_classes), f1_replicates),
-            acc_replicates, f1_replicates)
+def bootstrap(gold: np.ndarray, preds: np.ndarray, n_classes: int,
+              weights: np.ndarray) -> list[tuple[Interval, Interval, np.ndarray, np.ndarray]]:
+    """Accuracy and macro-F1 of each run of `preds` [runs, n] with intervals, and their replicates, from resample
+    `weights` [b, n]; `_BOOTSTRAP_RUNS` runs at a time share each matrix product (the memory stays bounded)."""
+    found = []
+    for start in range(0, len(preds), _BOOTSTRAP_RUNS):
+        runs = preds[start : start + _BOOTSTRAP_RUNS]
+        correct = (runs == gold).astype(float)
+        acc_replicates = correct @ weights.T / len(gold)
+        f1_replicates = np.ascontiguousarray(macro_f1(gold, runs, n_classes, weights).T)
+        f1 = macro_f1(gold, runs, n_classes)
+        found += [(interval(c.mean(), acc), interval(point, replicates), acc, replicates)
+                  for c, acc, point, replicates in zip(correct, acc_replicates, f1, f1_replicates)]
+    return found
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:

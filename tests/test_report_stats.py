@@ -28,12 +28,24 @@ def test_macro_f1_matches_scikit_learn_with_uncertain_and_invalid_answers():
     draws = rng.integers(0, 50, size=(30, 50))  # weighted resamples equal scikit-learn on the resampled arrays
     resampled = [_sklearn_macro_f1(gold[0][d], pred[0][d], 4) for d in draws]
     assert macro_f1(gold[0], pred[0], 4, weights_of(draws, 50)).tolist() == pytest.approx(resampled)
+    runs = macro_f1(gold[0], pred, 4, weights_of(draws, 50))  # many runs at once: [resamples, runs]
+    assert runs.T.tolist() == [macro_f1(gold[0], p, 4, weights_of(draws, 50)).tolist() for p in pred]
+
+
+def test_bootstrap_of_many_runs_is_each_run_alone(monkeypatch):
+    monkeypatch.setattr(reports.stats, "_BOOTSTRAP_RUNS", 3)  # several products
+    rng = np.random.default_rng(4)
+    gold, preds = rng.integers(0, 3, 40), rng.integers(0, 5, (7, 40))
+    weights = weights_of(rng.integers(0, 40, (50, 40)), 40)
+    for run, alone in zip(bootstrap(gold, preds, 3, weights), (bootstrap(gold, p[None], 3, weights)[0] for p in preds)):
+        assert run[:2] == alone[:2]
+        assert run[2].tolist() == alone[2].tolist() and run[3].tolist() == alone[3].tolist()
 
 
 def test_bootstrap_percentile_interval_by_hand():
     gold, pred = np.array([0, 0, 0, 1]), np.array([0, 0, 1, 1])
     draws = np.array([[0, 0, 0, 0], [2, 2, 2, 2], [0, 1, 2, 3]])  # replicate accuracies 1, 0, .75
-    acc, _, replicates, _ = bootstrap(gold, pred, 2, weights_of(draws, 4))
+    [(acc, _, replicates, _)] = bootstrap(gold, pred[None], 2, weights_of(draws, 4))
     assert replicates.tolist() == [1.0, 0.0, 0.75]
     # numpy's linear percentile of [0, .75, 1]: 2.5% -> .05 of the way to .75; 97.5% -> .95 of the way to 1
     assert (acc.value, acc.low, acc.high) == pytest.approx((0.75, 0.0375, 0.9875))
@@ -97,3 +109,4 @@ def test_randomization_p_has_no_floor_set_by_the_permutation_count():
     gold2, a2, b2 = _systems(1000, 6, 0.9, 0.5)
     far, farther = permutation_p(gold2, a2, b2, 6), permutation_p(gold, a, b, 6)
     assert farther < far < 1 / (reports.stats.MAX_PERMUTATIONS + 1)  # read from the tail, not clipped to 1/(R+1)
+
