@@ -123,14 +123,13 @@ class _Clock:
 
 def _randomization_tests(boards) -> int:
     """The leaderboards' macro-F1 paired randomization tests again, alone: every row against its board's baseline."""
-    from reports.stats import permutation_p
+    from reports.stats import permutation_ps
 
     tested = 0
     for board in boards:
-        others = [r for r in board.rows if r is not board.baseline]
+        others = [r.predicted for r in board.rows if r is not board.baseline]
         if board.baseline is not None:
-            for row in others:
-                permutation_p(board.gold, row.predicted, board.baseline.predicted, board.n_classes)
+            permutation_ps(board.gold, others, board.baseline.predicted, board.n_classes)
             tested += len(others)
     return tested
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from math import erfc, sqrt
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
 import reports.stats
-from reports.stats import bootstrap, holm, macro_f1, mcnemar, permutation_p, weights_of
+from reports.stats import bootstrap, holm, macro_f1, mcnemar, permutation_p, permutation_ps, weights_of
 
 
 def _sklearn_macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -110,3 +112,38 @@ def test_randomization_p_has_no_floor_set_by_the_permutation_count():
     far, farther = permutation_p(gold2, a2, b2, 6), permutation_p(gold, a, b, 6)
     assert farther < far < 1 / (reports.stats.MAX_PERMUTATIONS + 1)  # read from the tail, not clipped to 1/(R+1)
 
+
+def _reference_p(gold, a, b, classes: int, seed: int = 0) -> float:
+    """The Monte Carlo p the plain way: each round's swap patterns unpacked from the seeded random bytes, then both
+    rows' macro-F1 recomputed by the scorer on the swapped predictions (no tables, no shared draws)."""
+    differ = np.flatnonzero(a != b)
+    observed = abs(macro_f1(gold, a, classes) - macro_f1(gold, b, classes)) - 1e-6
+    rng, draws, hits, size = np.random.default_rng(seed), [], 0, 1024
+    while hits < reports.stats.HITS and len(draws) < reports.stats.MAX_PERMUTATIONS:
+        patterns = rng.integers(0, 256, size=(size, (len(differ) + 7) // 8), dtype=np.uint8)
+        swapped = np.zeros((size, len(gold)), dtype=bool)
+        swapped[:, differ] = np.unpackbits(patterns, axis=1, count=len(differ))
+        difference = macro_f1(gold, np.where(swapped, b, a), classes) - macro_f1(gold, np.where(swapped, a, b), classes)
+        hits += int(np.sum(np.abs(difference) >= observed))
+        draws += difference.tolist()
+        size *= 2
+    if hits >= reports.stats.TAIL_HITS:
+        return (hits + 1) / (len(draws) + 1)
+    return float(erfc(observed / (np.sqrt(np.mean(np.square(draws))) * sqrt(2))))
+
+
+def test_randomization_p_of_many_rows_is_each_row_tested_the_plain_way(monkeypatch):
+    monkeypatch.setattr(reports.stats, "EXACT_CONFIGURATIONS", 0)  # Monte Carlo for every row
+    monkeypatch.setattr(reports.stats, "MAX_PERMUTATIONS", 4096)  # rounds of 1024, 2048, 4096: a quick test
+    monkeypatch.setattr(reports.stats, "_BATCH_PAIRS", 3)  # rows of one pattern size in several batches ...
+    monkeypatch.setattr(reports.stats, "_CHUNK_BYTES", 1 << 12)  # ... each round looked up in several chunks ...
+    monkeypatch.setattr(reports.stats, "_INT8_SPAN", 4)  # ... of several int8 partial sums
+    rng = np.random.default_rng(5)
+    gold = np.minimum(rng.integers(0, 5, 100), 3)  # class 4 is never gold, only predicted by some rows
+    base = np.where(rng.random(100) < 0.6, gold, rng.integers(0, 7, 100))  # 5, 6: uncertain, invalid
+    rows = [np.where(rng.random(100) < rng.uniform(0.1, 0.95), gold, rng.integers(0, 7, 100)) for _ in range(12)]
+    rows += [base.copy(), np.where(np.arange(100) < 3, (base + 1) % 5, base)]  # no difference; a 1-byte pattern
+    expected = [_reference_p(gold, row, base, 5) if (row != base).any() else 1.0 for row in rows]
+    assert len({(np.sum(row != base) + 7) // 8 for row in rows}) < len(rows) - 3  # rows do share pattern sizes
+    assert permutation_ps(gold, rows, base, 5) == pytest.approx(expected, rel=1e-6)
+    assert any(p < 1e-4 for p in expected) and any(0.01 < p < 1 for p in expected)  # the tail and the counted p
