@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from math import erfc, sqrt
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binom
 
 B_DEFAULT = 1000
 LEVEL = 0.95
@@ -152,13 +152,12 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     only_b = int(np.sum(~correct_a & correct_b))
     if only_a + only_b == 0:
         return 1.0
-    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    # binomial(n, 1/2) is symmetric: the two-sided p is twice the smaller tail (scipy's binomtest searches for it)
+    return float(min(1.0, 2 * binom.cdf(min(only_a, only_b), only_a + only_b, 0.5)))
 
 
 def _swap_grid(sizes: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every vector of swap counts (k_g in 0..n_g per group), with its probability prod C(n_g, k_g) / 2^n_g."""
-    from scipy.stats import binom
-
     shape = [n + 1 for n in sizes]
     probabilities = [binom.pmf(np.arange(n + 1), n, 0.5) for n in sizes]
     total = int(np.prod(shape))

@@ -6,6 +6,7 @@ from math import erfc, sqrt
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
 import reports.stats
@@ -58,6 +59,13 @@ def test_exact_mcnemar_by_hand():
     b = np.array([False] * 8 + [True] * 2 + [True] * 5)
     assert mcnemar(a, b) == pytest.approx(2 * (1 + 10 + 45) / 1024)  # 8 vs 2 discordant: P(X<=2 | n=10) x 2
     assert mcnemar(a, a) == 1.0
+
+
+def test_mcnemar_is_scipys_exact_binomial_test():
+    for n in range(1, 80):
+        for k in range(n + 1):
+            only_a = np.arange(n) < k  # k examples only a gets right, n - k only b
+            assert mcnemar(only_a, ~only_a) == pytest.approx(binomtest(k, n, 0.5).pvalue, rel=1e-12)
 
 
 def test_holm_by_hand():
