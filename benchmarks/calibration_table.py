@@ -20,7 +20,7 @@ import polars as pl
 from bench.run.workspace import Workspace, default_cache
 from reports.analysis import Board, Row, build_boards
 from reports.render import markdown_table
-from reports.stats import holm, interval, mcnemar, permutation_p
+from reports.stats import holm, interval, mcnemar, permutation_ps
 from reports.store import read_store
 from reports.vocabulary import INFER_PREFIX
 from strategies.scoring import CALIBRATIONS
@@ -49,8 +49,8 @@ def table(boards: list[Board], reference: str, template: str) -> list[dict[str, 
             if control is None or not treated:
                 continue
             p_acc = holm([mcnemar(row.correct, control.correct) for _, row in treated])
-            p_f1 = holm([permutation_p(board.gold, row.predicted, control.predicted, board.n_classes)
-                         for _, row in treated])
+            p_f1 = holm(permutation_ps(board.gold, [row.predicted for _, row in treated], control.predicted,
+                                       board.n_classes))
             demos = control.params[INFER_PREFIX + "icl"]
             lines.append({"dataset": board.dataset, "icl": demos, "calibration": reference,
                           "accuracy [95% CI]": control.accuracy.text(), f"Δ acc vs {reference}": "-", "p acc": "-",

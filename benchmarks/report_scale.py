@@ -1,6 +1,8 @@
 """How long `bench report` takes on a large store: builds a synthetic experiment of N evaluation runs (random
 predictions for M examples, one dataset and model, N strategy combinations), then times reading it (cold, then
-with the predictions cache warm), the analysis and the rendering.
+with the predictions cache warm), the analysis and the rendering, each in wall and CPU seconds (CPU: all of the
+process's threads; the figure to compare on a shared machine), and then the macro-F1 randomization tests of the
+leaderboards alone (they are part of "leaderboards").
 
     python benchmarks/report_scale.py [--runs 1000] [--examples 1000] [--dir /tmp/report_scale]
 """
@@ -81,22 +83,55 @@ def main() -> None:
     from reports.store import read_store
 
     for label in ("cold predictions cache", "warm predictions cache"):
-        started = time.perf_counter()
+        clock = _Clock()
         data = read_store(uri, "scale", args.dir / "cache" / "report")
-        read = time.perf_counter() - started
+        clock.lap("read")
         boards = build_boards(data)
-        analysed = time.perf_counter() - started
+        clock.lap("leaderboards")
         effects = strategy_effects(boards)
-        effected = time.perf_counter() - started
+        clock.lap("effects")
         seeds = seed_summaries(boards)
-        seeded = time.perf_counter() - started
+        clock.lap("seeds")
         write_report(Report("scale", uri, boards, effects, reference_deltas(boards), data.unfinished, seeds=seeds),
                      args.dir / "out")
-        total = time.perf_counter() - started
-        print(f"{label}: read {read:.1f} s, leaderboards {analysed - read:.1f} s, effects {effected - analysed:.1f} s, "
-              f"seeds {seeded - effected:.1f} s, render {total - seeded:.1f} s, total {total:.1f} s for "
-              f"{len(data.runs)} runs")
+        clock.lap("render")
+        print(f"{label}, {len(data.runs)} runs: {clock}")
+    clock = _Clock()
+    tested = _randomization_tests(boards)
+    clock.lap("macro-F1 randomization tests")
+    print(f"of the leaderboards, for {tested} rows against their baseline: {clock}")
 
+
+class _Clock:
+    """Wall and CPU seconds of consecutive phases."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float, float]] = []
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.phases.append((name, wall - self.wall, cpu - self.cpu))
+        self.wall, self.cpu = wall, cpu
+
+    def __str__(self) -> str:
+        phases = [f"{name} {wall:.1f} s ({cpu:.1f} CPU s)" for name, wall, cpu in self.phases]
+        if len(self.phases) > 1:
+            phases.append(f"total {sum(p[1] for p in self.phases):.1f} s ({sum(p[2] for p in self.phases):.1f} CPU s)")
+        return ", ".join(phases)
+
+
+def _randomization_tests(boards) -> int:
+    """The leaderboards' macro-F1 paired randomization tests again, alone: every row against its board's baseline."""
+    from reports.stats import permutation_ps
+
+    tested = 0
+    for board in boards:
+        others = [r.predicted for r in board.rows if r is not board.baseline]
+        if board.baseline is not None:
+            permutation_ps(board.gold, others, board.baseline.predicted, board.n_classes)
+            tested += len(others)
+    return tested
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 
-from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_p, resamples
+from reports.stats import Interval, bootstrap, holm, interval, mcnemar, permutation_ps, resamples
 from reports.store import ENV_COLUMNS, METRIC_COLUMNS, PARAM_COLUMNS, StoreData
 from reports.vocabulary import (
     BASELINE,
@@ -188,10 +188,10 @@ def build_boards(data: StoreData, baseline: str | None = None, seed: int = 0) ->
             records.append((record, predictions["prediction"].to_list()))
         classes = _Classes.of(first["gold"].to_list(), [answers for _, answers in records])
         gold, weights = classes.encode(first["gold"].to_list()), resamples(len(ids), seed=seed)
+        encoded = np.array([classes.encode(answers) for _, answers in records])
         rows = []
-        for record, answers in records:
-            predicted = classes.encode(answers)
-            acc, f1, acc_replicates, f1_replicates = bootstrap(gold, predicted, classes.n, weights)
+        for (record, _), predicted, (acc, f1, acc_replicates, f1_replicates) in zip(
+                records, encoded, bootstrap(gold, encoded, classes.n, weights)):
             rows.append(Row(
                 record["run_id"], record["training"], record["strategy"], record["base_strategy"],
                 _columns(record, PARAM_COLUMNS), _columns(record, METRIC_COLUMNS),
@@ -244,7 +244,7 @@ def _test_against_baseline(board: Board, name: str | None, seed: int) -> None:
         return
     base = board.baseline
     p_acc = holm([mcnemar(r.correct, base.correct) for r in others])
-    p_f1 = holm([permutation_p(board.gold, r.predicted, base.predicted, board.n_classes, seed) for r in others])
+    p_f1 = holm(permutation_ps(board.gold, [r.predicted for r in others], base.predicted, board.n_classes, seed))
     for row, pa, pf in zip(others, p_acc, p_f1):
         row.p_accuracy, row.p_macro_f1 = pa, pf
 

@@ -89,9 +89,9 @@ def pareto(board: Board) -> str:
     axes.set_xlabel("evaluation examples / s (higher is cheaper)")
     axes.set_ylabel("accuracy")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
     axes.set_title(board.title, fontsize=9)
     key.axis("off")
+    key.legend(*axes.get_legend_handles_labels(), fontsize=8, loc="lower left")  # beside the points: no search
     lines = [f"{n:>2}  {'* ' if n - 1 in front else '  '}{r.label}" for n, r in enumerate(rows, start=1)]
     key.text(0, 1, "\n".join(lines + ["", "* on the Pareto front"]), va="top", ha="left", family="monospace",
              fontsize=7, transform=key.transAxes)
