@@ -105,6 +105,25 @@ def _results_table(rows) -> Table:
     return table
 
 
+def _profile_table(rows) -> Table:
+    """Where the evaluations' time went (`runners/phases.py`): per phase, its seconds over every run, its share of
+    their wall time, and the run that spent most in it; per-run figures are each run's time.<phase>_s metrics."""
+    from runners.phases import PHASE_ORDER, phase_seconds
+
+    timed = [(spec.name, phase_seconds(m)) for spec, _, m in rows if "wall_time_s" in m]
+    wall = sum(m["wall_time_s"] for _, _, m in rows if "wall_time_s" in m)
+    table = _table(f"where the time went: {len(timed)} run(s), {wall:.1f} s of wall time (record: after it)",
+                   ["phase", "seconds", "share", "most in one run"], wrap=("most in one run",))
+    for phase in (p for p in PHASE_ORDER if any(p in phases for _, phases in timed)):
+        spent = [(phases.get(phase, 0.0), name) for name, phases in timed]
+        most, where = max(spent)
+        total = sum(seconds for seconds, _ in spent)
+        _add_row(table, phase, f"{total:.2f}", f"{total / wall:.0%}" if wall else "-", f"{most:.2f} s {where}")
+    counted = sum(v for _, phases in timed for p, v in phases.items() if p != "record")
+    _add_row(table, "other", f"{wall - counted:.2f}", f"{(wall - counted) / wall:.0%}" if wall else "-", "")
+    return table
+
+
 def _writable_folder(folder: Path, option: str) -> None:
     """Fail with one line unless `folder` can take files: checked before any work, not after it."""
     from bench.run.locations import probe_writable
@@ -182,6 +201,8 @@ def run(
                                          "without a heartbeat: a dead worker's job is taken over after this")
                      ] = DEFAULT_LEASE_S,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the job graph and stop")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="print where each evaluation's time went, by phase "
+                                                            "(also logged on every run as time.<phase>_s)")] = False,
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Evaluate every strategy combination of a grid and log each one to MLflow."""
@@ -217,6 +238,8 @@ def run(
             return
     results = grid_results(planned, jobs, began)
     console.print(_results_table(results.rows))
+    if profile:
+        console.print(_profile_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
     tracking = planned.stores.tracking_uri
     console.print(f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else

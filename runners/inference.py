@@ -26,11 +26,12 @@ import torch
 
 from runners.batching import Batching
 from runners.models import LoadedModel
+from runners.phases import Phases
 from strategies.lookup import entry
 from strategies.prompts import Message, render_plain
 from strategies.scoring import PPL_NORMS
 
-OnProgress = Callable[[int], None]  # so many more units (prompts) done: an increment, not a running total
+OnProgress = Callable[[float], None]  # so many more prompts done: an increment (a fraction while a batch generates)
 PASS_COST = 64  # a forward pass's fixed cost (reading every weight once), in tokens' worth of work
 LOGITS_BUDGET = 32 * 2**20  # bytes of kept logits (positions x vocabulary) per scoring pass
 
@@ -79,6 +80,20 @@ class PrefixCache:
             return DynamicCache(config=self.lm.model.config)
         return DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in self.layers],
                             config=self.lm.model.config)
+
+
+class PrefixCaches:
+    """The last prefix cache a run computed, by its tokens: a run asked for in rounds (a search's pruner watches
+    them) reads the prefix its earlier rounds computed instead of computing it again."""
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[int, ...], PrefixCache] | None = None
+
+    def of(self, lm: LoadedModel, prefix: Sequence[int]) -> PrefixCache:
+        key = tuple(prefix)
+        if self._last is None or self._last[0] != key:
+            self._last = key, PrefixCache(lm, prefix)
+        return self._last[1]
 
 
 def _encode(lm: LoadedModel, texts: Sequence[str], extra: int) -> list[list[int]]:
@@ -135,14 +150,25 @@ def _suffix_positions(real: torch.Tensor, n_prefix: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batching: Batching,
-             on_progress: OnProgress = lambda n: None) -> list[str]:
-    """Greedy completions of `prompts` (stopping at the end of the turn or after `max_new_tokens`), in input order."""
-    ids = _encode(lm, prompts, max_new_tokens)
-    n_prefix = shared_prefix(ids)
-    prefix = PrefixCache(lm, ids[0][:n_prefix] if ids else [])
-    suffixes = [x[n_prefix:] for x in ids]
-    tok = lm.tokenizer
-    outputs = [""] * len(prompts)
+             on_progress: OnProgress = lambda n: None, phases: Phases | None = None,
+             prefixes: PrefixCaches | None = None) -> list[str]:
+    """Greedy completions of `prompts` (stopping at the end of the turn or after `max_new_tokens`), in input order;
+    `phases`: where the time goes (tokenise, prefix, generate); `prefixes`: the run's prefix caches."""
+    phases, prefixes = phases or Phases(), prefixes or PrefixCaches()
+    with phases("tokenise"):
+        ids = _encode(lm, prompts, max_new_tokens)
+    with phases("prefix"):
+        n_prefix = shared_prefix(ids)
+        prefix = prefixes.of(lm, ids[0][:n_prefix] if ids else [])
+    with phases("generate"):
+        return _generate_after(lm, prefix, [x[n_prefix:] for x in ids], max_new_tokens, batching, on_progress)
+
+
+def _generate_after(lm: LoadedModel, prefix: PrefixCache, suffixes: list[list[int]], max_new_tokens: int,
+                    batching: Batching, on_progress: OnProgress) -> list[str]:
+    """`generate`'s loop: the greedy completions of the prompts `prefix` + each of `suffixes`."""
+    n_prefix, tok = prefix.length, lm.tokenizer
+    outputs = [""] * len(suffixes)
     for batch in token_batches([len(s) for s in suffixes], max_new_tokens, batching, lm.device,
                                steps=1 + max_new_tokens):
         rows = [suffixes[i] for i in batch]
@@ -155,7 +181,10 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
         tokens: list[list[int]] = [[] for _ in rows]
         ended = torch.zeros(len(rows), dtype=torch.bool, device=lm.device)
         last = positions[:, -1]
+        reported = 0.0  # of the batch's rows, by its steps: a batch that writes for minutes still shows progress
         for step in range(max_new_tokens):
+            on_progress(len(rows) / max_new_tokens)
+            reported += len(rows) / max_new_tokens
             chosen = out.logits[:, -1].argmax(-1)
             ended |= chosen == lm.end_id
             for r, token in enumerate(chosen.tolist()):
@@ -169,7 +198,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
                            past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
         for i, row in zip(batch, tokens):
             outputs[i] = tok.decode(row, skip_special_tokens=True)
-        on_progress(len(batch))
+        on_progress(len(batch) - reported)
     return outputs
 
 
@@ -224,14 +253,25 @@ class _CandidateBlock:
 
 @torch.inference_mode()
 def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequence[str], batching: Batching,
-                     on_progress: OnProgress = lambda n: None) -> CandidateScores:
-    """Log-likelihood of each candidate completion after each prompt (see the module doc)."""
-    cand = candidate_ids(lm, candidates)
-    block = _CandidateBlock.of(cand)
-    ids = _encode(lm, prompts, max(map(len, cand)))
-    n_prefix = shared_prefix(ids)
-    prefix = PrefixCache(lm, ids[0][:n_prefix] if ids else [])
-    suffixes = [x[n_prefix:] for x in ids]
+                     on_progress: OnProgress = lambda n: None, phases: Phases | None = None,
+                     prefixes: PrefixCaches | None = None) -> CandidateScores:
+    """Log-likelihood of each candidate completion after each prompt (see the module doc); `phases`: where the time
+    goes (tokenise, prefix, score); `prefixes`: the run's prefix caches."""
+    phases, prefixes = phases or Phases(), prefixes or PrefixCaches()
+    with phases("tokenise"):
+        cand = candidate_ids(lm, candidates)
+        ids = _encode(lm, prompts, max(map(len, cand)))
+    with phases("prefix"):
+        n_prefix = shared_prefix(ids)
+        prefix = prefixes.of(lm, ids[0][:n_prefix] if ids else [])
+    with phases("score"):
+        return _score_after(lm, prefix, [x[n_prefix:] for x in ids], cand, batching, on_progress)
+
+
+def _score_after(lm: LoadedModel, prefix: PrefixCache, suffixes: list[list[int]], cand: list[list[int]],
+                 batching: Batching, on_progress: OnProgress) -> CandidateScores:
+    """`score_candidates`' passes: every candidate of `cand` after the prompts `prefix` + each of `suffixes`."""
+    n_prefix, block = prefix.length, _CandidateBlock.of(cand)
     block_len = len(block.inputs)
     n_kept = 1 + block_len  # the suffix's last position, then every input of the block
     vocab = lm.model.get_output_embeddings().weight.shape[0]
@@ -242,7 +282,7 @@ def score_candidates(lm: LoadedModel, prompts: Sequence[str], candidates: Sequen
     inputs = torch.tensor(block.inputs, device=lm.device)
     offsets = torch.tensor(block.offsets, device=lm.device)
     within = block.within.to(lm.device)
-    result = np.zeros((len(prompts), len(cand)))
+    result = np.zeros((len(suffixes), len(cand)))
     for batch in token_batches([len(s) for s in suffixes], block_len, batching, lm.device, row_limit):
         rows = [suffixes[i] for i in batch]
         suffix_ids, real = _left_padded(rows, lm.tokenizer.pad_token_id, lm.device)

@@ -13,8 +13,9 @@ import numpy as np
 from transformers import set_seed
 
 from runners.batching import Batching
-from runners.inference import OnProgress, candidate_ids, generate, prompt_text, score_candidates
+from runners.inference import OnProgress, PrefixCaches, candidate_ids, generate, prompt_text, score_candidates
 from runners.models import LoadedModel
+from runners.phases import Phases
 from strategies.example import Example
 from strategies.lookup import entry
 from strategies.prompts import PromptBuilder
@@ -61,8 +62,11 @@ class Predictor:
     run so far, this chunk's included; `so_far()` decides every prediction made again against all of them, so after
     the last chunk the run's predictions are what one call on all its examples would have given."""
 
-    def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings) -> None:
+    def __init__(self, lm: LoadedModel, builder: PromptBuilder, settings: DecodeSettings,
+                 phases: Phases | None = None) -> None:
         self.lm, self.builder, self.settings = lm, builder, settings
+        self.phases = phases or Phases()  # where the run's time goes
+        self.prefixes = PrefixCaches()  # the shared prefix, computed once for every chunk that shares it
         self.decode = partial(builder.strategy.decoding_method.decode.resolve(), self)
         self.calibration = entry(CALIBRATIONS, builder.strategy.calibration, "calibration")  # "none" off ppl
         self._made: list[Prediction] = []  # every prediction of the run, in the order asked for
@@ -71,8 +75,12 @@ class Predictor:
     def __call__(self, examples: Sequence[Example], on_progress: OnProgress = lambda n: None) -> list[Prediction]:
         """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
         set_seed(self.settings.seed)
-        prompts = [prompt_text(self.lm, self.builder.messages(e)) for e in examples]
-        lengths = [len(ids) for ids in self.lm.tokenizer(prompts, add_special_tokens=False).input_ids]
+        with self.phases("retrieval"):
+            demos = [self.builder.select_demos(e) for e in examples]
+        with self.phases("prompts"):
+            prompts = [prompt_text(self.lm, self.builder.messages(e, d)) for e, d in zip(examples, demos)]
+        with self.phases("tokenise"):
+            lengths = [len(ids) for ids in self.lm.tokenizer(prompts, add_special_tokens=False).input_ids]
         made = [replace(p, prompt_tokens=n) for p, n in zip(self.decode(prompts, on_progress), lengths)]
         self._made += made
         return made
@@ -82,8 +90,9 @@ class Predictor:
         from the run's own scores, each against every score so far; otherwise as it was made."""
         if not self.calibration.from_run or not self._made:
             return list(self._made)
-        raw = np.concatenate(self._scored)
-        calibrated = self.calibration.adjust(raw, raw)
+        with self.phases("calibrate"):
+            raw = np.concatenate(self._scored)
+            calibrated = self.calibration.adjust(raw, raw)
         reasoned = self.builder.strategy.reasoning == "on"
         return [replace(self._decided(r, c, p.raw_output if reasoned else None), prompt_tokens=p.prompt_tokens)
                 for p, r, c in zip(self._made, raw, calibrated)]
@@ -94,7 +103,7 @@ class Predictor:
         builder, settings = self.builder, self.settings
         limit = settings.max_new_tokens if builder.strategy.reasoning == "on" else \
             min(settings.max_new_tokens, answer_budget(self.lm, builder))
-        outputs = generate(self.lm, prompts, limit, settings.batching, on_progress)
+        outputs = generate(self.lm, prompts, limit, settings.batching, on_progress, self.phases, self.prefixes)
         return [Prediction(builder.parse(text), text, "", 0) for text in outputs]
 
     @cached_property
@@ -103,8 +112,10 @@ class Predictor:
         messages = self.calibration.reference_prompts(self.builder)
         if not messages:
             return np.zeros((0, len(self.builder.answers)))
-        prompts = [prompt_text(self.lm, m) for m in messages]
-        scores = score_candidates(self.lm, prompts, self.builder.candidates(), self.settings.batching)
+        with self.phases("prompts"):
+            prompts = [prompt_text(self.lm, m) for m in messages]
+        scores = score_candidates(self.lm, prompts, self.builder.candidates(), self.settings.batching,
+                                  phases=self.phases)
         return scores.normalised(self.builder.strategy.ppl_norm)
 
     def by_candidate_scores(self, prompts: list[str], on_progress: OnProgress) -> list[Prediction]:
@@ -113,15 +124,18 @@ class Predictor:
         builder, settings = self.builder, self.settings
         outputs = None
         if builder.strategy.reasoning == "on":
-            outputs = generate(self.lm, prompts, settings.max_new_tokens, settings.batching, on_progress)
+            outputs = generate(self.lm, prompts, settings.max_new_tokens, settings.batching, on_progress, self.phases,
+                               self.prefixes)
             prompts = [p + f"{r}\n" if (r := builder.reasoning_of(text)) else p for p, text in zip(prompts, outputs)]
             on_progress = lambda n: None  # noqa: E731 - progress was reported while generating
-        scores = score_candidates(self.lm, prompts, builder.candidates(), settings.batching, on_progress)
+        scores = score_candidates(self.lm, prompts, builder.candidates(), settings.batching, on_progress,
+                                  self.phases, self.prefixes)
         raw = scores.normalised(builder.strategy.ppl_norm)
         if self.calibration.from_run:
             self._scored.append(raw)
         reference = np.concatenate(self._scored) if self.calibration.from_run else self.reference
-        calibrated = self.calibration.adjust(raw, reference) if len(reference) else [None] * len(raw)
+        with self.phases("calibrate"):
+            calibrated = self.calibration.adjust(raw, reference) if len(reference) else [None] * len(raw)
         return [self._decided(r, c, outputs[i] if outputs else None) for i, (r, c) in enumerate(zip(raw, calibrated))]
 
     def _decided(self, raw: np.ndarray, calibrated: np.ndarray | None, output: str | None) -> Prediction:

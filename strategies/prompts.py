@@ -90,10 +90,11 @@ class PromptBuilder:
         final = f"{self.template.answer_marker} {answer}"
         return f"{reasoning.strip()}\n{final}" if reasoning else final
 
-    def messages(self, example: Example) -> list[Message]:
-        """The chat messages that ask for `example`'s label under this strategy."""
+    def messages(self, example: Example, demos: Sequence[Example] | None = None) -> list[Message]:
+        """The chat messages that ask for `example`'s label under this strategy; `demos`: its demonstrations, when
+        the caller selected them already (`select_demos`), else selected here."""
         turns: list[Message] = []
-        for demo in self.select_demos(example):
+        for demo in self.select_demos(example) if demos is None else demos:
             turns += [self._user(demo), {"role": "assistant", "content": self.completion(demo.label)}]
         turns.append(self._user(example))
         turns[0] = {"role": "user", "content": f"{self.instructions}\n\n{turns[0]['content']}"}

@@ -4,9 +4,10 @@ notes the jobs it is given, and a clock that moves only when told."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+from bench.plan.cost import Cost
 from bench.plan.specs import Job
 from bench.run.executor import JobCallbacks, Pruned
 from bench.run.recorder import JobResult, OpenRun
@@ -69,6 +70,9 @@ class FakePerformer:
 
     def evaluation_examples(self, job: Job) -> int:
         return 4 if job.KIND == "eval" else 0
+
+    def costs(self, jobs: Sequence[Job]) -> dict[str, Cost]:
+        return {job.key: Cost(100.0, "a fake", "score" if job.KIND == "eval" else "train") for job in jobs}
 
     def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         for dependency in job.dependencies():

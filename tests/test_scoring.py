@@ -82,6 +82,29 @@ def test_generation_stops_when_every_row_has_ended(tiny_lm):
     assert len(calls) == 2  # the shared prefix, then the prompts' own tokens: 50 new tokens allowed, none needed
 
 
+def test_a_generating_batch_reports_progress_as_it_writes_and_whole_prompts_in_the_end(tiny_lm):
+    increments: list[float] = []
+    generate(tiny_lm, PROMPTS, 6, Batching(len(PROMPTS)), increments.append)
+    assert len(increments) > 1  # one batch, seen while it writes, not only once it is done
+    assert sum(increments) == pytest.approx(len(PROMPTS)) and all(n >= 0 for n in increments)
+
+
+def test_a_prefix_shared_by_the_chunks_of_a_run_is_computed_once(tiny_lm):
+    from runners.inference import PrefixCaches
+
+    calls = []
+    hook = tiny_lm.model.register_forward_pre_hook(lambda module, args: calls.append(args))
+    prefixes = PrefixCaches()
+    try:
+        first = score_candidates(tiny_lm, PROMPTS, ["a", "b"], Batching(8), prefixes=prefixes)
+        passes = len(calls)
+        again = score_candidates(tiny_lm, PROMPTS, ["a", "b"], Batching(8), prefixes=prefixes)
+    finally:
+        hook.remove()
+    assert len(calls) - passes == passes - 1  # the same passes but the prefix's
+    assert np.array_equal(first.logprob_sum, again.logprob_sum)
+
+
 def test_shared_prefix_and_token_batches():
     assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 9], [1, 2, 5]]) == 2
     assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # a prompt keeps one token of its own

@@ -143,6 +143,9 @@ class DesignedScorer:
     def evaluation_examples(self, job) -> int:
         return len(evaluation_examples(job, self.datasets))
 
+    def costs(self, jobs) -> dict:
+        return {}
+
     def __call__(self, job, out, callbacks: JobCallbacks) -> JobResult:
         import pandas as pd
 

@@ -24,10 +24,13 @@ EXPENSIVE_TOKENS = 1e6  # ... and so is any job above this many (about 20 minute
 
 @dataclass(frozen=True)
 class Cost:
-    """Estimated model tokens of a job, and what drives them (for the flag's reason)."""
+    """Estimated model tokens of a job, what drives them (for the flag's reason), and the kind of work they are:
+    `score` (prompts and candidates read in parallel), `generate` (tokens written one step at a time), `train`, or
+    `baseline` (no model): a token of one kind takes another time than a token of another (progress measures each)."""
 
     tokens: float
     why: str
+    kind: str
 
 
 def token_counter(cache: Path, model: str, counters: dict[str, TokenCounter]) -> TokenCounter:
@@ -58,7 +61,7 @@ def _evaluation(spec: RunSpec, datasets: DatasetCache, counter: TokenCounter) ->
     dataset = datasets.get(spec.dataset.config)
     examples = dataset.evaluation(spec.eval.split, spec.eval.limit, spec.eval.sample_seed)
     if spec.baseline:
-        return Cost(0.0, "classical baseline")
+        return Cost(0.0, "classical baseline", "baseline")
     builder = PromptBuilder(dataset.card, replace(spec.strategy, icl="zero"), [], 0)
     prompt = _prompt_tokens(dataset.card, spec.strategy, dataset.pool, examples, counter)
     written = spec.max_new_tokens if spec.strategy.generates_text else 0
@@ -68,7 +71,8 @@ def _evaluation(spec: RunSpec, datasets: DatasetCache, counter: TokenCounter) ->
         why = f"{len(candidates)} candidates after each {prompt:.0f}-token prompt"
     else:
         scored, why = 0, f"{prompt:.0f}-token prompts, up to {written} new tokens"
-    return Cost(len(examples) * (prompt + scored + written), f"{len(examples)} examples: {why}")
+    return Cost(len(examples) * (prompt + scored + written), f"{len(examples)} examples: {why}",
+                "generate" if written else "score")
 
 
 def _training(spec: TrainSpec, datasets: DatasetCache, counter: TokenCounter) -> Cost:
@@ -76,9 +80,9 @@ def _training(spec: TrainSpec, datasets: DatasetCache, counter: TokenCounter) ->
     prompt = _prompt_tokens(dataset.card, spec.strategy.prompt, dataset.pool, dataset.pool, counter)
     if spec.rl is not None:
         rows = spec.rl.steps * spec.rl.prompts_per_step * spec.rl.num_generations
-        return Cost(rows * (prompt + spec.rl.max_completion_length), f"{rows} sampled completions")
+        return Cost(rows * (prompt + spec.rl.max_completion_length), f"{rows} sampled completions", "train")
     rows = spec.n_train * spec.sft.epochs
-    return Cost(rows * (prompt + 8), f"{rows:.0f} training rows")
+    return Cost(rows * (prompt + 8), f"{rows:.0f} training rows", "train")
 
 
 def estimate(jobs: Sequence[Job], datasets: DatasetCache, cache: Path) -> dict[str, Cost]:

@@ -39,11 +39,12 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.plan.cost import Cost
 from bench.plan.graph import JobGraph
 from bench.plan.specs import Job, RunSpec
 from bench.run.progress import Reporter
@@ -64,8 +65,11 @@ from bench.run.store import (
 )
 from bench.run.workspace import COMPLETE, Workspace
 from runners.model_registry import build_once, staging_prefix, sweep_staging
+from runners.phases import PHASE_PREFIX
 
-JobProgress = Callable[[int, int], None]  # (done, total) units of the running job: examples or steps
+RECORD_METRIC = f"{PHASE_PREFIX}record_s"  # a run's recording time, logged once its record is written
+
+JobProgress = Callable[[float, int], None]  # (done, total) units of the running job: examples or steps
 OnLog = Callable[[dict[str, float], int], None]  # (metrics, step): step-wise curves of the running job
 OnPartial = Callable[[list[bool]], None]  # per-example correctness so far, in evaluation order (may raise Pruned)
 
@@ -80,8 +84,11 @@ class Performer(Protocol):
         """What the job's progress counts (examples, steps)."""
 
     def evaluation_examples(self, job: Job) -> int:
-        """The evaluation examples the job predicts (0: it evaluates nothing): they count toward the grid's ETA, and
-        only a job that has some reports results so far to an observer."""
+        """The evaluation examples the job predicts (0: it evaluates nothing): only a job that has some reports
+        results so far to an observer."""
+
+    def costs(self, jobs: Sequence[Job]) -> Mapping[str, Cost]:
+        """The estimated cost of each of `jobs` that costs model time, by key: the unit of the grid's ETA."""
 
     def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         """Perform `job`, writing its output (if it has one) into `out`."""
@@ -202,8 +209,7 @@ class Executor:
         sweep_staging(self.workspace.jobs)
         self._settle(list(self.graph.jobs))
         states = self.store.states(list(self.graph.jobs))
-        todo = [s for s in self.graph.evaluations if states[s.key].status != DONE]
-        self.reporter.plan(sum(self.perform.evaluation_examples(s) for s in todo))
+        self.reporter.plan(self.perform.costs([j for k, j in self.graph.jobs.items() if states[k].status != DONE]))
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True)
         beat.start()
@@ -275,26 +281,26 @@ class Executor:
                     self.reporter.note(f"taking over {job.name} from {claim.previous.worker} (its lease ran out)")
                 self._settle([claim.key])
             run_id = self.recorder.start(job, self.parent_id, claim.attempt)
-            line, examples = self._attempt(claim, job, run_id, blocked_by) if self.store.started(claim, run_id) \
-                else (lost(job), 0)
+            line, finished = self._attempt(claim, job, run_id, blocked_by) if self.store.started(claim, run_id) \
+                else (lost(job), False)
             self._settle([claim.key], [OpenRun(run_id, claim.key, claim.attempt)])
         except (KeyboardInterrupt, SystemExit):
             given_back = self.store.release(claim)
             if run_id is not None:
                 self._settle([claim.key], [OpenRun(run_id, claim.key, claim.attempt)])
             if given_back:
-                self.reporter.end(f"KILLED {job.name}: interrupted; the job is free for the next worker")
+                self.reporter.end(claim.key, f"KILLED {job.name}: interrupted; the job is free for the next worker")
             raise
         finally:
             self._hold(None)
-        self.reporter.end(line, examples)
+        self.reporter.end(claim.key, line, finished)
 
-    def _attempt(self, claim: Claim, job: Job, run_id: str, blocked_by: JobState | None) -> tuple[str, int]:
+    def _attempt(self, claim: Claim, job: Job, run_id: str, blocked_by: JobState | None) -> tuple[str, bool]:
         """Steps 4 and 5 of the order of truth: perform the job and log what its run shows, then give the store its
-        verdict. Returns the line to show and the evaluation examples done."""
+        verdict. Returns the line to show and whether the job is done."""
         examples = self.perform.evaluation_examples(job)
         if blocked_by is None:
-            self.reporter.start(job.name, self.perform.unit(job))
+            self.reporter.start(job.key, job.name, self.perform.unit(job))
         try:
             if blocked_by is not None:
                 raise DependencyFailed(f"{blocked_by.name} {blocked_by.status}: {blocked_by.error}")  # or pruned
@@ -302,15 +308,17 @@ class Executor:
                                      lambda metrics, step: self.recorder.log_step(run_id, metrics, step),
                                      self.observe(job, run_id) if self.observe and examples else None)
             result = self._perform(job, callbacks)
+            recording = time.perf_counter()
             self.recorder.log_result(run_id, result)
-            held, line = self.store.complete(claim, run_id), f"done {job.name}: {result.summary}"
+            self.recorder.log_step(run_id, {RECORD_METRIC: time.perf_counter() - recording}, 0)
+            held, line, done = self.store.complete(claim, run_id), f"done {job.name}: {result.summary}", True
         except Pruned as pruned:  # not done: a later grid runs it whole
             self.recorder.log_pruned(run_id, str(pruned), pruned.metrics)
-            held, line, examples = self.store.prune(claim, str(pruned)), f"PRUNED {job.name}: {pruned}", 0
+            held, line, done = self.store.prune(claim, str(pruned)), f"PRUNED {job.name}: {pruned}", False
         except Exception as exc:  # one failing job fails its dependents, never the grid
             self.recorder.log_error(run_id, exc)
-            held, line, examples = self.store.fail(claim, one_line(exc)), f"FAILED {job.name}: {one_line(exc)}", 0
-        return (line, examples) if held else (lost(job), 0)
+            held, line, done = self.store.fail(claim, one_line(exc)), f"FAILED {job.name}: {one_line(exc)}", False
+        return (line, done) if held else (lost(job), False)
 
     def _perform(self, job: Job, callbacks: JobCallbacks) -> JobResult:
         """Run the job; one with an output folder fills a staging folder that becomes its cache folder when

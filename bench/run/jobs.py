@@ -13,13 +13,14 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from bench.plan.cost import Cost, estimate
 from bench.plan.datasets import Dataset, DatasetCache
 from bench.plan.identity import identity_hash
 from bench.plan.reasoning_corpora import load_corpus, rgen_mixture
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from runners.inference import OnProgress
 
 REASONINGS, CONFIDENCES = "reasonings.json", "confidences.json"
-ROUND = 50  # evaluation examples per round: after each, an observer (a search's pruner) sees the results so far
+ROUND = 50  # evaluation examples per round: after each, an observer (a search's pruner) sees the results so far;
+# with no observer, a run is one round (its batches then split by tokens alone)
 
 
 class ModelPool:
@@ -120,11 +122,11 @@ def _training_examples(job: TrainSpec | ReasoningsSpec | RelabelSpec, ctx: JobCo
 
 def counted(progress: JobProgress, total: int) -> OnProgress:
     """A runner's progress (so many more units done) as the job's (done, total) of `total` units."""
-    done = 0
+    done = 0.0
 
-    def advance(n: int) -> None:
+    def advance(n: float) -> None:
         nonlocal done
-        done += n
+        done = round(done + n, 6)  # fractions of a generating batch add up to its rows
         progress(done, total)
 
     return advance
@@ -142,51 +144,59 @@ def round_order(n: int, sample_seed: int) -> list[int]:
 
 
 def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
-    """Predict the evaluation examples under the spec's strategy (or its classical baseline) and score them."""
+    """Predict the evaluation examples under the spec's strategy (or its classical baseline) and score them; the
+    run's phases (`runners/phases.py`) are among its metrics."""
     from runners.baselines import BASELINES
+    from runners.phases import Phases
     from runners.predict import DecodeSettings, Predictor
 
-    dataset = ctx.dataset(spec)
-    examples = evaluation_examples(spec, ctx.datasets)
-    started = time.perf_counter()
+    phases, started = Phases(), time.perf_counter()
+    with phases("load"):
+        dataset = ctx.dataset(spec)
+        examples = evaluation_examples(spec, ctx.datasets)
     if spec.baseline:
-        predictions = BASELINES[spec.baseline].predict(dataset.card, dataset.pool, examples, spec.seed)
+        with phases("score"):
+            predictions = BASELINES[spec.baseline].predict(dataset.card, dataset.pool, examples, spec.seed)
         ctx.on_progress(len(examples), len(examples))
     else:
-        lm = ctx.models.get(ctx.workspace.model(spec.model), spec.dtype, _stage_folders(spec.train, ctx))
-        builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed,
-                                ctx.pool_embeddings(spec, dataset))
-        predict = Predictor(lm, builder, DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed))
+        with phases("load"):
+            lm = ctx.models.get(ctx.workspace.model(spec.model), spec.dtype, _stage_folders(spec.train, ctx))
+            builder = PromptBuilder(dataset.card, spec.strategy, dataset.pool, spec.seed,
+                                    ctx.pool_embeddings(spec, dataset))
+        predict = Predictor(lm, builder, DecodeSettings(ctx.batching, spec.max_new_tokens, spec.seed), phases)
         progress = counted(ctx.on_progress, len(examples))
         predictions: list = [None] * len(examples)
         order = round_order(len(examples), spec.eval.sample_seed)
-        for start in range(0, len(order), ROUND):  # a seeded shuffled order, so every prefix is a fair sample
-            chunk = order[start:start + ROUND]
+        size = ROUND if ctx.on_partial is not None else len(order)  # rounds only where an observer reads them
+        for start in range(0, len(order), size):  # a seeded shuffled order, so every prefix is a fair sample
+            chunk = order[start:start + size]
             predict([examples[i] for i in chunk], progress)
             for i, prediction in zip(order, predict.so_far()):  # batch calibration decides all again each round
                 predictions[i] = prediction
             if ctx.on_partial is not None:
                 ctx.on_partial([predictions[i].label == examples[i].label for i in order[:start + len(chunk)]])
+    with phases("metrics"):
+        report = classification_report([e.label for e in examples], [p.label for p in predictions],
+                                        [c.value for c in dataset.card.categories])
+        table = pd.DataFrame({
+            "id": [e.id for e in examples], "text": [e.text for e in examples], "gold": [e.label for e in examples],
+            "prediction": [p.label for p in predictions], "raw_output": [p.raw_output for p in predictions],
+            "candidate_scores": [p.candidate_scores for p in predictions],
+            "calibrated_scores": [p.calibrated_scores for p in predictions],
+        })
+        figure = _confusion_figure(report, spec.name)
     wall = time.perf_counter() - started
-    report = classification_report([e.label for e in examples], [p.label for p in predictions],
-                                    [c.value for c in dataset.card.categories])
-    metrics = report.metrics | {
+    metrics = report.metrics | phases.metrics() | {
         "wall_time_s": wall, "examples_per_s": len(examples) / wall if wall else 0.0,
         "prompt_tokens_mean": sum(p.prompt_tokens for p in predictions) / len(examples),
         "data_skipped_rows": float(dataset.skipped_rows),
     }
     for label, scores in report.per_class.items():
         metrics |= {f"{name}.{metric_key(label)}": value for name, value in scores.items() if name != "support"}
-    table = pd.DataFrame({
-        "id": [e.id for e in examples], "text": [e.text for e in examples], "gold": [e.label for e in examples],
-        "prediction": [p.label for p in predictions], "raw_output": [p.raw_output for p in predictions],
-        "candidate_scores": [p.candidate_scores for p in predictions],
-        "calibrated_scores": [p.calibrated_scores for p in predictions],
-    })
     evaluation = DatasetLog(pd.DataFrame({"text": table["text"], "label": table["gold"]}), spec.dataset.content,
                             f"{spec.dataset.name}:{spec.eval.split}", "evaluation")
     return JobResult(metrics, tables={PREDICTIONS_ARTIFACT: table}, documents={"per_class.json": report.per_class},
-                     figures={"confusion_matrix.png": _confusion_figure(report, spec.name)}, datasets=[evaluation],
+                     figures={"confusion_matrix.png": figure}, datasets=[evaluation],
                      summary=f"accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f} "
                              f"({wall:.1f} s)")
 
@@ -394,6 +404,9 @@ class KindPerformer:
 
     def evaluation_examples(self, job: Job) -> int:
         return KINDS[job.KIND].evaluation_examples(job, self.datasets)
+
+    def costs(self, jobs: Sequence[Job]) -> dict[str, Cost]:
+        return estimate(jobs, self.datasets, self.workspace.root)
 
     def __call__(self, job: Job, out: Path | None, callbacks: JobCallbacks) -> JobResult:
         context = JobContext(self.workspace, self.datasets, self.models, self.batching, callbacks.output_of,
