@@ -14,6 +14,7 @@ import os
 import time
 
 import torch
+from timing import alternate
 
 from bench.plan.datasets import DatasetConfig, load_dataset
 from bench.run.workspace import Workspace, default_cache
@@ -22,11 +23,6 @@ from runners.inference import prompt_text, score_candidates
 from runners.models import LoadedModel, load_model
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
-
-
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 @torch.inference_mode()
@@ -67,15 +63,9 @@ def main() -> None:
         builder = PromptBuilder(dataset.card, strategy, dataset.pool, 0)
         prompts = [prompt_text(lm, builder.messages(e)) for e in examples]
         tokens = sum(len(x) for x in lm.tokenizer(prompts, add_special_tokens=False).input_ids)
-        spent = {"scorer": [], "plain forward": []}
-        for _ in range(args.repeats):
-            for name, run in (("scorer", lambda: score_candidates(lm, prompts, builder.candidates(),
-                                                                  Batching(args.batch_size))),
-                              ("plain forward", lambda: plain_forward(lm, prompts, args.batch_size))):
-                started = cpu_seconds()
-                run()
-                spent[name].append(cpu_seconds() - started)
-        best = {name: min(values) for name, values in spent.items()}
+        best = alternate({"scorer": lambda: score_candidates(lm, prompts, builder.candidates(),
+                                                            Batching(args.batch_size)),
+                          "plain forward": lambda: plain_forward(lm, prompts, args.batch_size)}, args.repeats).cpu
         rates = {name: tokens / seconds for name, seconds in best.items()}
         print(f"{strategy.tag():<13} {len(prompts)} prompts, {tokens / len(prompts):.0f} tokens each "
               f"({len(builder.candidates())} candidates): scorer {best['scorer']:.2f} CPU s "

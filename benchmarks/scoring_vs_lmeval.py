@@ -10,17 +10,18 @@ front: both then score "\\n", the label's tokens and the end-of-turn token after
 that the two tokenisations agree before timing anything.
 
     pip install -e ".[benchmarks]"   # lm-eval 0.4.13: a benchmark dependency only
-    python benchmarks/scoring_vs_lmeval.py [--zero 64] [--fixed 32] [--repeats 2] [--batch-size 16]
+    python benchmarks/scoring_vs_lmeval.py [--zero 64] [--fixed 32] [--repeats 2] [--batch-size 16] [--dtype float32]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
-import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import alternate
 
 from bench.plan.datasets import DatasetConfig, load_dataset
 from bench.run.workspace import Workspace, default_cache
@@ -29,11 +30,6 @@ from runners.inference import prompt_text, score_candidates
 from runners.models import LoadedModel, load_model
 from strategies.prompts import PromptBuilder
 from strategies.registry import Strategy
-
-
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def lmeval_scorer(lm: LoadedModel, batch_size: int) -> Callable[[list[str], list[str]], np.ndarray]:
@@ -71,8 +67,11 @@ def main() -> None:
     parser.add_argument("--fixed", type=int, default=32, help="examples for fixed-5")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dtype", default="float32", help="the model's dtype on both sides (bfloat16 on a GPU)")
     args = parser.parse_args()
-    lm = load_model(Workspace(default_cache(dict(os.environ))).model("smollm2-135m"), "float32")
+    if importlib.util.find_spec("lm_eval") is None:
+        raise SystemExit('lm_eval is not installed: pip install -e ".[benchmarks]" (lm-eval 0.4.13)')
+    lm = load_model(Workspace(default_cache(dict(os.environ))).model("smollm2-135m"), args.dtype)
     harness = lmeval_scorer(lm, args.batch_size)
     dataset = load_dataset(DatasetConfig(name="emotion"))
     for strategy, n in ((Strategy(decoding="ppl"), args.zero), (Strategy(icl="fixed-5", decoding="ppl"), args.fixed)):
@@ -85,22 +84,15 @@ def main() -> None:
                                               Batching(args.batch_size)).logprob_sum,
             "lm-eval": lambda: harness(prompts, [c + lm.tokenizer.eos_token for c in candidates]),
         }
-        cpu: dict[str, list[float]] = {name: [] for name in sides}
-        wall: dict[str, list[float]] = {name: [] for name in sides}
-        scores: dict[str, np.ndarray] = {}
-        for _ in range(args.repeats):
-            for name, run in sides.items():
-                started, started_wall = cpu_seconds(), time.perf_counter()
-                scores[name] = run()
-                cpu[name].append(cpu_seconds() - started)
-                wall[name].append(time.perf_counter() - started_wall)
+        timed = alternate(sides, args.repeats)
+        scores, cpu, wall = timed.results, timed.cpu, timed.wall
         agree = float(np.mean(scores["suite"].argmax(1) == scores["lm-eval"].argmax(1)))
         largest = float(np.abs(scores["suite"] - scores["lm-eval"]).max())
-        ours, theirs = min(cpu["suite"]), min(cpu["lm-eval"])
+        ours, theirs = cpu["suite"], cpu["lm-eval"]
         print(f"{strategy.tag():<13} {len(prompts)} examples x {len(candidates)} candidates: "
-              f"suite {ours:.1f} CPU s ({min(wall['suite']):.1f} wall), lm-eval {theirs:.1f} CPU s "
-              f"({min(wall['lm-eval']):.1f} wall): {theirs / ours:.1f}x CPU, "
-              f"{min(wall['lm-eval']) / min(wall['suite']):.1f}x wall; argmax agreement {agree:.1%}, "
+              f"suite {ours:.1f} CPU s ({wall['suite']:.1f} wall), lm-eval {theirs:.1f} CPU s "
+              f"({wall['lm-eval']:.1f} wall): {theirs / ours:.1f}x CPU, "
+              f"{wall['lm-eval'] / wall['suite']:.1f}x wall; argmax agreement {agree:.1%}, "
               f"largest log-likelihood difference {largest:.2e}", flush=True)
 
 

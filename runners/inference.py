@@ -12,8 +12,9 @@ prompt prefix every prompt of a run shares, computed once.
   suffix for every candidate: the log-likelihood of every candidate after the prompt comes out of one forward
   pass, the prompt read once and each candidate token once (but its last, which predicts nothing). Equal to a
   direct full-prompt forward pass per candidate (tests check to 1e-4, padding and batch splits included).
-- **Generation stops when it is done.** A greedy loop on the cache; a batch ends as soon as every row has ended its
-  turn. Equal, token for token, to `model.generate` greedy on each prompt alone (tested).
+- **Generation stops when it is done.** A greedy loop on the cache; a row that has ended its turn leaves the batch
+  and the cache, and a batch ends as soon as every row has. Equal, token for token, to `model.generate` greedy on
+  each prompt alone (tested).
 """
 
 from __future__ import annotations
@@ -167,39 +168,46 @@ def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int, batch
 def _generate_after(lm: LoadedModel, prefix: PrefixCache, suffixes: list[list[int]], max_new_tokens: int,
                     batching: Batching, on_progress: OnProgress) -> list[str]:
     """`generate`'s loop: the greedy completions of the prompts `prefix` + each of `suffixes`."""
-    n_prefix, tok = prefix.length, lm.tokenizer
     outputs = [""] * len(suffixes)
     for batch in token_batches([len(s) for s in suffixes], max_new_tokens, batching, lm.device,
                                steps=1 + max_new_tokens):
-        rows = [suffixes[i] for i in batch]
-        new_ids, real = _left_padded(rows, tok.pad_token_id, lm.device)
-        positions = _suffix_positions(real, n_prefix)
-        mask = torch.cat([torch.ones(len(rows), n_prefix, dtype=real.dtype, device=lm.device), real], dim=1)
-        cache = prefix.for_rows(len(rows))
-        out = lm.model(input_ids=new_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
-        tokens: list[list[int]] = [[] for _ in rows]
-        ended = torch.zeros(len(rows), dtype=torch.bool, device=lm.device)
-        last = positions[:, -1]
-        reported = 0.0  # of the batch's rows, by its steps: a batch that writes for minutes still shows progress
-        for step in range(max_new_tokens):
-            on_progress(len(rows) / max_new_tokens)
-            reported += len(rows) / max_new_tokens
-            chosen = out.logits[:, -1].argmax(-1)
-            ended |= chosen == lm.end_id
-            for r, token in enumerate(chosen.tolist()):
-                if not tokens[r] or tokens[r][-1] != lm.end_id:
-                    tokens[r].append(token)
-            if bool(ended.all()) or step + 1 == max_new_tokens:
-                break
-            last = last + 1
-            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=lm.device)], dim=1)
-            out = lm.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last[:, None],
-                           past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-        for i, row in zip(batch, tokens):
-            outputs[i] = tok.decode(row, skip_special_tokens=True)
-        on_progress(len(batch) - reported)
+        written = _greedy(lm, prefix, [suffixes[i] for i in batch], max_new_tokens, on_progress)
+        for i, row in zip(batch, written):
+            outputs[i] = lm.tokenizer.decode(row, skip_special_tokens=True)
     return outputs
+
+
+def _greedy(lm: LoadedModel, prefix: PrefixCache, rows: list[list[int]], max_new_tokens: int,
+            on_progress: OnProgress) -> list[list[int]]:
+    """The tokens each of one batch's `rows` writes greedily after `prefix` (up to and including its end of turn).
+    A row that has ended leaves the batch and the cache at once, so the steps after it are paid by the rows still
+    writing only (a reasoning batch writes for the length of its longest row, most rows far shorter)."""
+    new_ids, real = _left_padded(rows, lm.tokenizer.pad_token_id, lm.device)
+    positions = _suffix_positions(real, prefix.length)
+    mask = torch.cat([torch.ones(len(rows), prefix.length, dtype=real.dtype, device=lm.device), real], dim=1)
+    out = lm.model(input_ids=new_ids, attention_mask=mask, position_ids=positions,
+                   past_key_values=prefix.for_rows(len(rows)), use_cache=True, logits_to_keep=1)
+    cache, last = out.past_key_values, positions[:, -1]
+    written = torch.full((len(rows), max_new_tokens), lm.end_id, device=lm.device)  # an ended row's rest: its end
+    live = torch.arange(len(rows), device=lm.device)  # the rows still writing, by their index in `rows`
+    for step in range(max_new_tokens):
+        on_progress(len(rows) / max_new_tokens)  # a batch that writes for minutes still shows progress
+        chosen = out.logits[:, -1].argmax(-1)
+        written[live, step] = chosen
+        going = chosen != lm.end_id
+        n_going = int(going.sum())  # the one read back to the host a step
+        if step + 1 == max_new_tokens or n_going == 0:
+            break
+        if n_going < len(live):
+            keep = going.nonzero().squeeze(1)
+            live, chosen, last, mask = live[keep], chosen[keep], last[keep], mask[keep]
+            cache.batch_select_indices(keep)
+        last = last + 1
+        mask = torch.cat([mask, torch.ones(len(live), 1, dtype=mask.dtype, device=lm.device)], dim=1)
+        out = lm.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last[:, None],
+                       past_key_values=cache, use_cache=True, logits_to_keep=1)
+    on_progress(len(rows) * (1 - (step + 1) / max_new_tokens))
+    return [row[:row.index(lm.end_id) + 1] if lm.end_id in row else row for row in written.tolist()]
 
 
 @dataclass(frozen=True)

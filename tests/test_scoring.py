@@ -55,16 +55,40 @@ def test_the_shared_prefix_is_read_once_per_call(tiny_lm, monkeypatch):
     assert len(lengths) == 1 and lengths[0] >= header
 
 
+def generate_alone(lm, prompt: str, max_new_tokens: int) -> list[int]:
+    """`model.generate` greedy on `prompt` alone, stopping at `lm.end_id`: the new tokens."""
+    tok = lm.tokenizer
+    ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
+    out = lm.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                            top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=lm.end_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
 def test_greedy_generation_equals_model_generate_on_each_prompt_alone(tiny_lm):
-    tok = tiny_lm.tokenizer
-    expected = []
-    for prompt in PROMPTS + UNRELATED:
-        ids = torch.tensor([tok(prompt, add_special_tokens=False).input_ids])
-        out = tiny_lm.model.generate(ids, max_new_tokens=6, do_sample=False, temperature=None, top_p=None,
-                                     top_k=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        expected.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    expected = [tiny_lm.tokenizer.decode(generate_alone(tiny_lm, p, 6), skip_special_tokens=True)
+                for p in PROMPTS + UNRELATED]
     for batching in BATCHINGS:
         assert generate(tiny_lm, PROMPTS + UNRELATED, 6, batching) == expected
+
+
+def test_a_row_that_has_ended_leaves_the_batch_and_the_others_write_on_unchanged(tiny_lm):
+    """Make the first prompt's first token the end of the turn (the tokenizer is left untouched): the rows that
+    write it leave the batch after that step, the others go on from the cache rows kept for them, each equal to
+    `model.generate` on its prompt alone."""
+    prompts = PROMPTS + UNRELATED
+    end = generate_alone(tiny_lm, prompts[0], 1)[0]
+    ending = dataclasses.replace(tiny_lm, end_id=end)
+    alone = [generate_alone(ending, p, 6) for p in prompts]
+    assert any(end not in row for row in alone)  # some row writes on
+    rows: list[int] = []
+    hook = tiny_lm.model.register_forward_pre_hook(lambda module, args, kwargs: rows.append(len(kwargs["input_ids"])),
+                                                   with_kwargs=True)
+    try:
+        written = generate(ending, prompts, 6, Batching(len(prompts)))
+    finally:
+        hook.remove()
+    assert written == [tiny_lm.tokenizer.decode(row, skip_special_tokens=True) for row in alone]
+    assert rows[-1] == sum(end not in row for row in alone) < rows[0]  # the last passes read the rows writing only
 
 
 def test_generation_stops_when_every_row_has_ended(tiny_lm):
