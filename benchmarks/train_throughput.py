@@ -4,7 +4,7 @@ batch and steps: the SFT path (`runners.sft.train_sft`, as `bench run` trains) a
 `GRPOTrainer` with the same config, without the suite's estimator code.
 
     python benchmarks/train_throughput.py [--part sft rl] [--model smollm2-135m] [--n 32] [--batch-size 8]
-        [--rl-steps 4] [--rounds 2] [--threads N]
+        [--rl-steps 4] [--rounds 2] [--threads 1]
 
 Each pair first trains one step each, untimed (the first training of a process pays one-time costs), then runs
 `--rounds` times in this process, the order alternating (ours first, then theirs first, ...), each run on a freshly
@@ -190,7 +190,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="SFT batch (RL: 2 prompts x 4 samples a step)")
     parser.add_argument("--rl-steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (with more than one, CPU seconds also count OpenMP threads spinning "
+                             "while they wait for each other, which other work on the machine inflates)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
