@@ -96,11 +96,16 @@ class EstimatorGRPOTrainer(GRPOTrainer):
         return batch
 
 
+def grpo_config(common: dict, rl: RLSettings, kl_in_reward: bool) -> GRPOConfig:
+    """TRL's GRPO settings: KL as a loss term unless the estimator folds it into the reward, group-scaled rewards."""
+    return GRPOConfig(**common, beta=0.0 if kl_in_reward else rl.kl_coef, scale_rewards="group")
+
+
 def estimator_trainer(algorithm: RLAlgorithm, common: dict, rl: RLSettings, **trainer_kwargs) -> EstimatorGRPOTrainer:
-    """The trainer of an algorithm with an estimator of ours: KL as a loss term unless the estimator folds it in."""
+    """The trainer of an algorithm with an estimator of ours."""
     advantages = algorithm.advantages
-    config = GRPOConfig(**common, beta=0.0 if advantages.kl_in_reward else rl.kl_coef, scale_rewards="group")
-    return EstimatorGRPOTrainer(args=config, advantages=advantages, kl_coef=rl.kl_coef, **trainer_kwargs)
+    return EstimatorGRPOTrainer(args=grpo_config(common, rl, advantages.kl_in_reward), advantages=advantages,
+                                kl_coef=rl.kl_coef, **trainer_kwargs)
 
 
 def rloo_trainer(algorithm: RLAlgorithm, common: dict, rl: RLSettings, **trainer_kwargs) -> RLOOTrainer:
@@ -108,28 +113,35 @@ def rloo_trainer(algorithm: RLAlgorithm, common: dict, rl: RLSettings, **trainer
     return RLOOTrainer(args=RLOOConfig(**common, beta=rl.kl_coef), **trainer_kwargs)
 
 
-def train_rl(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], algorithm: str,
-             rl: RLSettings, lora: LoraSettings, seed: int, out: Path, logger: StepLogger) -> Cost:
-    """Train a LoRA adapter on `lm` with `algorithm` for `rl.steps` steps and save it to `out`."""
+def rl_inputs(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], rl: RLSettings,
+              lora: LoraSettings, seed: int, work: Path, logger: StepLogger) -> tuple[dict, dict]:
+    """What every RL trainer here is built from: the config arguments all algorithms share, and the trainer's own
+    arguments (model, reward functions, prompts with their gold label, adapter, logger)."""
     from datasets import Dataset
 
     rows = [{"prompt": prompt_text(lm, builder.messages(e)), "label": e.label} for e in examples]
     rewards = [exact_match_reward(builder)] + ([format_reward(builder)] if rl.format_reward else [])
     reasoning = builder.strategy.reasoning == "on"
+    common = dict(
+        **trainer_args(work, seed, rl.learning_rate), max_steps=rl.steps,
+        per_device_train_batch_size=rl.prompts_per_step * rl.num_generations,
+        num_generations=rl.num_generations, temperature=rl.temperature, epsilon=rl.clip_epsilon,
+        max_completion_length=rl.reasoning_max_completion_length if reasoning else rl.max_completion_length,
+        reward_weights=[1.0] + ([rl.format_reward] if rl.format_reward else []),
+        lr_scheduler_type="constant",
+    )
+    trainer_kwargs = dict(model=lm.model, reward_funcs=rewards, train_dataset=Dataset.from_list(rows),
+                          processing_class=lm.tokenizer, peft_config=lora_config(lora), callbacks=[logger])
+    return common, trainer_kwargs
+
+
+def train_rl(lm: LoadedModel, builder: PromptBuilder, examples: Sequence[Example], algorithm: str,
+             rl: RLSettings, lora: LoraSettings, seed: int, out: Path, logger: StepLogger) -> Cost:
+    """Train a LoRA adapter on `lm` with `algorithm` for `rl.steps` steps and save it to `out`."""
     with tempfile.TemporaryDirectory() as work:
-        common = dict(
-            **trainer_args(Path(work), seed, rl.learning_rate), max_steps=rl.steps,
-            per_device_train_batch_size=rl.prompts_per_step * rl.num_generations,
-            num_generations=rl.num_generations, temperature=rl.temperature, epsilon=rl.clip_epsilon,
-            max_completion_length=rl.reasoning_max_completion_length if reasoning else rl.max_completion_length,
-            reward_weights=[1.0] + ([rl.format_reward] if rl.format_reward else []),
-            lr_scheduler_type="constant",
-        )
+        common, trainer_kwargs = rl_inputs(lm, builder, examples, rl, lora, seed, Path(work), logger)
         registered = entry(RL_ALGOS, algorithm, "rl_algo")
-        trainer = registered.trainer.resolve()(
-            registered, common, rl, model=lm.model, reward_funcs=rewards, train_dataset=Dataset.from_list(rows),
-            processing_class=lm.tokenizer, peft_config=lora_config(lora), callbacks=[logger],
-        )
+        trainer = registered.trainer.resolve()(registered, common, rl, **trainer_kwargs)
         cost = run_trainer(trainer, logger)
     trainer.model.save_pretrained(out)
     return cost

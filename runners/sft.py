@@ -51,7 +51,9 @@ def train_sft(lm: LoadedModel, rows: list[dict[str, str]], sft: SFTSettings, lor
               out: Path, logger: StepLogger) -> Cost:
     """Fine-tune `lm` on `rows` and save the adapter (or, with full_finetune, the whole model) to `out`."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from runners.sft_trainer import CompletionSFTTrainer
 
     longest = max(row_tokens(lm, row) for row in rows)
     micro = micro_batch(sft.batch_size, longest, training_tokens_per_pass(lm.device))
@@ -62,7 +64,7 @@ def train_sft(lm: LoadedModel, rows: list[dict[str, str]], sft: SFTSettings, lor
             warmup_steps=sft.warmup_ratio, lr_scheduler_type="cosine",
             max_length=sft.max_length, completion_only_loss=True, packing=False,
         )
-        trainer = SFTTrainer(
+        trainer = CompletionSFTTrainer(
             model=lm.model, args=config, train_dataset=Dataset.from_list(rows).remove_columns("id"),
             processing_class=lm.tokenizer, peft_config=None if lora.full_finetune else lora_config(lora),
             callbacks=[logger],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -141,30 +142,68 @@ def test_micro_batches_are_the_largest_divisor_that_fits():
     assert micro_batch(6, 200, 512) == 2 and micro_batch(6, 100, 512) == 3 and micro_batch(8, 2000, 512) == 1
 
 
-def test_micro_batches_train_the_same_adapter_as_the_whole_batch(tmp_path, tiny_folder, monkeypatch):
-    """Gradient accumulation over token-bounded micro-batches is why the micro-batch is no part of identity."""
+def _train_tiny_sft(tiny_folder: Path, out: Path, n: int) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
+    """SFT of tiny-random on `n` emotion examples, batch 8, at a learning rate that moves it: the logged steps and the
+    adapter's weights."""
     from safetensors.torch import load_file
 
-    import runners.sft
     from runners.sft import sft_rows, train_sft
     from runners.train_common import StepLogger, load_trainable, training_examples
 
     dataset = DatasetCache().get(DatasetConfig(name="emotion"))
-    examples = training_examples(dataset.pool, 16, 0)
+    examples = training_examples(dataset.pool, n, 0)
     builder = PromptBuilder(dataset.card, Strategy(), dataset.pool, 0)
     settings = SFTSettings(epochs=1, learning_rate=5e-3, batch_size=8, warmup_ratio=0.0)
+    lm = load_trainable(tiny_folder, "float32", [])
+    rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512, [None] * len(examples))
+    logs: list[dict[str, float]] = []
+    logger = StepLogger("", lambda metrics, step: logs.append(metrics), lambda step, total: None)
+    train_sft(lm, rows, settings, LoraSettings(r=8, alpha=16), 0, out, logger)
+    return logs, load_file(out / "adapter_model.safetensors")
+
+
+def _same_adapter(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_micro_batches_train_the_same_adapter_as_the_whole_batch(tmp_path, tiny_folder, monkeypatch):
+    """Gradient accumulation over token-bounded micro-batches is why the micro-batch is no part of identity."""
+    import runners.sft
+
     weights = {}
     for budget in (1 << 20, 1):  # the whole batch per pass, then one row per pass
         monkeypatch.setattr(runners.sft, "training_tokens_per_pass", lambda device: budget)
-        lm = load_trainable(tiny_folder, "float32", [])
-        rows = sft_rows(lm, builder, examples, [e.label for e in examples], 512, [None] * len(examples))
-        logger = StepLogger("", lambda metrics, step: None, lambda step, total: None)
-        train_sft(lm, rows, settings, LoraSettings(r=8, alpha=16), 0, tmp_path / str(budget), logger)
-        weights[budget] = load_file(tmp_path / str(budget) / "adapter_model.safetensors")
+        weights[budget] = _train_tiny_sft(tiny_folder, tmp_path / str(budget), 16)[1]
     whole, single = weights.values()
-    assert whole.keys() == single.keys()
-    assert all(torch.allclose(whole[k], single[k], atol=1e-5) for k in whole)
+    assert _same_adapter(whole, single)
     assert any(not torch.equal(whole[k], torch.zeros_like(whole[k])) for k in whole if "lora_B" in k)
+
+
+def test_token_curves_on_a_hand_computed_batch():
+    from runners.sft_trainer import token_curves
+
+    log_p = torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]]).clamp(min=1e-30))
+    entropy, accuracy = token_curves(log_p, torch.tensor([0, 0]))
+    assert entropy == pytest.approx((math.log(2) + 1.5 * math.log(2)) / 2) and accuracy == 0.5
+    assert token_curves(log_p[:0], torch.tensor([], dtype=torch.long)) == (0.0, 0.0)
+
+
+def test_the_completion_only_head_keeps_trls_loss_curves_and_adapter(tmp_path, tiny_folder, monkeypatch):
+    """The suite's SFT trainer reads the LM head at the completion's positions only (CPU): every step's loss,
+    gradient norm, entropy, token accuracy and token count, and the adapter, are those of TRL's own SFTTrainer."""
+    import trl
+
+    import runners.sft_trainer
+
+    ours, ours_adapter = _train_tiny_sft(tiny_folder, tmp_path / "ours", 24)
+    monkeypatch.setattr(runners.sft_trainer, "CompletionSFTTrainer", trl.SFTTrainer)
+    theirs, theirs_adapter = _train_tiny_sft(tiny_folder, tmp_path / "trl", 24)
+    keys = ("loss", "grad_norm", "entropy", "mean_token_accuracy", "num_tokens")
+    steps = [step for step in theirs if "loss" in step]
+    assert len(steps) == 3 and all(set(keys) <= set(step) for step in steps)
+    assert [[step[k] for k in keys] for step in ours if "loss" in step] == [
+        [pytest.approx(step[k], rel=1e-5) for k in keys] for step in steps]
+    assert _same_adapter(ours_adapter, theirs_adapter)
 
 
 def test_a_nan_loss_fails_the_job_with_its_step():
