@@ -177,6 +177,7 @@ class LiveReporter(_Meter):
                                  TextColumn("{task.fields[eta]}"), console=console)
         self.grid: TaskID | None = None
         self.job: TaskID | None = None
+        self.jobs: dict[str, Cost] = {}  # every job of the plan, the grid bar's total
 
     def __enter__(self) -> LiveReporter:
         self.progress.start()
