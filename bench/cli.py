@@ -24,6 +24,14 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
 console = TerminalConsole(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
+GridFileOption = Annotated[Path | None, typer.Option("--grid", help="grid file (default: grids/quick.yaml)")]
+# what `bench run` changes in a grid: `bench status` takes them too, to describe the grid that ran
+Limit = Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")]
+DatasetOverride = Annotated[str | None, typer.Option("--dataset", help="replace the grid's datasets: name, file "
+                                                                       "(relative to the working directory), hf:<id>")]
+ModelOverride = Annotated[str | None, typer.Option("--model", help="replace the grid's models: alias, folder or Hub "
+                                                                   "id")]
+GridExperiment = Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")]
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
 StoreUri = Annotated[str | None, typer.Option(
@@ -179,13 +187,13 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 @_one_line_errors
 def run(
-    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")] = None,
-    dataset: Annotated[str | None, typer.Option(help="replace the grid's datasets: name, file, hf:<id>")] = None,
-    model: Annotated[str | None, typer.Option(help="replace the grid's models: alias, folder or Hub id")] = None,
+    grid: GridFileOption = None,
+    limit: Limit = None,
+    dataset: DatasetOverride = None,
+    model: ModelOverride = None,
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+    experiment: GridExperiment = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
     workers: Workers = 1,
     on: On = "local",
@@ -214,8 +222,8 @@ def run(
     tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
     store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see worker_handoff
     environment = dict(os.environ)
-    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
-                      experiment, environment)
+    overrides = Overrides(limit, dataset, model, batch_size)
+    planned = prepare(grid or _default_grid(), overrides, tracking_uri, store, experiment, environment)
     grid_work = GridWork(planned, lease)
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
         grid_work(_local_worker(environment), console)
@@ -233,8 +241,8 @@ def run(
         _print_plan(planned, jobs, dry_run=False)
         began = jobs.now()
         if not launch(grid_work):
-            say(console, f"`bench status --grid {planned.path}` (with the same --tracking-uri and --store) shows how "
-                         "far they are")
+            say(console, f"`bench status --grid {planned.path}{overrides.options()}` (with the same --tracking-uri "
+                         "and --store) shows how far they are")
             return
     results = grid_results(planned, jobs, began)
     console.print(_results_table(results.rows))
@@ -412,17 +420,22 @@ def _print_search(result, objectives: list[str], out: Path) -> None:
 @app.command()
 @_one_line_errors
 def status(
-    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
+    grid: GridFileOption = None,
+    limit: Limit = None,
+    dataset: DatasetOverride = None,
+    model: ModelOverride = None,
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+    experiment: GridExperiment = None,
 ) -> None:
-    """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why)."""
+    """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why). Give it the
+    --limit, --dataset and --model that `bench run` was given: they make another grid, with other jobs."""
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
     tracking_uri = _tracking_at_the_edge(tracking_uri)
-    planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
+    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model), tracking_uri, store, experiment,
+                      dict(os.environ))
     jobs = open_store(planned.stores, create=False)
     states = jobs.states(list(planned.graph.jobs)) if jobs else {}
     statuses = job_statuses(planned.graph, states, jobs.now() if jobs else time.time())

@@ -42,6 +42,14 @@ class Overrides:
     model: str | None = None
     batch_size: int | None = None
 
+    def options(self) -> str:
+        """The options that make the same grid of jobs again (for `bench status`), as a command line writes them
+        (each after a space)."""
+        import shlex
+
+        given = {"--limit": self.limit, "--dataset": self.dataset, "--model": self.model}
+        return "".join(f" {name} {shlex.quote(str(value))}" for name, value in given.items() if value is not None)
+
 
 @dataclass(frozen=True)
 class Stores:
