@@ -219,3 +219,27 @@ def test_an_empty_option_is_one_line_not_its_default(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is empty; give a value, or leave the option out" in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_grids_dataset_paths_are_read_from_its_folder_and_dataset_from_the_working_directory(tmp_path,
+                                                                                               monkeypatch):
+    from bench.run.launch import Overrides, prepare
+
+    def rows(label: str) -> str:
+        return "".join(f'{{"text": "{label} {i}", "label": "{label}"}}\n' for i in range(25))
+
+    folder, elsewhere = tmp_path / "grids", tmp_path / "elsewhere"
+    for place, labels in ((folder, ("beside", "grid")), (elsewhere, ("working", "dir"))):
+        (place / "ds").mkdir(parents=True)
+        (place / "d.jsonl").write_text(rows(labels[0]) + rows(labels[1]), encoding="utf-8")
+        (place / "ds" / "labels.jsonl").write_text("".join(f'{{"value": "{v}"}}\n' for v in labels), "utf-8")
+    grid = folder / "g.yaml"
+    grid.write_text(BASE.replace("[emotion]", "[d.jsonl, {path: d.jsonl, name: m, labels: {path: ds/labels.jsonl}}]"),
+                    encoding="utf-8")
+    monkeypatch.chdir(elsewhere)  # holds files of the same names, which the grid must not read
+    labels = {s.dataset.name: {c.value for c in DatasetCache().get(s.dataset.config).card.categories}
+              for s in specs_of(Path("..") / "grids" / "g.yaml")}
+    assert labels == {"d": {"beside", "grid"}, "m": {"beside", "grid"}}
+    planned = prepare(grid, Overrides(dataset="d.jsonl"), None, None, None, {})
+    assert {c.value for c in planned.datasets.get(planned.graph.evaluations[0].dataset.config).card.categories} == \
+        {"working", "dir"}  # --dataset: as written, from the working directory

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import zlib
@@ -89,21 +90,43 @@ class DatasetConfig(Schema):
         return self.model_dump(exclude={"name", "path", "eval_path", "hf", "labels"}) | {
             "labels": self.labels.model_dump(exclude={"path"}) if self.labels else None}
 
+    def beside(self, folder: Path) -> DatasetConfig:
+        """This config with its relative paths (`path`, `eval_path`, `labels.path`, a card folder's `name`) read from
+        `folder`, a grid file's, as absolute paths: a grid names its files from where it lies, as a docker-compose
+        file does, wherever `bench` is run (and a grid written elsewhere, such as `bench search`'s best.yaml, keeps
+        naming the same files)."""
+        changes: dict = {"path": self.path and _from(folder, self.path),
+                         "eval_path": self.eval_path and _from(folder, self.eval_path)}
+        if self.labels is not None:
+            changes["labels"] = self.labels.model_copy(update={"path": _from(folder, self.labels.path)})
+        if self.is_bundled and self.name not in bundled_names():
+            changes["name"] = _from(folder, self.name)
+        return self.model_copy(update=changes)
+
     @classmethod
-    def from_ref(cls, ref: str) -> DatasetConfig:
-        """`--dataset X`: a bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id."""
-        if ref in bundled_names() or (Path(ref) / "card.yaml").is_file():
+    def from_ref(cls, ref: str, folder: Path | None = None) -> DatasetConfig:
+        """A bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id: `--dataset X` (a path
+        as written, from the working directory), or a grid's entry (`folder`: the grid's; see `beside`)."""
+        if ref in bundled_names():
             return cls(name=ref)
-        if Path(ref).is_file():
-            return cls(path=ref)
+        at = ref if folder is None else _from(folder, ref)
+        if (Path(at) / "card.yaml").is_file():
+            return cls(name=at)
+        if Path(at).is_file():
+            return cls(path=at)
         if ref.startswith("hf:") or _HUB_ID.fullmatch(ref) and not ref.endswith(DATA_SUFFIXES):
             return cls(hf=ref.removeprefix("hf:"))
         if "/" in ref or ref.endswith(DATA_SUFFIXES):
-            check_file(ref, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
+            check_file(at, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
         raise UserError(
             f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
             "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
         )
+
+
+def _from(folder: Path, path: str) -> str:
+    """`path` read from `folder` (an absolute `path` stays itself), absolute and without `..`, links kept."""
+    return os.path.abspath(folder / path)
 
 
 @dataclass

@@ -136,11 +136,24 @@ def load_yaml(path: Path, what: str = "grid file") -> dict:
 
 
 def validate_grid(raw: dict, path: Path) -> GridFile:
-    """A grid from its YAML mapping; any problem is one UserError line naming file and key."""
+    """A grid from its YAML mapping, its dataset files and folders read from the grid's folder
+    (`DatasetConfig.beside`); any problem is one UserError line naming file and key."""
     try:
-        return GridFile.model_validate(raw)
+        grid = GridFile.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_validation_message(path, exc)) from None
+    grid.datasets = [_beside_grid(ref, path, d) for d, ref in enumerate(grid.datasets)]
+    return grid
+
+
+def _beside_grid(ref: str | DatasetConfig, path: Path, d: int) -> str | DatasetConfig:
+    """The grid's `d`th dataset with its paths read from the grid's folder; a bundled name or a Hub id stays as
+    written."""
+    if isinstance(ref, DatasetConfig):
+        return ref.beside(path.parent)
+    with _located(f"{path}: datasets[{d}]"):
+        config = DatasetConfig.from_ref(ref, path.parent)
+    return ref if config.hf or config.name == ref else config
 
 
 def read_grid(path: Path) -> GridFile:
