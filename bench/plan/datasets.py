@@ -170,7 +170,9 @@ class _RowReader:
 
     def read(self, rows: Iterator[tuple[str, dict]], split: str) -> list[Example]:
         examples = []
-        for where, row in rows:
+        for n, (where, row) in enumerate(rows):
+            if n == 0:
+                self._check_columns(where, row)
             problem = self._problem(row)
             if problem is None:
                 self._check_written_alike(row[self.label_field], where)
@@ -182,10 +184,19 @@ class _RowReader:
             self.skipped += 1
         return examples
 
+    def _check_columns(self, where: str, row: dict) -> None:
+        """A file's first row lacking the text or label column: the settings do not fit the file, which no row
+        of it would, so it stops whether or not invalid rows are skipped."""
+        for key, setting, what in ((self.text_field, "text_field", "text"), (self.label_field, "label_field", "label")):
+            if key not in row:
+                raise UserError(f"{where}: no '{key}' column; its columns are {', '.join(map(repr, row)) or 'none'}: "
+                                f"set {setting} (in the grid's dataset entry, or a card's) to the column holding each "
+                                f"row's {what}")
+
     def _problem(self, row: dict) -> str | None:
         for key in (self.text_field, self.label_field):
-            if key not in row:
-                return f"no '{key}' column (columns: {', '.join(row)}); set text_field/label_field"
+            if key not in row:  # a JSONL row without a key the file's first row has
+                return f"no '{key}' key (the row's keys: {', '.join(row) or 'none'})"
         if not str(row[self.text_field] or "").strip():
             return "empty text"
         label = row[self.label_field]
@@ -344,13 +355,28 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
         reader.labels = reader.labels or {e.label for e in pool}
         evaluation = reader.read(table_rows(eval_path), "eval")
     categories = listed or tuple(Category(v, v) for v in sorted({e.label for e in pool}))
-    if len(categories) < 2 or not evaluation:
-        raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(categories)} "
-                        "labels)")
+    _check_usable(path, eval_path, len(rows) if eval_path is None else len(pool), categories, evaluation,
+                  reader.skipped)
     card = TaskCard(config.language, config.task, config.input_name, categories)
     sources = [p for p in (path, eval_path, Path(config.labels.path) if config.labels else None) if p]
     return Dataset(_display_name(config, path), f"file:{fingerprint(*sources)}", card, pool,
                    {FILE_EVAL_SPLIT: evaluation}, FILE_EVAL_SPLIT, reader.skipped, " + ".join(map(str, sources)))
+
+
+def _check_usable(path: Path, eval_path: Path | None, read: int, categories: tuple[Category, ...],
+                  evaluation: list[Example], skipped: int) -> None:
+    """Fail, saying which, on a file dataset with no rows left (`read` of them, after `skipped` invalid ones), a
+    single class, or nothing to evaluate."""
+    skips = f" ({skipped:,} invalid row(s) skipped)" if skipped else ""
+    if not read:
+        raise UserError(f"{path}: no usable row{skips}; a dataset needs rows of text and label")
+    if len(categories) < 2:
+        raise UserError(f"{path}: every row has the label '{categories[0].value}'{skips}; classifying needs at least "
+                        "two classes")
+    if not evaluation:
+        raise UserError(f"{eval_path}: no usable row{skips}; it holds the evaluation examples" if eval_path else
+                        f"{path}: none of its {read:,} usable row(s) is held out for evaluation (one in five is, by "
+                        "a hash of its text); add rows, or give eval_path")
 
 
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
