@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
 console = TerminalConsole(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
+REPORTS = Path("report")  # `bench report` writes report/<experiment>/ by default
 GridFileOption = Annotated[Path | None, typer.Option("--grid", help="grid file (default: grids/quick.yaml)")]
 # what `bench run` changes in a grid: `bench status` takes them too, to describe the grid that ran
 Limit = Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")]
@@ -454,7 +456,8 @@ def status(
 @_one_line_errors
 def report(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the most recent one)")] = None,
-    out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("report"),
+    out: Annotated[Path | None, typer.Option(help="folder for report.md and report.html (default: "
+                                                  "report/<experiment>, one per experiment)")] = None,
     tracking_uri: TrackingUri = None,
     baseline: Annotated[str | None, typer.Option(
         help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
@@ -473,12 +476,13 @@ def report(
 
     environment = dict(os.environ)
     uri = resolve_tracking(_tracking_at_the_edge(tracking_uri), environment)
-    _writable_folder(out, "--out")
+    _writable_folder(out or REPORTS, "--out")
     check_reachable(uri, "tracking store", create=False, holds=MLFLOW_TABLE)  # a report reads a store: it must exist
     try:
         data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    out = out or _report_folder(data.experiment)
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished, data.never_started, data.reasonings,
@@ -514,6 +518,12 @@ def report(
         log_report(uri, data.parent_run_id, out)
     logged = f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""
     console.print(f"wrote {md} and {page}{logged}", highlight=False, markup=False)
+
+
+def _report_folder(experiment: str) -> Path:
+    """report/<experiment>: each experiment's report apart, so that one never overwrites another's; a character a
+    folder name should not hold (a slash, a control character, a leading dot) is written `_`."""
+    return REPORTS / re.sub(r"[^\w.-]|^\.", "_", experiment)
 
 
 def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:

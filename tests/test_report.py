@@ -116,6 +116,16 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
     assert sorted(logged) == ["report/report.html", "report/report.md"]
 
 
+def test_each_experiments_report_goes_to_its_own_folder_by_default(store, monkeypatch, capsys):
+    from bench.cli import _report_folder
+
+    assert bench(monkeypatch, "report") == 0  # the most recent experiment, into report/<its name>/
+    assert "wrote report/synthetic/report.md and report/synthetic/report.html" in flat(capsys.readouterr().out)
+    assert (Path.cwd() / "report" / "synthetic" / "report.html").is_file()
+    assert [_report_folder(n) for n in ("a/b", "..", "zh 中文")] == [Path("report/a_b"), Path("report/_."),
+                                                                     Path("report/zh_中文")]
+
+
 @pytest.mark.parametrize("setup, args, message", [
     (None, ["--experiment", "nope"], "no tracking store at"),
     ("empty", ["--experiment", "nope"], "experiment 'nope' does not exist in sqlite:///"),
