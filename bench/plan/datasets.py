@@ -24,6 +24,7 @@ from bench.plan.errors import UserError, check_file, utf8_text
 from bench.plan.yaml_files import load_yaml_file, validated
 from runners.schema import Schema
 from strategies.example import Category, Example, TaskCard
+from strategies.lookup import did_you_mean
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".gz")
@@ -119,8 +120,8 @@ class DatasetConfig(Schema):
         if "/" in ref or ref.endswith(DATA_SUFFIXES):
             check_file(at, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
         raise UserError(
-            f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
-            "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
+            f"unknown dataset '{ref}'{did_you_mean(ref, bundled_names())}: use a bundled name "
+            f"({', '.join(bundled_names())}), a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
         )
 
 
@@ -146,8 +147,8 @@ class Dataset:
         """The evaluation examples: the whole split, or a seeded sample of `limit` (the same for every strategy)."""
         split = split or self.default_eval_split
         if split not in self.eval_splits:
-            raise UserError(f"dataset '{self.name}' ({self.source}) has no evaluation split '{split}'; available: "
-                            f"{', '.join(self.eval_splits)}")
+            raise UserError(f"dataset '{self.name}' ({self.source}) has no evaluation split '{split}'"
+                            f"{did_you_mean(split, self.eval_splits)}; available: {', '.join(self.eval_splits)}")
         examples = self.eval_splits[split]
         if limit is None or limit >= len(examples):
             return examples
@@ -203,7 +204,7 @@ class _RowReader:
         if isinstance(label, bool) or not isinstance(label, str | int):
             return f"label {_shown(label)} is not a string or a whole number"
         if self.labels is not None and str(label) not in self.labels:
-            return f"label '{label}' is not one of {', '.join(sorted(self.labels))}"
+            return f"label '{label}'{did_you_mean(label, self.labels)} is not one of {', '.join(sorted(self.labels))}"
         return None
 
     def _check_written_alike(self, label: str | int, where: str) -> None:
@@ -302,7 +303,8 @@ def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
         check_file(path, f"{card_path}: splits.{split}: the file", "fix the card, or add the file")
     pool_split = config.pool_split or card.pool_split
     if pool_split not in files:
-        raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
+        raise UserError(f"{card_path}: no split '{pool_split}' for the pool{did_you_mean(pool_split, files)}; "
+                        f"available: {', '.join(files)}")
     splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
     identity = f"{card.name}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
     return Dataset(card.name, identity, TaskCard(card.language, card.task, card.input_name, categories),
@@ -419,7 +421,8 @@ def load_dataset(config: DatasetConfig) -> Dataset:
     if config.is_bundled:
         folder = BUNDLED_DIR / config.name if config.name in bundled_names() else Path(config.name)
         if not (folder / "card.yaml").is_file():
-            raise UserError(f"unknown dataset '{config.name}'; bundled: {', '.join(bundled_names())}")
+            raise UserError(f"unknown dataset '{config.name}'{did_you_mean(config.name, bundled_names())}; bundled: "
+                            f"{', '.join(bundled_names())}")
         return _load_card_dataset(folder, config)
     if config.path is not None:
         return _load_file_dataset(config)
