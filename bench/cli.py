@@ -74,10 +74,24 @@ def _default_grid() -> Path:
     return DEFAULT_GRID if DEFAULT_GRID.is_file() else Path(__file__).resolve().parent.parent / DEFAULT_GRID
 
 
+class _HeadedTable(Table):
+    """A table under a heading line of its own, wrapped (at word boundaries) only where the console is narrower than
+    it: rich wraps a table's title at the table's width, mid-phrase ("...; baseline" above "zero")."""
+
+    def __init__(self, heading: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.heading = Text(heading)
+
+    def __rich_console__(self, console, options):
+        yield self.heading
+        yield from super().__rich_console__(console, options)
+
+
 def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
     """A compact table that fits an 80-column terminal: no vertical rules, numbers never wrap, the `wrap` columns
-    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is."""
-    table = Table(title=Text(printable(title)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is, on a line
+    of its own (`_HeadedTable`)."""
+    table = _HeadedTable(printable(title), box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis",
                          justify="left" if column in wrap else "right")
@@ -252,9 +266,9 @@ def run(
         console.print(_profile_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
     tracking = planned.stores.tracking_uri
-    console.print(f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
-                  f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
-                  f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
+    say(console, f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
+        f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
+        f"http://127.0.0.1:5000/{route}")
     failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
         console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag {ERROR_TAG}) "

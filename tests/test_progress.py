@@ -76,7 +76,21 @@ def test_preparing_a_model_is_one_line_of_ours_and_leaves_the_libraries_switches
     monkeypatch.setitem(MODELS, "drawing", ModelEntry("draws bars", _build_drawing_bars, "r", 64, "drawing once, ~0 s"))
     out = io.StringIO()
     for _ in range(2):  # the second time it is ready: nothing to say
-        prepare_models(Workspace(tmp_path), ["drawing"], set(), Console(file=out, width=40))
-    assert out.getvalue() == "preparing drawing: drawing once, ~0 s\n"
+        prepare_models(Workspace(tmp_path), ["drawing"], set(), Console(file=out, width=20))
+    assert out.getvalue() == "preparing drawing: drawing once, ~0 s\n"  # one line, though the log is 20 wide
     assert capfd.readouterr() == ("", "")  # no bar, not even a carriage return
     assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+
+
+def test_into_a_file_a_long_line_stays_whole_and_a_tables_title_wraps_only_past_the_console():
+    from bench.cli import _table
+    from bench.run.progress import say
+
+    out = io.StringIO()
+    console = Console(file=out, width=60)  # a file: no terminal
+    uri = "sqlite:////a/rather/long/folder/name/that/goes/on/mlflow.db"
+    say(console, f"grid quick: 6 runs; tracking {uri}, experiment 'quick'")
+    console.print(_table("emotion / smollm2-135m / test (100 examples); baseline zero", ["run", "acc"]))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"grid quick: 6 runs; tracking {uri}, experiment 'quick'"  # rich would break it at 60
+    assert lines[1] == "emotion / smollm2-135m / test (100 examples); baseline zero"  # not at the table's width

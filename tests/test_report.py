@@ -104,7 +104,8 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
     printed = flat(capsys.readouterr().out)
     assert "zero+ppl" in printed and "0.700" in printed and f"wrote {out}/report.md and {out}/report.html" in printed
     markdown = (out / "report.md").read_text()
-    assert "| none | zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    assert "| zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    assert "\n| strategy | accuracy [95% CI] |" in markdown and "train s" not in markdown  # nothing trained: no column
     assert "Not finished (not reported): 1 run(s): toy/m/random-2 (FAILED)" in markdown
     assert "planned 1 more run(s) that never started" in markdown
     assert "1 run(s) not finished, 1 never started" in printed
