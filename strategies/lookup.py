@@ -3,7 +3,8 @@ fallback to a default; and reaching the code a registered value names, imported 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import reduce
 from importlib import import_module
@@ -12,11 +13,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def did_you_mean(name: object, choices: Iterable[object]) -> str:
+    """` (did you mean 'X'?)`, naming the one of `choices` closest to a mistyped `name` (difflib's similarity, 0.6 or
+    more), or "" when none is close: what every message that lists the allowed values for a bad one adds."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def registered(names: list[str], registry: Mapping[str, object], what: str) -> list[str]:
     """`names` when every one is in `registry`; otherwise the first that is not, named, with the registered ones."""
     unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ValueError(f"unknown {what} '{unknown[0]}'; registered: {', '.join(registry)}")
+        raise ValueError(f"unknown {what} '{unknown[0]}'{did_you_mean(unknown[0], registry)}; registered: "
+                         f"{', '.join(registry)}")
     return names
 
 

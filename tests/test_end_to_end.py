@@ -6,9 +6,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from cli_runner import flat, run_cli
+from cli_runner import bench, flat, run_cli
 
 import runners.predict
+from bench.run.launch import Overrides
 from reports.vocabulary import ENV_TAG_PREFIX, ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
 
 GRID = """
@@ -146,8 +147,6 @@ def test_a_batch_calibrated_run_in_rounds_records_the_whole_sets_decision(tmp_pa
 
 
 def test_list_shows_every_registry(monkeypatch, capsys):
-    from cli_runner import bench
-
     assert bench(monkeypatch, "list") == 0
     out = flat(capsys.readouterr().out)
     for name in ("similar-K", "ppl_norm", "rl_algo", "reinforce_pp_baseline", "sft+rl", "emotion", "iflytek_fewclue",
@@ -201,3 +200,15 @@ def test_a_terminated_worker_ends_its_run_killed_and_a_rerun_finishes_the_grid(t
 def runs_of(uri: str, experiment: str):
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_names=[experiment], output_format="list")
+
+
+def test_status_takes_the_overrides_of_run_and_sees_the_grid_that_ran(grid_file, tracking_uri, monkeypatch, capsys):
+    overrides = ["--limit", "2", "--dataset", "sst2", "--model", "tiny-random"]
+    grid_file.write_text(GRID.split("strategies:")[0] + "strategies: {decoding: ppl}\n", encoding="utf-8")
+    assert run_cli(monkeypatch, "--grid", str(grid_file), *overrides) == 0
+    capsys.readouterr()
+    assert bench(monkeypatch, "status", "--grid", str(grid_file), *overrides) == 0
+    assert "1 done, 0 running, 0 waiting, 0 failed (of 1 jobs)" in flat(capsys.readouterr().out)
+    assert bench(monkeypatch, "status", "--grid", str(grid_file)) == 0  # without them: another grid, not run
+    assert "0 done, 0 running, 1 waiting, 0 failed (of 1 jobs)" in flat(capsys.readouterr().out)
+    assert Overrides(2, "my data.jsonl", batch_size=8).options() == " --limit 2 --dataset 'my data.jsonl'"

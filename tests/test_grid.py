@@ -219,3 +219,57 @@ def test_an_empty_option_is_one_line_not_its_default(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is empty; give a value, or leave the option out" in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_grids_dataset_paths_are_read_from_its_folder_and_dataset_from_the_working_directory(tmp_path,
+                                                                                               monkeypatch):
+    from bench.run.launch import Overrides, prepare
+
+    def rows(label: str) -> str:
+        return "".join(f'{{"text": "{label} {i}", "label": "{label}"}}\n' for i in range(25))
+
+    folder, elsewhere = tmp_path / "grids", tmp_path / "elsewhere"
+    for place, labels in ((folder, ("beside", "grid")), (elsewhere, ("working", "dir"))):
+        (place / "ds").mkdir(parents=True)
+        (place / "d.jsonl").write_text(rows(labels[0]) + rows(labels[1]), encoding="utf-8")
+        (place / "ds" / "labels.jsonl").write_text("".join(f'{{"value": "{v}"}}\n' for v in labels), "utf-8")
+    grid = folder / "g.yaml"
+    grid.write_text(BASE.replace("[emotion]", "[d.jsonl, {path: d.jsonl, name: m, labels: {path: ds/labels.jsonl}}]"),
+                    encoding="utf-8")
+    monkeypatch.chdir(elsewhere)  # holds files of the same names, which the grid must not read
+    labels = {s.dataset.name: {c.value for c in DatasetCache().get(s.dataset.config).card.categories}
+              for s in specs_of(Path("..") / "grids" / "g.yaml")}
+    assert labels == {"d": {"beside", "grid"}, "m": {"beside", "grid"}}
+    planned = prepare(grid, Overrides(dataset="d.jsonl"), None, None, None, {})
+    assert {c.value for c in planned.datasets.get(planned.graph.evaluations[0].dataset.config).card.categories} == \
+        {"working", "dir"}  # --dataset: as written, from the working directory
+
+
+@pytest.mark.parametrize("grid, args, suggested", [
+    ("strategies: {icl: simlar-3}", [], "icl: 'simlar-3' is not a value of 'icl' (did you mean 'similar-3'?)"),
+    ("strategies: {decodng: ppl}", [], "unknown strategy dimension 'decodng' (did you mean 'decoding'?)"),
+    ("stratgies: {icl: zero}", [], "stratgies: unknown key (did you mean 'strategies'?); allowed: name,"),
+    ("inference: {dtype: float23}", [], "'float23' is not a dtype (did you mean 'float32'?)"),
+    ("baselines: [tfidf-logrg]", [], "unknown baseline 'tfidf-logrg' (did you mean 'tfidf-logreg'?)"),
+    ("", ["--model", "smollm2-135"], "unknown model 'smollm2-135' (did you mean 'smollm2-135m'?)"),
+    ("", ["--dataset", "emotions"], "unknown dataset 'emotions' (did you mean 'emotion'?)"),
+    ("", ["--on", "rey"], "--on rey: no such launcher (did you mean 'ray'?)"),
+    ("", ["--experiment", "x", "--dry-run"], None),  # nothing close: no suggestion, and no error
+])
+def test_a_mistyped_value_or_key_is_answered_with_the_closest_allowed_one(tmp_path, monkeypatch, capsys, grid, args,
+                                                                         suggested):
+    from cli_runner import bench
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "grid.yaml"
+    path.write_text(BASE.replace("baselines: []\n", "") + grid + "\n", encoding="utf-8")
+    assert bench(monkeypatch, "run", "--grid", str(path), *args) == (0 if suggested is None else 2)
+    err = capsys.readouterr().err
+    assert (suggested is None and not err) or suggested in err, err
+
+
+def test_a_suggestion_is_only_made_when_one_is_close():
+    from strategies.lookup import did_you_mean
+
+    assert did_you_mean("simlar-3", ["similar-3", "random-3"]) == " (did you mean 'similar-3'?)"
+    assert did_you_mean("xyz", ["similar-3", "random-3"]) == ""

@@ -51,3 +51,46 @@ def test_a_job_that_ends_without_a_result_leaves_the_estimate_and_teaches_no_rat
     clock.now = 5.0
     reporter.end("b", "FAILED B: out of memory")
     assert reporter.eta() == 0.0 and reporter.spent == {}
+
+
+def _build_drawing_bars(target) -> None:
+    """A model build that draws what transformers' do: a bar through its switch ("Writing model shards") and one
+    with tqdm past it (the GGUF conversion's)."""
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    list(transformers_logging.tqdm(range(3), desc="Writing model shards"))
+    list(tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    (target / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+
+
+def test_preparing_a_model_is_one_line_of_ours_and_leaves_the_libraries_switches_as_they_were(tmp_path, monkeypatch,
+                                                                                             capfd):
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    from bench.run.launch import prepare_models
+    from bench.run.workspace import Workspace
+    from runners.model_registry import MODELS, ModelEntry
+
+    monkeypatch.setitem(MODELS, "drawing", ModelEntry("draws bars", _build_drawing_bars, "r", 64, "drawing once, ~0 s"))
+    out = io.StringIO()
+    for _ in range(2):  # the second time it is ready: nothing to say
+        prepare_models(Workspace(tmp_path), ["drawing"], set(), Console(file=out, width=20))
+    assert out.getvalue() == "preparing drawing: drawing once, ~0 s\n"  # one line, though the log is 20 wide
+    assert capfd.readouterr() == ("", "")  # no bar, not even a carriage return
+    assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+
+
+def test_into_a_file_a_long_line_stays_whole_and_a_tables_title_wraps_only_past_the_console():
+    from bench.cli import _table
+    from bench.run.progress import say
+
+    out = io.StringIO()
+    console = Console(file=out, width=60)  # a file: no terminal
+    uri = "sqlite:////a/rather/long/folder/name/that/goes/on/mlflow.db"
+    say(console, f"grid quick: 6 runs; tracking {uri}, experiment 'quick'")
+    console.print(_table("emotion / smollm2-135m / test (100 examples); baseline zero", ["run", "acc"]))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"grid quick: 6 runs; tracking {uri}, experiment 'quick'"  # rich would break it at 60
+    assert lines[1] == "emotion / smollm2-135m / test (100 examples); baseline zero"  # not at the table's width

@@ -104,7 +104,8 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
     printed = flat(capsys.readouterr().out)
     assert "zero+ppl" in printed and "0.700" in printed and f"wrote {out}/report.md and {out}/report.html" in printed
     markdown = (out / "report.md").read_text()
-    assert "| none | zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    assert "| zero+ppl | 0.700 [" in markdown and "## Strategy effects" in markdown
+    assert "\n| strategy | accuracy [95% CI] |" in markdown and "train s" not in markdown  # nothing trained: no column
     assert "Not finished (not reported): 1 run(s): toy/m/random-2 (FAILED)" in markdown
     assert "planned 1 more run(s) that never started" in markdown
     assert "1 run(s) not finished, 1 never started" in printed
@@ -114,6 +115,16 @@ def test_report_command_writes_logs_and_prints(store, tmp_path, monkeypatch, cap
                                 output_format="list")[0]
     logged = [a.path for a in mlflow.MlflowClient(store).list_artifacts(parent.info.run_id, "report")]
     assert sorted(logged) == ["report/report.html", "report/report.md"]
+
+
+def test_each_experiments_report_goes_to_its_own_folder_by_default(store, monkeypatch, capsys):
+    from bench.cli import _report_folder
+
+    assert bench(monkeypatch, "report") == 0  # the most recent experiment, into report/<its name>/
+    assert "wrote report/synthetic/report.md and report/synthetic/report.html" in flat(capsys.readouterr().out)
+    assert (Path.cwd() / "report" / "synthetic" / "report.html").is_file()
+    assert [_report_folder(n) for n in ("a/b", "..", "zh 中文")] == [Path("report/a_b"), Path("report/_."),
+                                                                     Path("report/zh_中文")]
 
 
 @pytest.mark.parametrize("setup, args, message", [

@@ -133,7 +133,8 @@ def test_no_output_file_artifact_or_worker_command_line_holds_the_password(tmp_p
                database(form, role, address, "optuna"), *stores),
     ]
     assert workers, "ps saw the second worker's command line"
-    assert (tmp_path / "report" / "report.html").is_file() and (tmp_path / "search" / "search.html").is_file()
+    assert (tmp_path / "report" / "masked" / "report.html").is_file()
+    assert (tmp_path / "search" / "search.html").is_file()
     recorded = _recorded(with_driver(split_credentials(tracking)[0]), tmp_path, ("masked", "masked_search"))
     everything = "\n".join([*outputs, *workers, recorded, _files(tmp_path)])
     assert SECRET not in everything and HTTP_SECRET not in everything

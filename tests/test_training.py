@@ -78,7 +78,8 @@ def test_training_methods_carry_their_stages():
     stages = {name: (TrainStrategy(method=name).has_sft, TrainStrategy(method=name).has_rl) for name in TRAIN_METHODS}
     assert stages == {"sft": (True, False), "sft+rl": (True, True), "rl": (False, True)}
     assert [TrainStrategy(method=m, rl_algo="rloo").tag() for m in TRAIN_METHODS] == ["sft", "sft+rloo", "rloo"]
-    with pytest.raises(ValueError, match="unknown training method 'rlhf'; registered: sft, sft\\+rl, rl"):
+    with pytest.raises(ValueError, match=r"unknown training method 'rlhf' \(did you mean 'rl'\?\); registered: "
+                                         r"sft, sft\+rl, rl"):
         TrainStrategy(method="rlhf").has_rl
 
 

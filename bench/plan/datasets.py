@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
 import re
 import zlib
@@ -23,6 +24,7 @@ from bench.plan.errors import UserError, check_file, utf8_text
 from bench.plan.yaml_files import load_yaml_file, validated
 from runners.schema import Schema
 from strategies.example import Category, Example, TaskCard
+from strategies.lookup import did_you_mean
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".gz")
@@ -89,21 +91,43 @@ class DatasetConfig(Schema):
         return self.model_dump(exclude={"name", "path", "eval_path", "hf", "labels"}) | {
             "labels": self.labels.model_dump(exclude={"path"}) if self.labels else None}
 
+    def beside(self, folder: Path) -> DatasetConfig:
+        """This config with its relative paths (`path`, `eval_path`, `labels.path`, a card folder's `name`) read from
+        `folder`, a grid file's, as absolute paths: a grid names its files from where it lies, as a docker-compose
+        file does, wherever `bench` is run (and a grid written elsewhere, such as `bench search`'s best.yaml, keeps
+        naming the same files)."""
+        changes: dict = {"path": self.path and _from(folder, self.path),
+                         "eval_path": self.eval_path and _from(folder, self.eval_path)}
+        if self.labels is not None:
+            changes["labels"] = self.labels.model_copy(update={"path": _from(folder, self.labels.path)})
+        if self.is_bundled and self.name not in bundled_names():
+            changes["name"] = _from(folder, self.name)
+        return self.model_copy(update=changes)
+
     @classmethod
-    def from_ref(cls, ref: str) -> DatasetConfig:
-        """`--dataset X`: a bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id."""
-        if ref in bundled_names() or (Path(ref) / "card.yaml").is_file():
+    def from_ref(cls, ref: str, folder: Path | None = None) -> DatasetConfig:
+        """A bundled name, an existing file or folder, or `hf:<id>` / an `org/name` Hub id: `--dataset X` (a path
+        as written, from the working directory), or a grid's entry (`folder`: the grid's; see `beside`)."""
+        if ref in bundled_names():
             return cls(name=ref)
-        if Path(ref).is_file():
-            return cls(path=ref)
+        at = ref if folder is None else _from(folder, ref)
+        if (Path(at) / "card.yaml").is_file():
+            return cls(name=at)
+        if Path(at).is_file():
+            return cls(path=at)
         if ref.startswith("hf:") or _HUB_ID.fullmatch(ref) and not ref.endswith(DATA_SUFFIXES):
             return cls(hf=ref.removeprefix("hf:"))
         if "/" in ref or ref.endswith(DATA_SUFFIXES):
-            check_file(ref, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
+            check_file(at, "dataset file", "check the path, or write hf:ORG/NAME for a Hub dataset")
         raise UserError(
-            f"unknown dataset '{ref}': use a bundled name ({', '.join(bundled_names())}), "
-            "a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
+            f"unknown dataset '{ref}'{did_you_mean(ref, bundled_names())}: use a bundled name "
+            f"({', '.join(bundled_names())}), a JSONL/CSV file path, or a Hub id such as hf:dair-ai/emotion"
         )
+
+
+def _from(folder: Path, path: str) -> str:
+    """`path` read from `folder` (an absolute `path` stays itself), absolute and without `..`, links kept."""
+    return os.path.abspath(folder / path)
 
 
 @dataclass
@@ -123,8 +147,8 @@ class Dataset:
         """The evaluation examples: the whole split, or a seeded sample of `limit` (the same for every strategy)."""
         split = split or self.default_eval_split
         if split not in self.eval_splits:
-            raise UserError(f"dataset '{self.name}' ({self.source}) has no evaluation split '{split}'; available: "
-                            f"{', '.join(self.eval_splits)}")
+            raise UserError(f"dataset '{self.name}' ({self.source}) has no evaluation split '{split}'"
+                            f"{did_you_mean(split, self.eval_splits)}; available: {', '.join(self.eval_splits)}")
         examples = self.eval_splits[split]
         if limit is None or limit >= len(examples):
             return examples
@@ -147,7 +171,9 @@ class _RowReader:
 
     def read(self, rows: Iterator[tuple[str, dict]], split: str) -> list[Example]:
         examples = []
-        for where, row in rows:
+        for n, (where, row) in enumerate(rows):
+            if n == 0:
+                self._check_columns(where, row)
             problem = self._problem(row)
             if problem is None:
                 self._check_written_alike(row[self.label_field], where)
@@ -159,17 +185,26 @@ class _RowReader:
             self.skipped += 1
         return examples
 
+    def _check_columns(self, where: str, row: dict) -> None:
+        """A file's first row lacking the text or label column: the settings do not fit the file, which no row
+        of it would, so it stops whether or not invalid rows are skipped."""
+        for key, setting, what in ((self.text_field, "text_field", "text"), (self.label_field, "label_field", "label")):
+            if key not in row:
+                raise UserError(f"{where}: no '{key}' column; its columns are {', '.join(map(repr, row)) or 'none'}: "
+                                f"set {setting} (in the grid's dataset entry, or a card's) to the column holding each "
+                                f"row's {what}")
+
     def _problem(self, row: dict) -> str | None:
         for key in (self.text_field, self.label_field):
-            if key not in row:
-                return f"no '{key}' column (columns: {', '.join(row)}); set text_field/label_field"
+            if key not in row:  # a JSONL row without a key the file's first row has
+                return f"no '{key}' key (the row's keys: {', '.join(row) or 'none'})"
         if not str(row[self.text_field] or "").strip():
             return "empty text"
         label = row[self.label_field]
         if isinstance(label, bool) or not isinstance(label, str | int):
             return f"label {_shown(label)} is not a string or a whole number"
         if self.labels is not None and str(label) not in self.labels:
-            return f"label '{label}' is not one of {', '.join(sorted(self.labels))}"
+            return f"label '{label}'{did_you_mean(label, self.labels)} is not one of {', '.join(sorted(self.labels))}"
         return None
 
     def _check_written_alike(self, label: str | int, where: str) -> None:
@@ -268,7 +303,8 @@ def _load_card_dataset(folder: Path, config: DatasetConfig) -> Dataset:
         check_file(path, f"{card_path}: splits.{split}: the file", "fix the card, or add the file")
     pool_split = config.pool_split or card.pool_split
     if pool_split not in files:
-        raise UserError(f"{card_path}: no split '{pool_split}' for the pool; available: {', '.join(files)}")
+        raise UserError(f"{card_path}: no split '{pool_split}' for the pool{did_you_mean(pool_split, files)}; "
+                        f"available: {', '.join(files)}")
     splits = {split: reader.read(table_rows(path), split) for split, path in files.items()}
     identity = f"{card.name}:{fingerprint(card_path, *files.values())}"  # contents, not only the name
     return Dataset(card.name, identity, TaskCard(card.language, card.task, card.input_name, categories),
@@ -321,13 +357,28 @@ def _load_file_dataset(config: DatasetConfig) -> Dataset:
         reader.labels = reader.labels or {e.label for e in pool}
         evaluation = reader.read(table_rows(eval_path), "eval")
     categories = listed or tuple(Category(v, v) for v in sorted({e.label for e in pool}))
-    if len(categories) < 2 or not evaluation:
-        raise UserError(f"{path}: needs at least two labels and a non-empty evaluation part (got {len(categories)} "
-                        "labels)")
+    _check_usable(path, eval_path, len(rows) if eval_path is None else len(pool), categories, evaluation,
+                  reader.skipped)
     card = TaskCard(config.language, config.task, config.input_name, categories)
     sources = [p for p in (path, eval_path, Path(config.labels.path) if config.labels else None) if p]
     return Dataset(_display_name(config, path), f"file:{fingerprint(*sources)}", card, pool,
                    {FILE_EVAL_SPLIT: evaluation}, FILE_EVAL_SPLIT, reader.skipped, " + ".join(map(str, sources)))
+
+
+def _check_usable(path: Path, eval_path: Path | None, read: int, categories: tuple[Category, ...],
+                  evaluation: list[Example], skipped: int) -> None:
+    """Fail, saying which, on a file dataset with no rows left (`read` of them, after `skipped` invalid ones), a
+    single class, or nothing to evaluate."""
+    skips = f" ({skipped:,} invalid row(s) skipped)" if skipped else ""
+    if not read:
+        raise UserError(f"{path}: no usable row{skips}; a dataset needs rows of text and label")
+    if len(categories) < 2:
+        raise UserError(f"{path}: every row has the label '{categories[0].value}'{skips}; classifying needs at least "
+                        "two classes")
+    if not evaluation:
+        raise UserError(f"{eval_path}: no usable row{skips}; it holds the evaluation examples" if eval_path else
+                        f"{path}: none of its {read:,} usable row(s) is held out for evaluation (one in five is, by "
+                        "a hash of its text); add rows, or give eval_path")
 
 
 def _load_hub_dataset(config: DatasetConfig) -> Dataset:
@@ -370,7 +421,8 @@ def load_dataset(config: DatasetConfig) -> Dataset:
     if config.is_bundled:
         folder = BUNDLED_DIR / config.name if config.name in bundled_names() else Path(config.name)
         if not (folder / "card.yaml").is_file():
-            raise UserError(f"unknown dataset '{config.name}'; bundled: {', '.join(bundled_names())}")
+            raise UserError(f"unknown dataset '{config.name}'{did_you_mean(config.name, bundled_names())}; bundled: "
+                            f"{', '.join(bundled_names())}")
         return _load_card_dataset(folder, config)
     if config.path is not None:
         return _load_file_dataset(config)

@@ -30,7 +30,7 @@ from runners.rl_config import RLSettings
 from runners.schema import Schema
 from runners.sft_config import LoraSettings, SFTSettings
 from strategies.demos import DEMO_SELECTORS
-from strategies.lookup import registered
+from strategies.lookup import did_you_mean, registered
 from strategies.prompts import prompt_format
 from strategies.reasoning import rgen_format
 from strategies.registry import DIMENSIONS, Dimension, Strategy, normalise, parse_value
@@ -61,7 +61,7 @@ class InferenceConfig(Schema):
     @classmethod
     def _known_dtype(cls, value: str) -> str:
         if value not in DTYPES:
-            raise ValueError(f"'{value}' is not a dtype; allowed: {', '.join(DTYPES)}")
+            raise ValueError(f"'{value}' is not a dtype{did_you_mean(value, DTYPES)}; allowed: {', '.join(DTYPES)}")
         return value
 
 
@@ -136,11 +136,24 @@ def load_yaml(path: Path, what: str = "grid file") -> dict:
 
 
 def validate_grid(raw: dict, path: Path) -> GridFile:
-    """A grid from its YAML mapping; any problem is one UserError line naming file and key."""
+    """A grid from its YAML mapping, its dataset files and folders read from the grid's folder
+    (`DatasetConfig.beside`); any problem is one UserError line naming file and key."""
     try:
-        return GridFile.model_validate(raw)
+        grid = GridFile.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_validation_message(path, exc)) from None
+    grid.datasets = [_beside_grid(ref, path, d) for d, ref in enumerate(grid.datasets)]
+    return grid
+
+
+def _beside_grid(ref: str | DatasetConfig, path: Path, d: int) -> str | DatasetConfig:
+    """The grid's `d`th dataset with its paths read from the grid's folder; a bundled name or a Hub id stays as
+    written."""
+    if isinstance(ref, DatasetConfig):
+        return ref.beside(path.parent)
+    with _located(f"{path}: datasets[{d}]"):
+        config = DatasetConfig.from_ref(ref, path.parent)
+    return ref if config.hf or config.name == ref else config
 
 
 def read_grid(path: Path) -> GridFile:
@@ -172,7 +185,9 @@ def _validation_message(path: Path, exc: ValidationError) -> str:
         else:
             loc.append(part)
     if error["type"] == "extra_forbidden":
-        return f"{path}: {_where((*loc, error['loc'][-1]))}: unknown key; allowed: {', '.join(model.model_fields)}"
+        key = error["loc"][-1]
+        return (f"{path}: {_where((*loc, key))}: unknown key{did_you_mean(key, model.model_fields)}; allowed: "
+                f"{', '.join(model.model_fields)}")
     return f"{path}: {_where(tuple(loc))}: {error['msg']}"
 
 

@@ -42,6 +42,14 @@ class Overrides:
     model: str | None = None
     batch_size: int | None = None
 
+    def options(self) -> str:
+        """The options that make the same grid of jobs again (for `bench status`), as a command line writes them
+        (each after a space)."""
+        import shlex
+
+        given = {"--limit": self.limit, "--dataset": self.dataset, "--model": self.model}
+        return "".join(f" {name} {shlex.quote(str(value))}" for name, value in given.items() if value is not None)
+
 
 @dataclass(frozen=True)
 class Stores:
@@ -181,15 +189,18 @@ def graph_models(graph: JobGraph) -> tuple[list[str], set[str]]:
 
 
 def prepare_models(workspace: Workspace, models: Sequence[str], trained: set[str], console: Console) -> None:
-    """Pull or convert every model, and refuse one that cannot be trained, before any job runs (the libraries'
-    progress bars silenced first; a spinner on a terminal, nothing in a log)."""
-    from runners.model_registry import ModelError, check_trainable
-    from runners.quiet import quiet_libraries
+    """Pull or convert every model, and refuse one that cannot be trained, before any job runs: one line of ours
+    for a model that is not here yet (what its first use does, how long), a spinner under it on a terminal, and the
+    libraries' own progress bars off meanwhile (`bars_off`: for these calls only)."""
+    from bench.run.progress import say
+    from runners.model_registry import ModelError, check_trainable, first_use
+    from runners.quiet import bars_off
 
-    quiet_libraries()
     for model in models:
-        showing = f"preparing model {model} (first use downloads and converts it)"
-        with console.status(showing) if console.is_terminal else contextlib.nullcontext():
+        doing = first_use(model, workspace.root)
+        if doing is not None:
+            say(console, f"preparing {model}: {doing}")
+        with console.status(model) if doing and console.is_terminal else contextlib.nullcontext(), bars_off():
             try:
                 folder = workspace.model(model)
                 if model in trained:

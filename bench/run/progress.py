@@ -51,9 +51,10 @@ class TerminalConsole(Console):
 
 def say(console: Console, line: str) -> None:
     """Print one line as it is: no markup, no highlighting, and the names in it `printable`; a line that cannot be
-    written is dropped (see the module doc)."""
+    written is dropped (see the module doc). Into a file (a log, a CI job) it stays one line, however long: rich
+    would break it at the console's width, inside a URI or a path; a terminal wraps it at word boundaries."""
     with contextlib.suppress(OSError):
-        console.print(printable(line), highlight=False, markup=False)
+        console.print(printable(line), highlight=False, markup=False, soft_wrap=not console.is_terminal)
 
 
 class Reporter(Protocol):

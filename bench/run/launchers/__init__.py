@@ -8,6 +8,7 @@ from bench.run.launchers.interface import Launcher, Placement
 from bench.run.launchers.local import LocalLauncher
 from bench.run.launchers.ray import RayLauncher
 from bench.run.launchers.slurm import SlurmLauncher
+from strategies.lookup import did_you_mean
 
 LAUNCHERS: dict[str, Launcher] = {"local": LocalLauncher(), "ray": RayLauncher(), "slurm": SlurmLauncher()}
 
@@ -18,7 +19,8 @@ def placement(on: str, workers: int, argv: tuple[str, ...], environment: dict[st
     `launcher:` mapping, whose keys other launchers read are passed over); an option `on` does not read is one
     line."""
     if on not in LAUNCHERS:
-        raise UserError(f"--on {on}: no such launcher; give one of {', '.join(LAUNCHERS)}")
+        raise UserError(f"--on {on}: no such launcher{did_you_mean(on, LAUNCHERS)}; give one of "
+                        f"{', '.join(LAUNCHERS)}")
     accepts = LAUNCHERS[on].accepts
     for name in given:
         if name not in accepts:
