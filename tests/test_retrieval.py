@@ -1,5 +1,6 @@
-"""Dense retrieval of demonstrations: nearest neighbours by sentence embedding, never the query itself, pool
-embeddings computed once per (retriever, pool) and cached on disk, and the real offline MiniLM encoder."""
+"""Retrieval of demonstrations: dense (nearest neighbours by sentence embedding, never the query itself, pool
+embeddings computed once per (retriever, pool) and cached on disk, and the real offline MiniLM encoder) and BM25
+(bm25s, the same top 10 as rank_bm25's scores on every bundled dataset)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import numpy as np
 import pytest
 from cli_runner import run_cli
 
-from bench.plan.datasets import DatasetCache
+from bench.plan.datasets import DatasetCache, DatasetConfig, load_dataset
 from bench.plan.errors import UserError
 from bench.plan.grid import expand, read_grid
 from bench.run.workspace import cached_array
 from reports.vocabulary import KIND_TAG
-from strategies.demos import PoolEmbeddings, demo_selector
+from strategies.demos import PoolEmbeddings, bm25_tokens, demo_selector, okapi_bm25, top
 from strategies.example import Example
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
 POOL = [Example("p0", "cats", "a"), Example("p1", "kittens", "a"), Example("p2", "stocks", "b"),
         Example("p3", "shares", "b"), Example("p4", "cake", "c")]
 # handcrafted 3-d embeddings: an animals axis, a finance axis, a food axis
@@ -89,6 +91,24 @@ def test_only_dense_runs_name_a_retriever_and_training_refuses_it(tmp_path):
     path = _grid(tmp_path, "inference: {retriever: tiny-random}\n")
     with pytest.raises(UserError, match="inference.retriever: 'tiny-random' is registered with role 'classifier'"):
         expand(read_grid(path), path, DatasetCache(), "float32")
+
+
+def test_bm25_gives_rank_bm25s_top_10_on_every_bundled_dataset():
+    """bm25s, with rank_bm25's idf, ranks the first 200 queries of each dataset's evaluation split as rank_bm25's
+    BM25Okapi did (its top 10, ties in pool order, pinned before the switch): the same demos, so similar-K keeps
+    its hashes and results."""
+    golden = json.loads((GOLDEN / "bm25_top10.json").read_text(encoding="utf-8"))
+    for name in ("emotion", "iflytek_fewclue", "sms_spam", "sst2", "tnews"):
+        dataset = load_dataset(DatasetConfig(name=name))
+        scores = okapi_bm25([bm25_tokens(e.text) or ["<empty>"] for e in dataset.pool])
+        queries = dataset.eval_splits[dataset.default_eval_split][:200]
+        ranked = [top(scores(bm25_tokens(q.text)), 10).tolist() for q in queries]
+        assert ranked == golden[name], name
+
+
+def test_bm25_scores_a_query_of_unknown_or_no_words_zero():
+    scores = okapi_bm25([["cats", "purr"], ["stocks"]])
+    assert scores(["never", "seen"]).tolist() == scores([]).tolist() == [0.0, 0.0]
 
 
 @pytest.fixture(scope="session")
