@@ -1,10 +1,12 @@
 """Retrieval of demonstrations: dense (nearest neighbours by sentence embedding, never the query itself, pool
-embeddings computed once per (retriever, pool) and cached on disk, and the real offline MiniLM encoder) and BM25
-(bm25s, the same top 10 as rank_bm25's scores on every bundled dataset)."""
+embeddings computed once per (retriever, pool) and cached on disk, the real offline MiniLM through
+sentence-transformers, equal to the vectors of the hand-written encoder before it) and BM25 (bm25s, the same top 10
+as rank_bm25's scores on every bundled dataset)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -113,24 +115,57 @@ def test_bm25_scores_a_query_of_unknown_or_no_words_zero():
 
 @pytest.fixture(scope="session")
 def minilm(model_cache: Path):
-    from runners.embeddings import SentenceEmbedder
+    from runners.embeddings import SentenceEncoder
     from runners.model_registry import EMBEDDING, model_folder
 
-    return SentenceEmbedder(model_folder("all-minilm-l6-v2", model_cache, EMBEDDING))
+    return SentenceEncoder(model_folder("all-minilm-l6-v2", model_cache, EMBEDDING))
+
+
+# the texts whose MiniLM vectors the hand-written encoder (mean pooling, max_seq_length 256, L2 normalisation, with
+# plain transformers) computed before sentence-transformers replaced it, pinned in golden/minilm_vectors.npy
+GOLDEN_TEXTS = ["i feel a little bit scared of what tomorrow brings", "Stock prices fell sharply this morning.",
+                "新闻：股市今天大幅下跌", "", "word " * 400]
+
+
+def test_minilm_vectors_equal_the_hand_written_encoders(minilm):
+    """So every dense-K run with the default retriever keeps its hash, its cached pool embeddings and its demos."""
+    before = np.load(GOLDEN / "minilm_vectors.npy")
+    assert np.abs(minilm.documents(GOLDEN_TEXTS) - before).max() < 1e-6
+    assert np.abs(minilm.queries(GOLDEN_TEXTS) - before).max() < 1e-6
+    assert all(np.abs(minilm.queries([t])[0] - v).max() < 1e-6 for t, v in zip(GOLDEN_TEXTS, before))
+
+
+def test_a_retrievers_own_query_and_document_prompts_are_applied(minilm, model_cache, tmp_path):
+    """An e5-style model (its prompts in config_sentence_transformers.json): the pool is encoded as passages, each
+    input as a query; a folder retriever's revision says that sentence-transformers encodes it."""
+    from runners.embeddings import SentenceEncoder
+    from runners.model_registry import model_revision, retriever_revision
+
+    folder = shutil.copytree(model_cache / "models" / "all-minilm-l6-v2", tmp_path / "e5-style")
+    config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    config["prompts"] = {"query": "query: ", "passage": "passage: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config), encoding="utf-8")
+    e5 = SentenceEncoder(folder)
+    texts = ["The cat is sleeping.", "Stocks fell."]
+    assert np.allclose(e5.queries(texts), minilm.queries([f"query: {t}" for t in texts]), atol=1e-6)
+    assert np.allclose(e5.documents(texts), minilm.documents([f"passage: {t}" for t in texts]), atol=1e-6)
+    assert not np.allclose(e5.queries(texts), minilm.queries(texts), atol=1e-3)
+    assert retriever_revision(str(folder)) == f"{model_revision(str(folder))}+sentence-transformers"
+    assert retriever_revision("all-minilm-l6-v2") == model_revision("all-minilm-l6-v2")
 
 
 def test_minilm_from_its_wheel_finds_neighbours_by_meaning(minilm):
     pool = ["The cat is sleeping on the sofa.", "Stock prices fell sharply this morning.",
             "I baked a chocolate cake for her birthday.", "The striker scored twice in the final."]
     examples = [Example(f"p{i}", text, str(i)) for i, text in enumerate(pool)]
-    vectors = minilm.embed(pool)
+    vectors = minilm.documents(pool)
     assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.embed))
+    select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.queries))
     queries = {"Investors panicked as the market crashed.": "p1", "My kitten naps all afternoon.": "p0",
                "The goalkeeper saved a penalty.": "p3", "Dessert was a lemon tart.": "p2"}
     assert {q: select(Example("q", q, ""))[0].id for q in queries} == queries
     # batching and padding do not change a vector
-    assert np.allclose(minilm.embed(pool[:1])[0], vectors[0], atol=1e-5)
+    assert np.allclose(minilm.queries(pool[:1])[0], vectors[0], atol=1e-5)
 
 
 def test_a_dense_calibrated_grid_runs_end_to_end_and_caches_the_pool(tmp_path, tracking_uri, monkeypatch,
