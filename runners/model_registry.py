@@ -255,6 +255,13 @@ def model_revision(name: str) -> str:
     return "hub"
 
 
+def retriever_revision(name: str) -> str:
+    """What identifies a dense-K retriever's vectors: its model revision and, for a model that is not a registered
+    alias, that sentence-transformers encodes it (with its prompts and every module, which the hand-written encoder
+    before it skipped). An alias keeps its revision: its vectors are pinned to the earlier ones (test_retrieval.py)."""
+    return model_revision(name) if name in MODELS else f"{model_revision(name)}+sentence-transformers"
+
+
 def _alias_folder(name: str, cache: Path) -> Path:
     """Where an alias is built under the cache root."""
     return cache / "models" / name

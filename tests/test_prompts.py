@@ -1,8 +1,7 @@
-import numpy as np
 import pytest
 
 from bench.plan.datasets import DatasetConfig, load_dataset
-from strategies.demos import PostingsBM25, bm25_tokens
+from strategies.demos import bm25_tokens
 from strategies.prompts import INVALID, UNCERTAIN, PromptBuilder, render_plain
 from strategies.registry import Strategy
 
@@ -59,16 +58,6 @@ def test_similar_demos_share_words_with_the_input(emotion):
     turns = demo_turns(build(emotion, icl="similar-3").messages(query))
     overlap = [len(set(bm25_tokens(m["content"])) & set(bm25_tokens(query.text))) for m in turns if m["role"] == "user"]
     assert min(overlap) >= 2
-
-
-def test_postings_bm25_scores_equal_rank_bm25s_bit_for_bit(emotion):
-    from rank_bm25 import BM25Okapi
-
-    corpus = [bm25_tokens(e.text) or ["<empty>"] for e in emotion.pool[:2000]]
-    ours, theirs = PostingsBM25(corpus), BM25Okapi(corpus)
-    for query in emotion.eval_splits["test"][:20]:
-        tokens = bm25_tokens(query.text) + ["a-word-in-no-document"]
-        assert np.array_equal(ours.get_scores(tokens), theirs.get_scores(tokens))
 
 
 def test_definitions_uncertain_numeric_and_reasoning(emotion):

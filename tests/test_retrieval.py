@@ -1,9 +1,12 @@
-"""Dense retrieval of demonstrations: nearest neighbours by sentence embedding, never the query itself, pool
-embeddings computed once per (retriever, pool) and cached on disk, and the real offline MiniLM encoder."""
+"""Retrieval of demonstrations: dense (nearest neighbours by sentence embedding, never the query itself, pool
+embeddings computed once per (retriever, pool) and cached on disk, the real offline MiniLM through
+sentence-transformers, equal to the vectors of the hand-written encoder before it) and BM25 (bm25s, the same top 10
+as rank_bm25's scores on every bundled dataset)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -11,14 +14,15 @@ import numpy as np
 import pytest
 from cli_runner import run_cli
 
-from bench.plan.datasets import DatasetCache
+from bench.plan.datasets import DatasetCache, DatasetConfig, load_dataset
 from bench.plan.errors import UserError
 from bench.plan.grid import expand, read_grid
 from bench.run.workspace import cached_array
 from reports.vocabulary import KIND_TAG
-from strategies.demos import PoolEmbeddings, demo_selector
+from strategies.demos import PoolEmbeddings, bm25_tokens, demo_selector, okapi_bm25, top
 from strategies.example import Example
 
+GOLDEN = Path(__file__).resolve().parent / "golden"
 POOL = [Example("p0", "cats", "a"), Example("p1", "kittens", "a"), Example("p2", "stocks", "b"),
         Example("p3", "shares", "b"), Example("p4", "cake", "c")]
 # handcrafted 3-d embeddings: an animals axis, a finance axis, a food axis
@@ -91,26 +95,77 @@ def test_only_dense_runs_name_a_retriever_and_training_refuses_it(tmp_path):
         expand(read_grid(path), path, DatasetCache(), "float32")
 
 
+def test_bm25_gives_rank_bm25s_top_10_on_every_bundled_dataset():
+    """bm25s, with rank_bm25's idf, ranks the first 200 queries of each dataset's evaluation split as rank_bm25's
+    BM25Okapi did (its top 10, ties in pool order, pinned before the switch): the same demos, so similar-K keeps
+    its hashes and results."""
+    golden = json.loads((GOLDEN / "bm25_top10.json").read_text(encoding="utf-8"))
+    for name in ("emotion", "iflytek_fewclue", "sms_spam", "sst2", "tnews"):
+        dataset = load_dataset(DatasetConfig(name=name))
+        scores = okapi_bm25([bm25_tokens(e.text) or ["<empty>"] for e in dataset.pool])
+        queries = dataset.eval_splits[dataset.default_eval_split][:200]
+        ranked = [top(scores(bm25_tokens(q.text)), 10).tolist() for q in queries]
+        assert ranked == golden[name], name
+
+
+def test_bm25_scores_a_query_of_unknown_or_no_words_zero():
+    scores = okapi_bm25([["cats", "purr"], ["stocks"]])
+    assert scores(["never", "seen"]).tolist() == scores([]).tolist() == [0.0, 0.0]
+
+
 @pytest.fixture(scope="session")
 def minilm(model_cache: Path):
-    from runners.embeddings import SentenceEmbedder
+    from runners.embeddings import SentenceEncoder
     from runners.model_registry import EMBEDDING, model_folder
 
-    return SentenceEmbedder(model_folder("all-minilm-l6-v2", model_cache, EMBEDDING))
+    return SentenceEncoder(model_folder("all-minilm-l6-v2", model_cache, EMBEDDING))
+
+
+# the texts whose MiniLM vectors the hand-written encoder (mean pooling, max_seq_length 256, L2 normalisation, with
+# plain transformers) computed before sentence-transformers replaced it, pinned in golden/minilm_vectors.npy
+GOLDEN_TEXTS = ["i feel a little bit scared of what tomorrow brings", "Stock prices fell sharply this morning.",
+                "新闻：股市今天大幅下跌", "", "word " * 400]
+
+
+def test_minilm_vectors_equal_the_hand_written_encoders(minilm):
+    """So every dense-K run with the default retriever keeps its hash, its cached pool embeddings and its demos."""
+    before = np.load(GOLDEN / "minilm_vectors.npy")
+    assert np.abs(minilm.documents(GOLDEN_TEXTS) - before).max() < 1e-6
+    assert np.abs(minilm.queries(GOLDEN_TEXTS) - before).max() < 1e-6
+    assert all(np.abs(minilm.queries([t])[0] - v).max() < 1e-6 for t, v in zip(GOLDEN_TEXTS, before))
+
+
+def test_a_retrievers_own_query_and_document_prompts_are_applied(minilm, model_cache, tmp_path):
+    """An e5-style model (its prompts in config_sentence_transformers.json): the pool is encoded as passages, each
+    input as a query; a folder retriever's revision says that sentence-transformers encodes it."""
+    from runners.embeddings import SentenceEncoder
+    from runners.model_registry import model_revision, retriever_revision
+
+    folder = shutil.copytree(model_cache / "models" / "all-minilm-l6-v2", tmp_path / "e5-style")
+    config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+    config["prompts"] = {"query": "query: ", "passage": "passage: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config), encoding="utf-8")
+    e5 = SentenceEncoder(folder)
+    texts = ["The cat is sleeping.", "Stocks fell."]
+    assert np.allclose(e5.queries(texts), minilm.queries([f"query: {t}" for t in texts]), atol=1e-6)
+    assert np.allclose(e5.documents(texts), minilm.documents([f"passage: {t}" for t in texts]), atol=1e-6)
+    assert not np.allclose(e5.queries(texts), minilm.queries(texts), atol=1e-3)
+    assert retriever_revision(str(folder)) == f"{model_revision(str(folder))}+sentence-transformers"
+    assert retriever_revision("all-minilm-l6-v2") == model_revision("all-minilm-l6-v2")
 
 
 def test_minilm_from_its_wheel_finds_neighbours_by_meaning(minilm):
     pool = ["The cat is sleeping on the sofa.", "Stock prices fell sharply this morning.",
             "I baked a chocolate cake for her birthday.", "The striker scored twice in the final."]
     examples = [Example(f"p{i}", text, str(i)) for i, text in enumerate(pool)]
-    vectors = minilm.embed(pool)
+    vectors = minilm.documents(pool)
     assert vectors.shape == (4, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.embed))
+    select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.queries))
     queries = {"Investors panicked as the market crashed.": "p1", "My kitten naps all afternoon.": "p0",
                "The goalkeeper saved a penalty.": "p3", "Dessert was a lemon tart.": "p2"}
     assert {q: select(Example("q", q, ""))[0].id for q in queries} == queries
     # batching and padding do not change a vector
-    assert np.allclose(minilm.embed(pool[:1])[0], vectors[0], atol=1e-5)
+    assert np.allclose(minilm.queries(pool[:1])[0], vectors[0], atol=1e-5)
 
 
 def test_a_dense_calibrated_grid_runs_end_to_end_and_caches_the_pool(tmp_path, tracking_uri, monkeypatch,

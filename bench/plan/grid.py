@@ -23,7 +23,7 @@ from bench.plan.reasoning_corpora import load_corpus
 from bench.plan.specs import CorpusRef, DatasetRef, EvalSettings, ReasonerSpec, RGenSpec, RunSpec, TrainSpec
 from bench.plan.yaml_files import load_yaml_file
 from runners.baselines import BASELINES
-from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model_revision
+from runners.model_registry import EMBEDDING, ModelError, check_model_ref, model_revision, retriever_revision
 from runners.relabel_config import RelabelSettings
 from runners.rgen_config import RGenSettings
 from runners.rl_config import RLSettings
@@ -299,7 +299,7 @@ def _retriever(grid: GridFile, strategy: Strategy) -> tuple[str | None, str | No
     """(retriever, its revision) of a strategy whose demos need sentence embeddings, else (None, None)."""
     if not DEMO_SELECTORS[strategy.icl_method].needs_embeddings:
         return None, None
-    return grid.inference.retriever, model_revision(grid.inference.retriever)
+    return grid.inference.retriever, retriever_revision(grid.inference.retriever)
 
 
 def check_models(grid: GridFile, path: Path) -> None:

@@ -37,7 +37,7 @@ from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
 
 if TYPE_CHECKING:
-    from runners.embeddings import SentenceEmbedder
+    from runners.embeddings import SentenceEncoder
     from runners.inference import OnProgress
 
 REASONINGS, CONFIDENCES = "reasonings.json", "confidences.json"
@@ -79,7 +79,7 @@ class JobContext:
     on_progress: JobProgress = lambda done, total: None
     on_log: OnLog = lambda metrics, step: None
     on_partial: OnPartial | None = None
-    embedders: dict[Path, SentenceEmbedder] = field(default_factory=dict)  # sentence encoders this worker loaded
+    encoders: dict[Path, SentenceEncoder] = field(default_factory=dict)  # sentence encoders this worker loaded
 
     def dataset(self, job: RunSpec | TrainSpec | ReasoningsSpec | RelabelSpec) -> Dataset:
         return self.datasets.get(job.dataset.config)
@@ -89,18 +89,18 @@ class JobContext:
         per (retriever, pool contents) on this machine and cached on disk, the encoder loaded once per worker."""
         if spec.retriever is None:
             return None
-        from runners.embeddings import SentenceEmbedder
+        from runners.embeddings import SentenceEncoder
         from runners.model_registry import EMBEDDING
 
         folder = self.workspace.model(spec.retriever, EMBEDDING)
-        if folder not in self.embedders:
-            self.embedders[folder] = SentenceEmbedder(folder)
-        embedder = self.embedders[folder]
+        if folder not in self.encoders:
+            self.encoders[folder] = SentenceEncoder(folder)
+        encoder = self.encoders[folder]
         identity = json.dumps([spec.retriever, spec.retriever_revision, spec.dataset.content])
         key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         vectors = cached_array(self.workspace.embeddings(key),
-                               lambda: embedder.embed([e.text for e in dataset.pool]))
-        return PoolEmbeddings(vectors, embedder.embed)
+                               lambda: encoder.documents([e.text for e in dataset.pool]))
+        return PoolEmbeddings(vectors, encoder.queries)
 
 
 def stages(train: TrainSpec | None) -> list[TrainSpec]:
