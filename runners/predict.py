@@ -76,7 +76,7 @@ class Predictor:
         """Predictions for `examples` under the builder's strategy, in input order (seeded from the spec)."""
         set_seed(self.settings.seed)
         with self.phases("retrieval"):
-            demos = [self.builder.select_demos(e) for e in examples]
+            demos = self.builder.select_demos(examples)
         with self.phases("prompts"):
             prompts = [prompt_text(self.lm, self.builder.messages(e, d)) for e, d in zip(examples, demos)]
         with self.phases("tokenise"):

@@ -1,7 +1,8 @@
 """In-context demonstration selection: each method is one registered `DemoSelector`.
 
-A selector is built once per (pool, k, seed) and then maps a query example to its demos, so a costly index
-(BM25, the pool's embeddings) is built once per run, not once per input. Every draw is seeded, so the same spec sees
+A selector is built once per (pool, k, seed) and then maps a batch of query examples to their demos, so a costly
+index (BM25, the pool's embeddings) is built once per run, not once per input, and a dense retriever encodes a run's
+queries in batches, not one by one. Every draw is seeded, so the same spec sees
 the same demos. A query is never its own demo: training prompts are drawn from the pool the demos come from.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import bm25s
@@ -18,7 +19,7 @@ import numpy as np
 from strategies.example import Example
 from strategies.lookup import entry
 
-SelectDemos = Callable[[Example], list[Example]]
+SelectDemos = Callable[[Sequence[Example]], list[list[Example]]]  # each query's demos, for a batch of queries
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,13 @@ def okapi_bm25(corpus: Sequence[Sequence[str]]) -> Callable[[Sequence[str]], np.
     return lambda query: index.get_scores_from_ids(index.get_tokens_ids(list(query)))
 
 
+def _each(select: Callable[[Example], list[Example]]) -> SelectDemos:
+    """A selector that picks each query's demos on its own."""
+    return lambda queries: [select(query) for query in queries]
+
+
 def _zero(source: DemoSource) -> SelectDemos:
-    return lambda query: []
+    return _each(lambda query: [])
 
 
 def _random(source: DemoSource) -> SelectDemos:
@@ -84,7 +90,7 @@ def _random(source: DemoSource) -> SelectDemos:
     def select(query: Example) -> list[Example]:
         return random.Random(f"{seed}:{query.id}").sample([e for e in pool if e.id != query.id], k)
 
-    return select
+    return _each(select)
 
 
 def _fixed(source: DemoSource) -> SelectDemos:
@@ -101,7 +107,7 @@ def _fixed(source: DemoSource) -> SelectDemos:
                 demos.append(examples.pop())
     demos, spare = demos[:k], demos[k:]
     random.Random(source.seed).shuffle(demos)
-    return lambda query: [spare[0] if d.id == query.id and spare else d for d in demos]
+    return _each(lambda query: [spare[0] if d.id == query.id and spare else d for d in demos])
 
 
 def top(scores: np.ndarray, n: int) -> np.ndarray:
@@ -114,22 +120,23 @@ def top(scores: np.ndarray, n: int) -> np.ndarray:
     return candidates[np.argsort(-scores[candidates], kind="stable")][:n]
 
 
-def _nearest(source: DemoSource, scores: Callable[[Example], np.ndarray]) -> SelectDemos:
-    """The k pool examples of highest `scores(query)`, never the query itself, the most similar placed last
-    (nearest to the input); ties keep pool order."""
+def _nearest(source: DemoSource, scores: Callable[[Sequence[Example]], Iterable[np.ndarray]]) -> SelectDemos:
+    """For each query, the k pool examples of highest score (`scores(queries)`: a row of the pool's scores per
+    query, in order), never the query itself, the most similar placed last (nearest to the input); ties keep pool
+    order."""
     pool, k = source.pool, source.k
 
-    def select(query: Example) -> list[Example]:
-        best = [int(i) for i in top(scores(query), k + 1) if pool[i].id != query.id][:k]
+    def select(query: Example, row: np.ndarray) -> list[Example]:
+        best = [int(i) for i in top(row, k + 1) if pool[i].id != query.id][:k]
         return [pool[i] for i in reversed(best)]
 
-    return select
+    return lambda queries: [select(query, row) for query, row in zip(queries, scores(queries), strict=True)]
 
 
 def _similar(source: DemoSource) -> SelectDemos:
     """Top-k BM25 neighbours of the input."""
     scores = okapi_bm25([bm25_tokens(e.text) or ["<empty>"] for e in source.pool])
-    return _nearest(source, lambda query: scores(bm25_tokens(query.text)))
+    return _nearest(source, lambda queries: (scores(bm25_tokens(query.text)) for query in queries))
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -137,13 +144,14 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 def _dense(source: DemoSource) -> SelectDemos:
-    """Top-k cosine neighbours of the input's sentence embedding: one matrix-vector product per input."""
+    """Top-k cosine neighbours of the input's sentence embedding: the queries encoded together (batched by the
+    encoder), then one matrix-vector product per input."""
     if source.embeddings is None:
         raise ValueError("dense-K needs the pool's sentence embeddings (inference.retriever names the model)")
     pool_vectors, embed = _unit(source.embeddings.vectors.astype(np.float32)), source.embeddings.embed
     if len(pool_vectors) != len(source.pool):
         raise ValueError(f"{len(pool_vectors)} pool embeddings for a pool of {len(source.pool)} examples")
-    return _nearest(source, lambda query: pool_vectors @ _unit(embed([query.text]))[0])
+    return _nearest(source, lambda queries: (pool_vectors @ query for query in _unit(embed([q.text for q in queries]))))
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class PromptBuilder:
         """The chat messages that ask for `example`'s label under this strategy; `demos`: its demonstrations, when
         the caller selected them already (`select_demos`), else selected here."""
         turns: list[Message] = []
-        for demo in self.select_demos(example) if demos is None else demos:
+        for demo in self.select_demos([example])[0] if demos is None else demos:
             turns += [self._user(demo), {"role": "assistant", "content": self.completion(demo.label)}]
         turns.append(self._user(example))
         turns[0] = {"role": "user", "content": f"{self.instructions}\n\n{turns[0]['content']}"}

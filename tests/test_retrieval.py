@@ -37,14 +37,14 @@ def _embeddings() -> PoolEmbeddings:
 
 def test_dense_returns_the_nearest_neighbours_most_similar_last():
     select = demo_selector("dense-2", POOL, 0, _embeddings())
-    assert [d.id for d in select(Example("q", "markets", "b"))] == ["p3", "p2"]
-    assert [d.id for d in select(Example("q", "puppies", "a"))] == ["p1", "p0"]
+    assert [d.id for d in select([Example("q", "markets", "b")])[0]] == ["p3", "p2"]
+    assert [d.id for d in select([Example("q", "puppies", "a")])[0]] == ["p1", "p0"]
 
 
 def test_dense_never_returns_the_query_itself():
     select = demo_selector("dense-2", POOL, 0, _embeddings())
-    assert [d.id for d in select(POOL[2])] == ["p1", "p3"]  # stocks: shares first, never itself
-    assert all(d.id != e.id for e in POOL for d in select(e))
+    assert [d.id for d in select([POOL[2]])[0]] == ["p1", "p3"]  # stocks: shares first, never itself
+    assert all(d.id != e.id for e in POOL for d in select([e])[0])
 
 
 def test_top_is_the_head_of_a_stable_descending_sort():
@@ -163,7 +163,9 @@ def test_minilm_from_its_wheel_finds_neighbours_by_meaning(minilm):
     select = demo_selector("dense-1", examples, 0, PoolEmbeddings(vectors, minilm.queries))
     queries = {"Investors panicked as the market crashed.": "p1", "My kitten naps all afternoon.": "p0",
                "The goalkeeper saved a penalty.": "p3", "Dessert was a lemon tart.": "p2"}
-    assert {q: select(Example("q", q, ""))[0].id for q in queries} == queries
+    assert {q: select([Example("q", q, "")])[0][0].id for q in queries} == queries
+    # queries encoded together choose what each chooses alone
+    assert select([Example("q", q, "") for q in queries]) == [select([Example("q", q, "")])[0] for q in queries]
     # batching and padding do not change a vector
     assert np.allclose(minilm.queries(pool[:1])[0], vectors[0], atol=1e-5)
 
