@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,8 +72,11 @@ def _default_grid() -> Path:
 
 def _table(title: str, columns: list[str], wrap: tuple[str, ...] = ()) -> Table:
     """A compact table that fits an 80-column terminal: no vertical rules, numbers never wrap, the `wrap` columns
-    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is."""
-    table = Table(title=Text(printable(title)), box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    (long labels) wrap instead of being cut. Its title, like the cells of `_add_row`, is shown as it is, wider than
+    a narrow table (rich would wrap it to the table's width, mid-phrase), wrapped only at the terminal's width."""
+    lines = "\n".join(textwrap.wrap(printable(title), console.width, break_on_hyphens=False)) or " "
+    table = Table(title=Text(lines, no_wrap=True, overflow="ignore"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_justify="left")
     for column in columns:
         table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis",
                          justify="left" if column in wrap else "right")

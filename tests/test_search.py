@@ -393,3 +393,43 @@ def test_bench_dashboard_without_a_storage_is_one_line(tmp_path, monkeypatch, ca
     assert capsys.readouterr().err == f"error: no Optuna storage at {tmp_path / 'optuna.db'}; run `bench search` " \
                                       "here first, or give its --storage\n"
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:PedAnovaImportanceEvaluator computes")  # lower is better: as the search gives it
+def test_search_page_says_each_thing_once_and_draws_conditional_parameters_as_not_asked():
+    from reports.search_page import SearchPage, TrialRow, to_html
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    rows = []
+    for _ in range(12):
+        trial = study.ask()
+        decoding = trial.suggest_categorical("infer.decoding", ["generate", "ppl"])
+        if decoding == "ppl":  # asked only under ppl, as the space asks it
+            trial.suggest_categorical("infer.ppl_norm", ["mean", "sum"])
+        value = (0.6 if decoding == "ppl" else 0.2) + trial.number / 100
+        study.tell(trial, value)
+        rows.append(TrialRow(trial.number, "COMPLETE", [value], f"spec {trial.number}", trial.params, 8, 1.0))
+    importances = {"accuracy": optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: -t.values[0])}
+    page = to_html(SearchPage(study, "t", "s", ["accuracy"], rows, [study.best_trial.number], importances,
+                              [lambda t: -t.values[0]]))
+    assert page.count("Parameter importance for accuracy (PED-ANOVA)") == 1
+    assert "cached trial" not in page and "pruned trial" not in page  # nothing to explain: none were
+    parallel = page[page.index("<h2>Parallel coordinates"):page.index("<h2>Every trial")]
+    assert "not asked" in parallel and ">None<" not in parallel
+    assert "#e5e5e5" not in parallel.lower()  # white, not ggplot's grey (Optuna's plots set that style globally)
+
+
+def test_close_points_share_one_label_and_titles_wrap_only_at_the_terminal(capsys):
+    import matplotlib.pyplot as plt
+
+    from bench.cli import _table, console
+    from reports.charts import _label_groups
+
+    _, axes = plt.subplots(figsize=(6, 4))
+    points = [(1.0, 0.50), (10.0, 0.90), (1.001, 0.5005), (5.0, 0.2)]
+    axes.scatter(*zip(*points))
+    assert list(_label_groups(axes, points).values()) == [[1, 3], [2], [4]]
+    plt.close("all")
+    console.print(_table("parameter importance for accuracy (PED-ANOVA)", ["parameter", "importance"]))
+    assert "parameter importance for accuracy (PED-ANOVA)\n" in capsys.readouterr().out
