@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -17,6 +18,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from bench.dashboard import DEFAULT_PORT
 from bench.plan.errors import UserError, printable
 from bench.run.progress import TerminalConsole, say
 from bench.run.store import DEFAULT_LEASE_S, MAX_LEASE_S, MIN_LEASE_S
@@ -34,6 +36,7 @@ DatasetOverride = Annotated[str | None, typer.Option("--dataset", help="replace 
 ModelOverride = Annotated[str | None, typer.Option("--model", help="replace the grid's models: alias, folder or Hub "
                                                                    "id")]
 GridExperiment = Annotated[str | None, typer.Option(help="MLflow experiment (default: the grid's name)")]
+DEFAULT_STORAGE = "sqlite:///optuna.db"  # `bench search`'s Optuna storage, which `bench dashboard` shows
 TrackingUri = Annotated[str | None, typer.Option(
     "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")]
 StoreUri = Annotated[str | None, typer.Option(
@@ -55,6 +58,8 @@ TimeMin = Annotated[int | None, typer.Option(min=1, help="--on slurm: time limit
                                                          "the partition's)")]
 SlurmLogs = Annotated[Path | None, typer.Option(help="--on slurm: folder for the job array's logs, on a disk the "
                                                      "nodes share (default: slurm-logs)")]
+DashboardPort = Annotated[int, typer.Option(min=0, max=65535, help="the dashboard's port on 127.0.0.1 (0: a free "
+                                                                    "one)")]
 Wait = Annotated[bool, typer.Option("--wait", help="--on slurm: wait for the job array to end, then show the "
                                                    "results")]
 
@@ -319,9 +324,11 @@ def _threads_per_worker() -> int | None:
 def search(
     space: Annotated[Path, typer.Option(help="space file: a grid whose blocks list the choices, with ranges")],
     trials: Annotated[int, typer.Option(min=1, help="trials in the study, every worker's together")] = 30,
+    limit: Annotated[int | None, typer.Option(min=1, help="cap the evaluation examples per trial (part of the "
+                                                          "study's space)")] = None,
     study: Annotated[str | None, typer.Option(help="Optuna study (default: the space's name)")] = None,
     storage: Annotated[str, typer.Option(help="Optuna storage: sqlite:///optuna.db for one machine, "
-                                              "postgresql://... for many")] = "sqlite:///optuna.db",
+                                              "postgresql://... for many")] = DEFAULT_STORAGE,
     tracking_uri: TrackingUri = None,
     store: StoreUri = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space's name)")] = None,
@@ -338,26 +345,28 @@ def search(
     wait: Wait = False,
     lease: Annotated[float, typer.Option(callback=_bounded_lease, help=f"seconds ({LEASES}) a worker's claim on a "
                                          "job, and its trial, last without a heartbeat")] = DEFAULT_LEASE_S,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="serve optuna-dashboard on the study while the "
+                                                                "search runs, on 127.0.0.1 (see --dashboard-port)")
+                         ] = False,
+    dashboard_port: DashboardPort = DEFAULT_PORT,
     as_worker: Annotated[bool, typer.Option("--as-worker", hidden=True)] = False,
 ) -> None:
     """Find the best strategy combination of a space with Optuna: each trial is a RunSpec on the same job store as
     `bench run` (a spec already finished costs nothing), and clearly worse trials are pruned on examples."""
-    import yaml
-
+    from bench.dashboard import serving
     from bench.plan.datasets import DatasetCache
     from bench.plan.space import read_space
     from bench.run.launch import Stores
     from bench.run.launchers import LAUNCHERS
     from bench.run.locations import WORKER_ENVIRONMENT, absolute, check_reachable, mask, storage_uri
-    from bench.search import SearchWork, best_grid, lowered, open_search, summarise, travelling
-    from reports.search_page import SearchPage, write_search_page
+    from bench.search import SearchWork, open_search, summarise, travelling
 
     _writable_folder(out, "--out")
     tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
     if as_worker:  # see worker_handoff
         store, storage = os.environ[WORKER_ENVIRONMENT["--store"]], os.environ[WORKER_ENVIRONMENT["--storage"]]
     environment = dict(os.environ)
-    chosen, datasets = read_space(space), DatasetCache()
+    chosen, datasets = read_space(space).limited(limit), DatasetCache()
     chosen.check_inputs(datasets)
     stores = Stores.named(tracking_uri, store, experiment or chosen.name, environment)
     storage = absolute(storage_uri(storage))
@@ -371,35 +380,34 @@ def search(
                            {"--tracking-uri": stores.tracking_uri, "--store": stores.store_uri, "--storage": storage},
                            ray_address=ray_address, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                            partition=partition, mem_gb=mem_gb, time_min=time_min, slurm_logs=slurm_logs, wait=wait)
-    with LAUNCHERS[on].ready(placement, console) as launch:
-        searcher = open_search(search_work.space, search_work.study, storage, stores, lease, console, environment,
-                               datasets)
-        optuna_study, recorder = searcher.study, searcher.worker.recorder
-        say(console, f"study {optuna_study.study_name} in {mask(storage)}: {len(optuna_study.trials)} trial(s) so "
-                     f"far; objectives {', '.join(chosen.search.objectives)}, sampler {chosen.search.sampler}, "
-                     f"pruner {chosen.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment "
-                     f"'{stores.experiment}'")
-        try:
-            finished = launch(search_work)
-        except BaseException:
-            searcher.close("KILLED")
+    searcher = None
+    try:
+        with LAUNCHERS[on].ready(placement, console) as launch:
+            searcher = open_search(search_work.space, search_work.study, storage, stores, lease, console, environment,
+                                   datasets)
+            say(console, f"study {searcher.study.study_name} in {mask(storage)}: {len(searcher.study.trials)} trial(s) "
+                         f"so far; objectives {', '.join(chosen.search.objectives)}, sampler {chosen.search.sampler}, "
+                         f"pruner {chosen.search.pruner}; tracking {mask(stores.tracking_uri)}, experiment "
+                         f"'{stores.experiment}'")
+            with serving(storage, dashboard_port) if dashboard else contextlib.nullcontext() as address:
+                if address:
+                    say(console, f"optuna-dashboard: {address} (this machine only; it stops with this command)")
+                finished = launch(search_work)
+    except KeyboardInterrupt:
+        if searcher is None:
             raise
+        _interrupted_search(searcher, chosen, space, storage, out)
+        raise typer.Exit(130) from None
+    except BaseException:
+        if searcher is not None:
+            searcher.close("KILLED")
+        raise
     if not finished:
         say(console, f"run the same `bench search` with --wait, or see the study in {mask(storage)}, when they are "
                      "done")
         return
-    result = summarise(chosen, optuna_study)
-    out.mkdir(parents=True, exist_ok=True)
-    grid = best_grid(result, recorder.experiment)
-    if grid is not None:
-        (out / "best.yaml").write_text(yaml.safe_dump(grid, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    page = SearchPage(optuna_study, f"genclsbench search: {optuna_study.study_name}",
-                      f"space {space}; storage {mask(storage)}; objectives {', '.join(chosen.search.objectives)}; "
-                      f"sampler {chosen.search.sampler}; pruner {chosen.search.pruner}", chosen.search.objectives,
-                      result.trials, result.best, result.importances,
-                      [lowered(chosen, i) for i in range(len(chosen.search.objectives))])
-    write_search_page(page, out)
-    recorder.log_artifacts(searcher.parent, out, "search")
+    result = summarise(chosen, searcher.study)
+    _write_search(searcher, chosen, space, storage, result, out)
     failed = [t for t in result.trials if t.state == "FAIL"]
     every_failed = bool(failed) and failed == result.trials
     searcher.close("FAILED" if every_failed else "FINISHED")
@@ -409,6 +417,71 @@ def search(
         print("error: " + mask(printable(f"every trial failed ({len(failed)}); the first, trial {first.number}: "
                                          f"{first.error}")), file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _write_search(searcher, space, path: Path, storage: str, result, out: Path) -> None:
+    """best.yaml (when a trial completed) and search.html into `out`, also logged to the study's parent run."""
+    import yaml
+
+    from bench.run.locations import mask
+    from bench.search import best_grid, lowered
+    from reports.search_page import SearchPage, write_search_page
+
+    study, objectives = searcher.study, space.search.objectives
+    out.mkdir(parents=True, exist_ok=True)
+    grid = best_grid(result, searcher.worker.recorder.experiment)
+    if grid is not None:
+        (out / "best.yaml").write_text(yaml.safe_dump(grid, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    page = SearchPage(study, f"genclsbench search: {study.study_name}",
+                      f"space {path}; storage {mask(storage)}; objectives {', '.join(objectives)}; "
+                      f"sampler {space.search.sampler}; pruner {space.search.pruner}", objectives,
+                      result.trials, result.best, result.importances,
+                      [lowered(space, i) for i in range(len(objectives))])
+    write_search_page(page, out)
+    searcher.worker.recorder.log_artifacts(searcher.parent, out, "search")
+
+
+def _interrupted_search(searcher, space, path: Path, storage: str, out: Path) -> None:
+    """Ctrl-C during a search: what the trials that ended found is written as after a whole search, the study's
+    parent run ends KILLED, and one line says so; the same command goes on with the study."""
+    from bench.search import summarise
+
+    result = summarise(space, searcher.study)
+    ended = [t for t in result.trials if t.state != "FAIL"]
+    if ended:
+        _write_search(searcher, space, path, storage, result, out)
+    searcher.close("KILLED")
+    wrote = "nothing written" if not ended else \
+        f"wrote {out / 'best.yaml'} and {out / 'search.html'}" if result.best else \
+        f"wrote {out / 'search.html'} (no trial completed, so no best.yaml)"
+    print(f"interrupted: {len(ended)} trial(s) finished; {wrote}; the same command goes on with the study",
+          file=sys.stderr)
+
+
+@app.command()
+@_one_line_errors
+def dashboard(
+    storage: Annotated[str, typer.Option(help="Optuna storage of the studies, as `bench search --storage` was "
+                                              "given")] = DEFAULT_STORAGE,
+    port: DashboardPort = DEFAULT_PORT,
+) -> None:
+    """Serve optuna-dashboard on a search's Optuna storage, on 127.0.0.1, until Ctrl-C."""
+    import threading
+
+    from bench.dashboard import serving
+    from bench.run.locations import absolute, check_reachable, mask, sqlite_path, storage_uri
+
+    storage = absolute(storage_uri(storage))
+    path = sqlite_path(storage)
+    if path is not None and not path.exists():
+        raise UserError(f"no Optuna storage at {path}; run `bench search` here first, or give its --storage")
+    check_reachable(storage, "Optuna storage", create=False, holds="studies")
+    with serving(storage, port) as address:
+        say(console, f"optuna-dashboard of {mask(storage)}:")
+        say(console, f"{address} (this machine only); Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+    say(console, "dashboard stopped")
 
 
 def _print_search(result, objectives: list[str], out: Path) -> None:

@@ -31,7 +31,7 @@ from bench.run.executor import OnPartial, Pruned
 from bench.run.jobs import ROUND, round_order
 from bench.run.launch import Stores, Worker
 from bench.run.launchers.interface import Place
-from bench.run.locations import mask, sqlite_path, with_driver
+from bench.run.locations import mask, rdb_storage, sqlite_path
 from bench.run.progress import Reporter, say
 from bench.run.store import DEFAULT_LEASE_S, DONE, PRUNED, JobStore
 from reports.search_page import TrialRow
@@ -40,6 +40,7 @@ from reports.vocabulary import TRAIN_SECONDS, TRAINED_KINDS
 SPACE_ATTR = "genclsbench.space"  # the study's user attribute: the fingerprint of its space
 ERROR_ATTR = "error"  # a failed trial's user attribute: why it failed
 CACHED = "cached"
+INTERRUPTED = "interrupted (Ctrl-C)"
 
 
 @dataclass
@@ -65,22 +66,15 @@ def open_study(space: Space, name: str, storage_uri: str, store: JobStore, lease
 
 def _open_study(space: Space, name: str, storage_uri: str, lease_s: float):
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our own line says why, not a traceback
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's group, Wilcoxon...
-    storage_uri = with_driver(storage_uri)
     path = sqlite_path(storage_uri)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = RDBStorage(
-            storage_uri, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=max(1, int(lease_s / 4)),
-            grace_period=max(2, int(lease_s)),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened: one line
-        raise UserError(f"cannot open the Optuna storage {mask(storage_uri)} ({type(exc).__name__}: "
-                        f"{mask(str(exc).splitlines()[0])})") from None
+    storage = rdb_storage(storage_uri, heartbeat_interval=max(1, int(lease_s / 4)), grace_period=max(2, int(lease_s)),
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     directions = [OBJECTIVES[o].direction for o in space.search.objectives]
     existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     if name in existing:
@@ -154,6 +148,9 @@ class Search:
             raise
         except RuntimeError as exc:  # its job failed: why, for the page and for a search whose every trial failed
             trial.set_user_attr(ERROR_ATTR, str(exc))
+            raise
+        except KeyboardInterrupt:  # Optuna fails it; the page says why
+            trial.set_user_attr(ERROR_ATTR, INTERRUPTED)
             raise
         finally:  # every trial, however it ended: its state, figures and cost
             trial.set_user_attr("examples", evaluated[0])
@@ -256,7 +253,7 @@ def open_search(space: Space, study: str, storage: str, stores: Stores, lease_s:
     datasets, inference = datasets or DatasetCache(), space.grid.inference
     worker = open_worker(stores, jobs, Workspace(default_cache(environment)), datasets,
                          Batching(inference.batch_size, inference.tokens_per_batch))
-    return Search(space, optuna_study, worker, datasets, LineReporter(console), lease_s, console, name)
+    return Search(space, optuna_study, worker, datasets, LineReporter(console, scope="trial"), lease_s, console, name)
 
 
 def travelling(space: Space, datasets: DatasetCache) -> Space:

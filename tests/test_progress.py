@@ -1,8 +1,10 @@
-"""The grid's ETA: each kind of work at its own measured rate, moving while the running job advances."""
+"""The grid's ETA: each kind of work at its own measured rate, moving while the running job advances; the lines
+that say so."""
 
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from rich.console import Console
@@ -94,3 +96,22 @@ def test_into_a_file_a_long_line_stays_whole_and_a_tables_title_wraps_only_past_
     lines = out.getvalue().splitlines()
     assert lines[0] == f"grid quick: 6 runs; tracking {uri}, experiment 'quick'"  # rich would break it at 60
     assert lines[1] == "emotion / smollm2-135m / test (100 examples); baseline zero"  # not at the table's width
+
+
+def test_a_trials_lines_name_their_eta_and_say_when_a_batch_is_generating():
+    out = io.StringIO()
+    reporter = LineReporter(Console(file=out, width=300), interval=0.01, scope="trial")
+    reporter.plan({"a": Cost(100, "", "generate")})
+    reporter.start("a", "A", "examples")
+
+    def shown(text: str) -> bool:
+        deadline = time.monotonic() + 10
+        while text not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return text in out.getvalue()
+
+    assert shown("A: loading the model and data (no examples done yet)")
+    reporter.advance(0.4, 200)  # a reasoning batch under way: not "0 examples"
+    assert shown("A: 0.4/200 examples (a batch is generating; counted by the tokens written)")
+    reporter.end("a", "done A", finished=True)
+    assert "trial eta" in out.getvalue() and "grid" not in out.getvalue()

@@ -1,13 +1,21 @@
 """`bench search`: the space file and its one-line errors, conditional parameters, determinism, pruning on examples
-with a designed fake scorer, cached trials at no cost, best.yaml, and two workers sharing one PostgreSQL study."""
+with a designed fake scorer, cached trials at no cost, best.yaml, two workers sharing one PostgreSQL study, the live
+dashboard (a real server on loopback), and Ctrl-C."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -17,6 +25,7 @@ from cli_runner import bench, flat, run_cli
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
+from bench.dashboard import serving
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
 from bench.plan.space import read_space
@@ -282,3 +291,145 @@ def test_best_yaml_of_a_front_holds_each_trial_that_trains_alike_and_names_the_o
     assert "training" not in best and best["description"] == (
         f"the Pareto front (trials 1, 0) of study {study.study_name}: [0.7, 3.0]; [0.5, 9.0]; front trials 2 train "
         "otherwise (see search.html)")
+
+
+def _api(address: str, path: str):
+    """The dashboard's JSON answer at `path`, fetched over HTTP."""
+    with urllib.request.urlopen(address.removesuffix("/dashboard") + path, timeout=10) as answer:
+        return json.load(answer)
+
+
+def test_the_dashboard_serves_the_study_on_loopback_and_leaves_nothing_behind(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="watched", storage=storage)
+    study.add_trial(optuna.trial.create_trial(value=0.5, params={"infer.icl": "zero"}, distributions={
+        "infer.icl": optuna.distributions.CategoricalDistribution(["zero", "random-1"])}))
+    threads = set(threading.enumerate())
+    with serving(storage, 0) as address:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/dashboard", address)
+        [summary] = _api(address, "/api/studies")["study_summaries"]
+        assert summary["study_name"] == "watched"
+        trials = _api(address, f"/api/studies/{summary['study_id']}?after=0")["trials"]
+        assert [(t["state"], t["values"]) for t in trials] == [("Complete", [0.5])]
+        port = int(address.split(":")[2].split("/")[0])
+        with pytest.raises(UserError, match=rf"cannot serve the dashboard on 127\.0\.0\.1:{port} .*give another port"):
+            with serving(storage, port):
+                pass
+    assert set(threading.enumerate()) == threads  # its threads joined
+    with pytest.raises(urllib.error.URLError):  # and its socket closed
+        _api(address, "/api/studies")
+
+
+class Lines:
+    """A subprocess's output lines, read from a thread, to wait for one that matches."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self._queue.put(line) for line in process.stdout], daemon=True).start()
+
+    def wait_for(self, pattern: str, timeout_s: float = 120) -> re.Match:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.seen.append(self._queue.get(timeout=0.2))
+            except queue.Empty:
+                continue
+            if found := re.search(pattern, self.seen[-1]):
+                return found
+        raise AssertionError(f"no line matching {pattern!r} in {timeout_s:g} s:\n" + "".join(self.seen[-30:]))
+
+
+def _started(command: list[str], cwd: Path) -> tuple[subprocess.Popen, Lines]:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "bench", *command], cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    return process, Lines(process)
+
+
+def test_ctrl_c_ends_a_search_with_one_line_and_writes_what_its_finished_trials_found(tmp_path, fresh_cache,
+                                                                                      tracking_uri):
+    space = space_file(tmp_path, "{seed: 0, pruner: none}")
+    process, lines = _started(["search", "--space", str(space), "--trials", "10000", "--limit", "8", "--dashboard",
+                               "--dashboard-port", "0"], tmp_path)
+    try:
+        address = lines.wait_for(r"optuna-dashboard: (http://127\.0\.0\.1:\d+/dashboard)")[1]
+        assert [s["study_name"] for s in _api(address, "/api/studies")["study_summaries"]] == ["space_test"]
+        lines.wait_for(r"trial 1 (COMPLETE|cached)")
+        study_id = _api(address, "/api/studies")["study_summaries"][0]["study_id"]
+        assert len(_api(address, f"/api/studies/{study_id}?after=0")["trials"]) >= 2  # live: the trials so far
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert re.fullmatch(r"interrupted: \d+ trial\(s\) finished; wrote search/best\.yaml and search/search\.html; "
+                        r"the same command goes on with the study\n", err), err
+    assert yaml.safe_load((tmp_path / "search" / "best.yaml").read_text())["eval"]["limit"] == 8  # --limit: identity
+    assert "Every trial" in (tmp_path / "search" / "search.html").read_text()
+    with pytest.raises(urllib.error.URLError):  # the dashboard stopped with the command
+        _api(address, "/api/studies")
+
+
+def test_bench_dashboard_serves_a_storage_until_ctrl_c(tmp_path):
+    optuna.create_study(study_name="kept", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    from servers import free_port
+
+    port = free_port()
+    process, lines = _started(["dashboard", "--port", str(port)], tmp_path)
+    try:
+        address = lines.wait_for(rf"^(http://127\.0\.0\.1:{port}/dashboard) \(this machine only\)", 60)[1]
+        assert lines.seen[0] == f"optuna-dashboard of sqlite:///{tmp_path}/optuna.db:\n"
+        assert [s["study_name"] for s in _api(address, "/api/studies")["study_summaries"]] == ["kept"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and not err, err
+    lines.wait_for("dashboard stopped", 5)
+
+
+def test_bench_dashboard_without_a_storage_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert bench(monkeypatch, "dashboard") == 2
+    assert capsys.readouterr().err == f"error: no Optuna storage at {tmp_path / 'optuna.db'}; run `bench search` " \
+                                      "here first, or give its --storage\n"
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:PedAnovaImportanceEvaluator computes")  # lower is better: as the search gives it
+def test_search_page_says_each_thing_once_and_draws_conditional_parameters_as_not_asked():
+    from reports.search_page import SearchPage, TrialRow, to_html
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    rows = []
+    for _ in range(12):
+        trial = study.ask()
+        decoding = trial.suggest_categorical("infer.decoding", ["generate", "ppl"])
+        if decoding == "ppl":  # asked only under ppl, as the space asks it
+            trial.suggest_categorical("infer.ppl_norm", ["mean", "sum"])
+        value = (0.6 if decoding == "ppl" else 0.2) + trial.number / 100
+        study.tell(trial, value)
+        rows.append(TrialRow(trial.number, "COMPLETE", [value], f"spec {trial.number}", trial.params, 8, 1.0))
+    importances = {"accuracy": optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: -t.values[0])}
+    page = to_html(SearchPage(study, "t", "s", ["accuracy"], rows, [study.best_trial.number], importances,
+                              [lambda t: -t.values[0]]))
+    assert page.count("Parameter importance for accuracy (PED-ANOVA)") == 1
+    assert "cached trial" not in page and "pruned trial" not in page  # nothing to explain: none were
+    parallel = page[page.index("<h2>Parallel coordinates"):page.index("<h2>Every trial")]
+    assert "not asked" in parallel and ">None<" not in parallel
+    assert "#e5e5e5" not in parallel.lower()  # white, not ggplot's grey (Optuna's plots set that style globally)
+
+
+def test_close_points_share_one_label_and_titles_wrap_only_at_the_terminal(capsys):
+    import matplotlib.pyplot as plt
+
+    from bench.cli import _table, console
+    from reports.charts import _label_groups
+
+    _, axes = plt.subplots(figsize=(6, 4))
+    points = [(1.0, 0.50), (10.0, 0.90), (1.001, 0.5005), (5.0, 0.2)]
+    axes.scatter(*zip(*points))
+    assert list(_label_groups(axes, points).values()) == [[1, 3], [2], [4]]
+    plt.close("all")
+    console.print(_table("parameter importance for accuracy (PED-ANOVA)", ["parameter", "importance"]))
+    assert "parameter importance for accuracy (PED-ANOVA)\n" in capsys.readouterr().out

@@ -123,6 +123,17 @@ def experiment_name(name: str) -> str:
     return name
 
 
+def limited(grid: GridFile, limit: int | None) -> GridFile:
+    """`grid` with the command line's `--limit`: its evaluations cut to `limit` examples, which is part of every
+    run's identity (a run of 30 examples is another run than one of 200); None leaves it as it is."""
+    if limit is None:
+        return grid
+    if limit > MAX_EXAMPLES:
+        raise UserError(f"--limit {limit}: at most {MAX_EXAMPLES:,} examples a run; leave it out to evaluate the "
+                        "whole split")
+    return grid.model_copy(update={"eval": grid.eval.model_copy(update={"limit": limit})})
+
+
 def _where(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(loc))
 

@@ -19,7 +19,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,16 @@ from pydantic import Field, field_validator
 
 from bench.plan.datasets import DatasetCache
 from bench.plan.errors import UserError
-from bench.plan.grid import GridFile, Seed, TrainingConfig, check_models, load_yaml, planned_dataset, validate_grid
+from bench.plan.grid import (
+    GridFile,
+    Seed,
+    TrainingConfig,
+    check_models,
+    limited,
+    load_yaml,
+    planned_dataset,
+    validate_grid,
+)
 from bench.plan.yaml_files import validated
 from runners.schema import Schema
 from strategies.demos import DEMO_SELECTORS
@@ -177,6 +186,14 @@ class Space:
                 raise UserError(f"{self.path}: {'training.' if where == 'train' else ''}strategies.shots: up to "
                                 f"{int(shots.high)} demos, but the pool of {dataset.name} has {len(dataset.pool)} "
                                 "examples")
+
+    def limited(self, limit: int | None) -> Space:
+        """The space with the command line's `--limit` (`bench.plan.grid.limited`): in every trial's spec, so in its
+        identity, and in the fingerprint, so a study keeps one evaluation set (None: as it is)."""
+        if limit is None:
+            return self
+        raw = {**self.raw, "eval": {**(self.raw.get("eval") or {}), "limit": limit}}
+        return replace(self, grid=limited(self.grid, limit), raw=raw)
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the space: a study keeps it, and refuses another space (where its

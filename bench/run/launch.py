@@ -85,16 +85,11 @@ class PlannedGrid:
 def prepare(path: Path, overrides: Overrides, tracking: str | None, store: str | None, experiment: str | None,
             environment: dict[str, str]) -> PlannedGrid:
     """Read and validate the grid, expand it and build its job graph (no torch, nothing written)."""
-    from bench.plan.grid import MAX_EXAMPLES, expand, read_grid
+    from bench.plan.grid import expand, limited, read_grid
     from bench.plan.lengths import check_lengths
     from runners.model_registry import default_dtype
 
-    grid = read_grid(path)
-    if overrides.limit is not None:
-        if overrides.limit > MAX_EXAMPLES:
-            raise UserError(f"--limit {overrides.limit}: at most {MAX_EXAMPLES:,} examples a run; leave it out to "
-                            "evaluate the whole split")
-        grid.eval.limit = overrides.limit
+    grid = limited(read_grid(path), overrides.limit)
     if overrides.dataset is not None:
         grid.datasets, grid.eval.split = [overrides.dataset], None  # split names are per dataset: its default
     if overrides.model is not None:

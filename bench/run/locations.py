@@ -136,6 +136,18 @@ def usable(uri: str, what: str, schemes: tuple[str, ...]) -> str:
     return with_driver(uri)
 
 
+def rdb_storage(uri: str, **options):
+    """Optuna's RDB storage at `uri` (resolved: `storage_uri`), with `options` (RDBStorage's); one that cannot be
+    opened is one UserError line."""
+    from optuna.storages import RDBStorage
+
+    try:
+        return RDBStorage(with_driver(uri), engine_kwargs={"pool_pre_ping": True}, **options)
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be opened: one line
+        raise UserError(f"cannot open the Optuna storage {mask(uri)} ({type(exc).__name__}: "
+                        f"{mask(str(exc).splitlines()[0])})") from None
+
+
 def check_reachable(uri: str, what: str, timeout_s: float = 8.0, create: bool = True,
                     holds: str | None = None) -> None:
     """Fail at once with one line when the store at `uri` (resolved: `tracking_uri`, `job_store_uri`,

@@ -133,11 +133,13 @@ class _Meter:
 
 class LineReporter(_Meter):
     """Plain lines: one per job start and end, and one every `interval` seconds while a job runs (from a timer, so a
-    batch that takes minutes is no silence)."""
+    batch that takes minutes is no silence). `scope`: what the ETA covers, the executor's plan: a grid (`bench run`)
+    or a trial (`bench search` runs each trial's jobs as a plan of their own)."""
 
-    def __init__(self, console: Console, interval: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, console: Console, interval: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                 scope: str = "grid") -> None:
         super().__init__(clock)
-        self.console, self.interval = console, interval
+        self.console, self.interval, self.scope = console, interval, scope
         self.name = ""
         self._stop: threading.Event | None = None
 
@@ -150,10 +152,19 @@ class LineReporter(_Meter):
 
     def _tick(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
-            done = f"{int(self.job_done)}/{self.job_total} {self.job_unit}" if self.job_total else \
-                f"starting (model and prompts; no {self.job_unit} done yet)"
-            say(self.console, f"  {self.name}: {done}, running {clock(self.clock() - self.job_started)}; "
-                              f"grid eta {clock(self.eta())}")
+            say(self.console, f"  {self.name}: {self._doing()}, running {clock(self.clock() - self.job_started)}; "
+                              f"{self.scope} eta {clock(self.eta())}")
+
+    def _doing(self) -> str:
+        """How far the running job is: before its first unit, that it is loading; a generating batch counts its
+        rows by the tokens written so far, so a fraction says it is under way (a reasoning batch writes for
+        minutes before a whole example is done)."""
+        if not self.job_total:
+            return f"loading the model and data (no {self.job_unit} done yet)"
+        if self.job_done % 1:
+            return f"{self.job_done:.1f}/{self.job_total} {self.job_unit} (a batch is generating; counted by the " \
+                   "tokens written)"
+        return f"{int(self.job_done)}/{self.job_total} {self.job_unit}"
 
     def advance(self, done: float, total: int) -> None:
         self.job_done, self.job_total = done, total
