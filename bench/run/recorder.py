@@ -16,23 +16,25 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_TYPE
 
 from bench.plan.specs import Job
 from bench.run.store import JobStore
+from bench.run.ui_view import METRIC_COLUMNS, VIEW_TAG_PREFIX, view_key, view_state
 from reports.store import read_predictions
 from reports.vocabulary import (
     ATTEMPT_TAG,
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
     ERROR_TAG,
+    EVAL_KIND,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     GRID_TAG,
@@ -109,9 +111,11 @@ class MlflowRecorder:
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
-    def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int) -> str:
+    def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int,
+                    columns: Sequence[str] = ()) -> str:
         """The grid's one parent run (every worker and invocation nests under it), marked RUNNING again if an
-        earlier invocation ended it, with the number of evaluations planned."""
+        earlier invocation ended it, with the number of evaluations planned; and the grid's first view in the UI,
+        its params `columns` beside the metrics (`bench.run.ui_view`)."""
         def create() -> str:
             tags = {GRID_TAG: grid, **environment_tags()}
             run = self.client.create_run(self.experiment_id, run_name=grid, tags=tags)
@@ -124,14 +128,25 @@ class MlflowRecorder:
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_metric(run_id, RUNS_PLANNED, planned, step=int(time.time()))
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(grid), view_state(columns))
         return run_id
 
     def close_parent(self, run_id: str, status: str) -> None:
+        """End the parent run, showing on its row the best of each headline metric among its finished evaluations
+        (baselines included), so the grid's row says something before it is expanded."""
+        children = self._search(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' and tags.`{KIND_TAG}` = '{EVAL_KIND}' "
+                                "and attributes.status = 'FINISHED'")
+        best = {m: max(values) for m in METRIC_COLUMNS
+                if (values := [r.data.metrics[m] for r in children if m in r.data.metrics])}
+        if best:
+            self.log_step(run_id, best, 0)
         self.client.set_terminated(run_id, status)
 
     def start(self, job: Job, parent_id: str | None, attempt: int) -> str:
         """A RUNNING child run for `job`'s `attempt` (the job store's), with its params and its identity tags."""
         run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, ATTEMPT_TAG: str(attempt), **environment_tags()}
+        if job.KIND == EVAL_KIND:
+            run_tags[MLFLOW_RUN_TYPE] = "evaluation"  # the UI opens the parent of such runs expanded
         if parent_id:
             run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=job.name, tags=run_tags)
@@ -199,12 +214,16 @@ class MlflowRecorder:
 
     def running(self, keys: Collection[str]) -> list[OpenRun]:
         """The RUNNING runs of the jobs `keys`, whichever worker started them (found by their hash tag)."""
-        wanted, found, token = set(keys), [], None
+        wanted = set(keys)
+        return [OpenRun(r.info.run_id, r.data.tags[HASH_TAG], _attempt(r.data.tags.get(ATTEMPT_TAG, "")))
+                for r in self._search("attributes.status = 'RUNNING'") if r.data.tags.get(HASH_TAG) in wanted]
+
+    def _search(self, filter_string: str) -> list[Run]:
+        """Every run of the experiment that `filter_string` matches, page after page."""
+        found, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000,
-                                           page_token=token)
-            found += [OpenRun(r.info.run_id, r.data.tags[HASH_TAG], _attempt(r.data.tags.get(ATTEMPT_TAG, "")))
-                      for r in page if r.data.tags.get(HASH_TAG) in wanted]
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            found += page
             token = page.token
             if not token:
                 return found
