@@ -64,10 +64,25 @@ class DatasetLog:
     targets: str = "label"
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained stage to log as an MLflow model: its base model's folder and the folders of the stages trained before
+    it (its own is the job's output), its job's key, the name it is logged (and, with `register`, registered) under,
+    and a line that says what it is."""
+
+    base: Path
+    earlier: list[Path]
+    key: str
+    name: str
+    register: bool
+    description: str
+
+
 @dataclass
 class JobResult:
     """What a finished job has to show: final metrics, tables (`log_table`), JSON documents, figures, the datasets it
-    read, its output folder (trained adapter, reasonings...) and one line for the terminal."""
+    read, its output folder (trained adapter, reasonings...) and one line for the terminal; a training stage's
+    model, and the key of the training job whose model an evaluation used."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -76,6 +91,8 @@ class JobResult:
     datasets: list[DatasetLog] = field(default_factory=list)
     output: Path | None = None
     summary: str = ""
+    model: TrainedModel | None = None
+    uses_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +213,44 @@ class MlflowRecorder:
             self.client.log_inputs(run_id, datasets=[_dataset_input(d) for d in result.datasets])
         if result.output is not None:
             self.client.log_artifacts(run_id, str(result.output), artifact_path=OUTPUT_ARTIFACT)
+        if result.model is not None and result.output is not None:
+            self._log_model(run_id, result.model, result.output)
+        if result.uses_model is not None:
+            self._link_model(run_id, result.uses_model)
+
+    def _log_model(self, run_id: str, model: TrainedModel, output: Path) -> None:
+        """The trained stage as a logged model of the transformers flavour (`runners.mlflow_model`), an output of
+        its run, tagged with its job's key; registered as a new version of `model.name` where asked."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        from runners.mlflow_model import save_trained_model
+
+        params = self.client.get_run(run_id).data.params
+        logged = self.client.create_logged_model(self.experiment_id, model.name, run_id, {HASH_TAG: model.key}, params)
+        with tempfile.TemporaryDirectory() as work:
+            folder = Path(work) / "model"
+            described = Model(artifact_path=logged.artifact_location, run_id=run_id, model_uuid=logged.model_id,
+                              model_id=logged.model_id)
+            save_trained_model(model.base, [*model.earlier, output], folder, model.description, described)
+            self.client.log_model_artifacts(logged.model_id, str(folder))
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        if model.register:
+            if not self.client.search_registered_models(f"name = '{model.name}'"):
+                self.client.create_registered_model(model.name, description=model.description)
+            self.client.create_model_version(model.name, f"models:/{logged.model_id}", run_id,
+                                             description=model.description, model_id=logged.model_id)
+
+    def _link_model(self, run_id: str, key: str) -> None:
+        """Link an evaluation's run to the model it evaluated (the latest logged by the training job `key`), as the
+        run's model input; nothing when none was logged (a store older than logged models)."""
+        from mlflow.entities import LoggedModelInput
+
+        found = self.client.search_logged_models([self.experiment_id], f"tags.`{HASH_TAG}` = '{key}'", max_results=1,
+                                                 order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+        if found:
+            self.client.log_inputs(run_id, models=[LoggedModelInput(found[0].model_id)])
 
     def log_error(self, run_id: str, exc: BaseException) -> None:
         """A failed job's reason as a tag and its whole traceback as error.txt."""
