@@ -35,6 +35,7 @@ from strategies.demos import PoolEmbeddings
 from strategies.example import Example
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
+from strategies.templates import registry_prompt
 
 if TYPE_CHECKING:
     from runners.embeddings import SentenceEmbedder
@@ -198,6 +199,7 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
     return JobResult(metrics, tables={PREDICTIONS_ARTIFACT: table}, documents={"per_class.json": report.per_class},
                      figures={"confusion_matrix.png": figure}, datasets=[evaluation],
                      uses_model=spec.train.key if spec.train else None,
+                     prompt=None if spec.baseline else registry_prompt(spec.strategy.template, dataset.card.language),
                      summary=f"accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f} "
                              f"({wall:.1f} s)")
 

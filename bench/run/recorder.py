@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
+from mlflow.entities.model_registry import PromptVersion
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_TYPE
 
@@ -41,6 +42,7 @@ from reports.vocabulary import (
     HASH_TAG,
     KIND_TAG,
     OUTPUT_ARTIFACT,
+    PROMPT_TAG,
     PRUNED_TAG,
     RUNS_PLANNED,
     STUDY_TAG,
@@ -82,7 +84,7 @@ class TrainedModel:
 class JobResult:
     """What a finished job has to show: final metrics, tables (`log_table`), JSON documents, figures, the datasets it
     read, its output folder (trained adapter, reasonings...) and one line for the terminal; a training stage's
-    model, and the key of the training job whose model an evaluation used."""
+    model, and the key of the training job whose model an evaluation used and the wording it prompted with."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class JobResult:
     summary: str = ""
     model: TrainedModel | None = None
     uses_model: str | None = None
+    prompt: tuple[str, str] | None = None  # (name, text) of the template wording it prompted with
 
 
 @dataclass(frozen=True)
@@ -123,10 +126,11 @@ class MlflowRecorder:
     def __init__(self, uri: str, experiment: str, store: JobStore) -> None:
         self.uri, self.experiment = uri, experiment
         with store.serialized():  # MlflowClient creates (and migrates) a new SQLite store when it is made
-            self.client = MlflowClient(uri)
+            self.client = MlflowClient(uri, registry_uri=uri)  # models and prompts registered beside the runs
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        self._prompts: dict[tuple[str, str], PromptVersion] = {}  # (name, text) -> its registered version
 
     def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int,
                     columns: Sequence[str] = ()) -> str:
@@ -217,6 +221,8 @@ class MlflowRecorder:
             self._log_model(run_id, result.model, result.output)
         if result.uses_model is not None:
             self._link_model(run_id, result.uses_model)
+        if result.prompt is not None:
+            self._link_prompt(run_id, *result.prompt)
 
     def _log_model(self, run_id: str, model: TrainedModel, output: Path) -> None:
         """The trained stage as a logged model of the transformers flavour (`runners.mlflow_model`), an output of
@@ -239,7 +245,8 @@ class MlflowRecorder:
         if model.register:
             if not self.client.search_registered_models(f"name = '{model.name}'"):
                 self.client.create_registered_model(model.name, description=model.description)
-            self.client.create_model_version(model.name, f"models:/{logged.model_id}", run_id,
+            # its artifacts' location, not models:/<id>: a SQL registry reads that through the process-global store
+            self.client.create_model_version(model.name, logged.artifact_location, run_id,
                                              description=model.description, model_id=logged.model_id)
 
     def _link_model(self, run_id: str, key: str) -> None:
@@ -251,6 +258,36 @@ class MlflowRecorder:
                                                  order_by=[{"field_name": "creation_timestamp", "ascending": False}])
         if found:
             self.client.log_inputs(run_id, models=[LoggedModelInput(found[0].model_id)])
+
+    def _link_prompt(self, run_id: str, name: str, text: str) -> None:
+        """Link an evaluation's run to the version of prompt `name` whose text is `text` in MLflow's prompt registry
+        (registered there on first use: one version per distinct text), and tag it with that version's URI."""
+        version = self._prompts.get((name, text))
+        if version is None:
+            version = self._prompts[name, text] = self._prompt_version(name, text)
+        from mlflow.tracing.constant import TraceTagKey
+        from mlflow.tracing.utils.prompt import update_linked_prompts_tag
+
+        # the tag `link_prompt_version_to_run` writes, written here: that call writes through the process-global store
+        self.client.set_tag(run_id, TraceTagKey.LINKED_PROMPTS, update_linked_prompts_tag(None, [version]))
+        self.client.set_tag(run_id, PROMPT_TAG, version.uri)
+
+    def _prompt_version(self, name: str, text: str) -> PromptVersion:
+        """The version of prompt `name` with this text, registered if there is none (with the lower-level calls:
+        `register_prompt` reads MLflow's process-global experiment)."""
+        from mlflow.prompt.constants import PROMPT_EXPERIMENT_IDS_TAG_KEY
+
+        if self.client.get_prompt(name) is None:
+            self.client.create_prompt(name, "a prompt template wording of genclsbench (strategies/templates.py)",
+                                      {PROMPT_EXPERIMENT_IDS_TAG_KEY: f",{self.experiment_id},"})
+        token = None
+        while True:
+            page = self.client.search_prompt_versions(name, page_token=token)
+            found = next((v for v in page if v.template == text), None)
+            if found is not None:
+                return found
+            if not (token := page.token):
+                return self.client.create_prompt_version(name, text)
 
     def log_error(self, run_id: str, exc: BaseException) -> None:
         """A failed job's reason as a tag and its whole traceback as error.txt."""
