@@ -17,7 +17,7 @@ from bench.plan.specs import RunSpec
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # + key: the UI's shared view of an experiment
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # the UI's id of its run name column
-RUN_NAME_WIDTH = 380  # pixels: a job's name (dataset/model/training/strategy) reads whole
+RUN_NAME_WIDTH = 300  # pixels: a job's name (dataset/model/training/strategy) reads whole
 METRIC_COLUMNS = ("accuracy", "macro_f1")
 MAX_PARAM_COLUMNS = 8
 
@@ -28,13 +28,19 @@ def view_key(grid: str) -> str:
 
 
 def varying_params(specs: Sequence[RunSpec]) -> list[str]:
-    """The params whose value differs among `specs` (hashes left out: they differ wherever anything does), in the
-    order of the params' vocabulary."""
-    values: dict[str, set[str]] = {}
-    for spec in specs:
-        for key, value in spec.run_params().items():
-            values.setdefault(key, set()).add(value)
-    return [k for k, v in values.items() if len(v) > 1 and not k.endswith("hash")][:MAX_PARAM_COLUMNS]
+    """The params that tell the grid's model evaluations apart (its baselines differ in every strategy param), in
+    the order of the params' vocabulary, each telling something the earlier ones do not (`infer.shots` groups the
+    runs as `infer.icl` does, so it is left out); hashes left out, they differ wherever anything does."""
+    rows = [s.run_params() for s in specs if not s.baseline] or [s.run_params() for s in specs]
+    columns, seen = [], set()
+    for key in rows[0] if rows else ():
+        values = [row[key] for row in rows]
+        first = {v: i for i, v in reversed(list(enumerate(values)))}
+        grouping = tuple(first[v] for v in values)  # which runs share a value
+        if len(first) > 1 and not key.endswith("hash") and grouping not in seen:
+            columns.append(key)
+            seen.add(grouping)
+    return columns[:MAX_PARAM_COLUMNS]
 
 
 def view_state(params: Sequence[str]) -> str:
