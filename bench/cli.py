@@ -238,6 +238,7 @@ def run(
     from bench.run.launch import GridWork, Overrides, grid_results, open_store, prepare
     from bench.run.launchers import LAUNCHERS
     from bench.run.locations import WORKER_ENVIRONMENT, mask
+    from bench.run.ui_view import runs_route
     from reports.vocabulary import ERROR_ARTIFACT, ERROR_TAG
 
     tracking_uri = _tracking_at_the_edge(tracking_uri, as_worker)
@@ -269,7 +270,7 @@ def run(
     console.print(_results_table(results.rows))
     if profile:
         console.print(_profile_table(results.rows))
-    route = f"#/experiments/{results.experiment_id}?workflowType=machine_learning"  # the runs, not GenAI traces
+    route = runs_route(results.experiment_id, planned.name)  # the runs in the grid's view, not the GenAI overview
     tracking = planned.stores.tracking_uri
     say(console, f"browse: {mask(tracking).rstrip('/')}/{route}" if tracking.startswith("http") else
         f"browse: mlflow ui --backend-store-uri {mask(tracking)} --host 127.0.0.1 --port 5000, then "

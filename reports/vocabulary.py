@@ -18,6 +18,7 @@ PREDICTIONS_ARTIFACT = "predictions.json"  # an evaluation's per-example table: 
 PRUNED_TAG = "genclsbench.pruned"  # an evaluation a search stopped early: the reason (its run is KILLED)
 STUDY_TAG, TRIAL_TAG = "genclsbench.study", "genclsbench.trial"  # a search trial's run: its study and number
 TRIAL_STATE_TAG = "genclsbench.trial_state"  # COMPLETE | PRUNED | FAIL | cached
+PROMPT_TAG = "genclsbench.prompt"  # an evaluation's run: prompts:/<name>/<version> of its template's wording
 OUTPUT_ARTIFACT = "output"  # a job's output folder (trained adapter, reasonings, confidences)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI opens an experiment of this kind on its runs
 EXPERIMENT_KIND = "custom_model_development"

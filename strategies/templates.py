@@ -11,6 +11,7 @@ Pure Python.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -127,3 +128,16 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
                             "简要推理后，在最后一行写“{marker} <类别{what}>”。"),
         }, "tpl-terse"),
 }
+
+
+def registry_prompt(template: str, language: str) -> tuple[str, str]:
+    """(name, text) of `template`'s wording in `language` as MLflow's prompt registry keeps it: one prompt per template
+    and language, its text each part of the wording on a line of its own (`field: value`), the placeholders the
+    suite fills ({task}, {what}, ...) in the registry's `{{task}}` form. A changed wording is a new text, so a new
+    version of the same prompt."""
+    wording = PROMPT_TEMPLATES[template].wording(language)
+    parts = {f.name: _PLACEHOLDER.sub(r"{{\1}}", getattr(wording, f.name)) for f in fields(wording)}
+    return f"genclsbench-template-{template}-{language}", "\n".join(f"{k}: {v}" for k, v in parts.items())
+
+
+_PLACEHOLDER = re.compile(r"{(\w+)}")  # a placeholder the suite fills with str.format

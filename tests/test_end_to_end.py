@@ -1,5 +1,7 @@
-"""A whole grid on tiny-random into a temporary MLflow store: runs, params, metrics, artifacts, resume, faults."""
+"""A whole grid on tiny-random into a temporary MLflow store: runs, params, metrics, artifacts, the UI's first view,
+the prompt registry, resume, faults."""
 
+import json
 import platform
 from importlib.metadata import version
 from pathlib import Path
@@ -10,7 +12,11 @@ from cli_runner import bench, flat, run_cli
 
 import runners.predict
 from bench.run.launch import Overrides
-from reports.vocabulary import ENV_TAG_PREFIX, ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG
+from bench.run.recorder import JobResult, MlflowRecorder
+from bench.run.store import SqlStore
+from bench.run.ui_view import VIEW_TAG_PREFIX, runs_route, view_key
+from reports.vocabulary import ENV_TAG_PREFIX, ERROR_ARTIFACT, ERROR_TAG, GRID_TAG, KIND_TAG, PROMPT_TAG
+from strategies.templates import registry_prompt
 
 GRID = """
 name: e2e
@@ -73,6 +79,7 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
     assert len(table) == 6
     out = capsys.readouterr().out
     assert "results: emotion / tiny-random" in out and "similar-2+ppl" in out
+    _check_first_view(client, parents[0], children, out)
 
     assert run_cli(monkeypatch, "--grid", str(grid_file)) == 0
     assert "6 runs, 6 already finished, 0 to run" in flat(capsys.readouterr().out)
@@ -81,6 +88,44 @@ def test_grid_logs_parent_and_children_then_resumes(grid_file, tracking_uri, mon
     assert run_cli(monkeypatch, "--grid", str(grid_file), "--limit", "3", "--dry-run") == 0
     assert "6 runs, 0 already finished, 6 to run" in flat(capsys.readouterr().out)  # a new limit is a new spec
     assert len(runs(tracking_uri)) == 7
+
+
+def _check_first_view(client, parent, children, out: str) -> None:
+    """The UI's first view: the printed address opens the grid's view (its metric and varying param columns), the
+    parent opens expanded (its evaluations are tagged as such) and shows the best of its evaluations."""
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert f"http://127.0.0.1:5000/{runs_route(experiment.experiment_id, 'e2e')}" in out.replace("\n", "")
+    view = json.loads(experiment.tags[VIEW_TAG_PREFIX + view_key("e2e")])
+    assert view["selectedColumns"][:2] == ["metrics.`accuracy`", "metrics.`macro_f1`"]
+    assert {"params.`infer.icl`", "params.`infer.decoding`"} <= set(view["selectedColumns"])
+    assert not any("hash" in column for column in view["selectedColumns"])
+    assert {c.data.tags["mlflow.runType"] for c in children} == {"evaluation"}
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    for name in ("accuracy", "macro_f1"):
+        assert metrics[name] == max(c.data.metrics[name] for c in children)
+
+
+def test_each_template_wording_is_one_prompt_version_that_its_evaluations_link(tmp_path, tracking_uri, monkeypatch):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: e2e\ndatasets: [emotion]\nmodels: [tiny-random]\neval: {limit: 2}\nbaselines: []\n"
+                    "strategies: {decoding: ppl, template: [default, terse]}\n", encoding="utf-8")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # MLflow's process-global store plays no part
+    assert run_cli(monkeypatch, "--grid", str(path), "--tracking-uri", tracking_uri) == 0
+    assert run_cli(monkeypatch, "--grid", str(path), "--tracking-uri", tracking_uri, "--limit", "3") == 0  # new runs
+    client = mlflow.MlflowClient(tracking_uri)
+    evals = [client.get_run(r.info.run_id) for r in runs(tracking_uri) if r.data.tags.get(KIND_TAG) == "eval"]
+    assert len(evals) == 4
+    for template in ("default", "terse"):
+        name, text = registry_prompt(template, "en")
+        (version,) = client.search_prompt_versions(name)  # registered once, however many runs used it
+        assert version.template == text and "{{task}}" in text
+        used = [r for r in evals if r.data.params["infer.template"] == template]
+        assert len(used) == 2 and {r.data.tags[PROMPT_TAG] for r in used} == {f"prompts:/{name}/1"}
+        assert all(json.loads(r.data.tags["mlflow.linkedPrompts"]) == [{"name": name, "version": "1"}] for r in used)
+    recorder = MlflowRecorder(tracking_uri, "e2e", SqlStore(f"sqlite:///{tmp_path / 'jobs.db'}", "e2e"))
+    name, text = registry_prompt("terse", "en")
+    recorder.log_result(evals[0].info.run_id, JobResult(prompt=(name, text + "\nreworded")))  # a changed wording
+    assert [v.version for v in client.search_prompt_versions(name)] in ([2, 1], [1, 2])
 
 
 def test_one_failing_run_does_not_stop_the_grid(grid_file, tracking_uri, tmp_path, monkeypatch, capsys):

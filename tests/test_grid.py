@@ -1,5 +1,6 @@
 """Grid files are validated at the edge: one line naming file, key and what is allowed; exit code 2."""
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -94,6 +95,21 @@ def test_templates_reach_evaluation_and_training_prompts(tmp_path):
     assert {(s.train.strategy.tag(), s.train.prompt_format) for s in specs if s.train} == {
         ("sft", prompt_format("en")), ("sft(zero+tpl-question)", prompt_format("en", "question"))}
     assert {s.prompt_format for s in specs} == {prompt_format("en"), prompt_format("en", "terse")}
+
+
+def test_registering_trained_models_is_opted_out_without_changing_any_job(tmp_path):
+    training = "training: {strategies: {method: [sft, sft+rl], reasoning: on, reasoning_source: rgen}, n_train: 8}\n"
+    registered = specs_of(write(tmp_path, training))
+    opted_out = specs_of(write(tmp_path, training.replace("n_train: 8", "n_train: 8, register_models: false")))
+    assert [s.key for s in registered] == [s.key for s in opted_out]
+    assert [s.run_params() for s in registered] == [s.run_params() for s in opted_out]
+    trained = [s.train for s in opted_out if s.train]
+    stages = {*trained, *(t.warmup() for t in trained if t.warmup()),
+              *(t.reasoner.rgen for t in trained if t.reasoner and t.reasoner.rgen)}
+    assert len(stages) > len(trained) and not any(stage.register_model for stage in stages)
+    assert all(s.train.register_model for s in registered if s.train)
+    for stage in stages:  # a name MLflow's registry takes and an address carries unescaped
+        assert re.fullmatch(rf"genclsbench-[A-Za-z0-9._-]+-{stage.key[:8]}", stage.model_name), stage.model_name
 
 
 def test_the_classical_baseline_is_on_by_default_and_checked(tmp_path):

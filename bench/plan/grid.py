@@ -79,6 +79,8 @@ class TrainingConfig(Schema):
     relabel: RelabelSettings = RelabelSettings()
     rgen: RGenSettings = RGenSettings()
     evaluate_base: bool = True  # also evaluate the untrained model under every inference strategy
+    register_models: bool = True  # register each trained model in MLflow's model registry (never part of a job's
+    # identity: it only records; the model is logged on its training run either way)
 
 
 class LauncherConfig(Schema):
@@ -277,7 +279,8 @@ def _rgen_spec(training: TrainingConfig, path: Path, model: str, seed: int, dtyp
     base = training.rgen.model or model
     return RGenSpec(model=base, model_revision=model_revision(base), corpora=tuple(corpora),
                     per_corpus=training.rgen.per_corpus, sft=training.rgen.sft, lora=training.lora,
-                    skip_invalid=training.rgen.skip_invalid, seed=seed, dtype=dtype, prompt_format=rgen_format())
+                    skip_invalid=training.rgen.skip_invalid, seed=seed, dtype=dtype, prompt_format=rgen_format(),
+                    register_model=training.register_models)
 
 
 def _reasoner(recipe: TrainStrategy, training: TrainingConfig, path: Path, model: str, seed: int,
@@ -302,7 +305,7 @@ def _train_specs(grid: GridFile, path: Path, recipes: list[TrainStrategy], datas
         relabel=training.relabel if recipe.has_sft and recipe.uncertain == "on" else None, seed=seed, dtype=dtype,
         prompt_format=prompt_format(language, recipe.template),
         reasoner=(reasoner := _reasoner(recipe, training, path, model, seed, dtype)),
-        mask_labels=training.rgen.mask_labels and reasoner is not None,
+        mask_labels=training.rgen.mask_labels and reasoner is not None, register_model=training.register_models,
     ) for recipe in recipes]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import ClassVar
@@ -43,6 +44,13 @@ from strategies.training import TrainStrategy
 
 _HIDDEN = identity_field(param=None)  # identity, not a param (the run shows it elsewhere)
 _DISPLAY = identity_field(identity=False, param=None)  # neither: how to load or show it, not what it is
+
+
+def registry_name(*parts: str) -> str:
+    """`genclsbench-<parts>` in what MLflow's registry takes in a name and an address carries unescaped (a job key,
+    last, is cut to 8 characters: with the rest, unique enough to tell two grids' models apart)."""
+    *words, key = parts
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(["genclsbench", *words, key[:8]])).strip("-")
 
 
 @dataclass(frozen=True)
@@ -111,10 +119,16 @@ class RGenSpec(Job):
     seed: int
     dtype: str
     prompt_format: str = field(metadata=_HIDDEN)
+    register_model: bool = field(default=True, metadata=_DISPLAY)  # training.register_models
 
     @property
     def name(self) -> str:
         return f"rgen {self.model} ({'+'.join(c.ref for c in self.corpora)})"
+
+    @property
+    def model_name(self) -> str:
+        """The name its trained model is registered under in MLflow's model registry."""
+        return registry_name("rgen", self.model, self.key)
 
     @staticmethod
     def extra_params(spec: RGenSpec | None) -> dict[str, object]:
@@ -196,10 +210,16 @@ class TrainSpec(Job):
     prompt_format: str = field(metadata=_HIDDEN)
     reasoner: ReasonerSpec | None = None  # two-stage reasoning: who writes the reasonings of the SFT targets
     mask_labels: bool = False  # category names in those reasonings replaced by a mask
+    register_model: bool = field(default=True, metadata=_DISPLAY)  # training.register_models
 
     @property
     def name(self) -> str:
         return f"train {self.dataset.name}/{self.model}/{self.strategy.tag()}"
+
+    @property
+    def model_name(self) -> str:
+        """The name its trained model is registered under in MLflow's model registry."""
+        return registry_name(self.dataset.name, self.strategy.tag(), self.key)
 
     def warmup(self) -> TrainSpec | None:
         """The SFT spec an SFT+RL spec starts from (equal to the grid's plain SFT spec with the same prompt)."""

@@ -27,7 +27,7 @@ from bench.plan.reasoning_corpora import load_corpus, rgen_mixture
 from bench.plan.specs import Job, ReasoningsSpec, RelabelSpec, RGenSpec, RunSpec, TrainSpec
 from bench.run.executor import JobCallbacks, JobProgress, OnLog, OnPartial
 from bench.run.metrics import classification_report, metric_key
-from bench.run.recorder import DatasetLog, JobResult
+from bench.run.recorder import DatasetLog, JobResult, TrainedModel
 from bench.run.workspace import Workspace, cached_array, per_example
 from reports.vocabulary import PREDICTIONS_ARTIFACT
 from runners.batching import Batching
@@ -35,6 +35,7 @@ from strategies.demos import PoolEmbeddings
 from strategies.example import Example
 from strategies.prompts import UNCERTAIN, PromptBuilder
 from strategies.reasoning import category_name, classification_question, mask_label_words, reasoning_stats
+from strategies.templates import registry_prompt
 
 if TYPE_CHECKING:
     from runners.embeddings import SentenceEncoder
@@ -197,6 +198,8 @@ def evaluate(spec: RunSpec, ctx: JobContext, out: Path | None) -> JobResult:
                             f"{spec.dataset.name}:{spec.eval.split}", "evaluation")
     return JobResult(metrics, tables={PREDICTIONS_ARTIFACT: table}, documents={"per_class.json": report.per_class},
                      figures={"confusion_matrix.png": figure}, datasets=[evaluation],
+                     uses_model=spec.train.key if spec.train else None,
+                     prompt=None if spec.baseline else registry_prompt(spec.strategy.template, dataset.card.language),
                      summary=f"accuracy {metrics['accuracy']:.3f}, macro_f1 {metrics['macro_f1']:.3f} "
                              f"({wall:.1f} s)")
 
@@ -228,7 +231,13 @@ def _summary(stage: str, logger, cost, n_train: int) -> dict[str, float]:
     return cost.metrics("train_") | final | {"n_train": float(n_train)}
 
 
-def _trained(summary: dict[str, float], out: Path, result: JobResult) -> JobResult:
+def _trained(summary: dict[str, float], out: Path, result: JobResult, spec: TrainSpec | RGenSpec,
+             ctx: JobContext) -> JobResult:
+    """A training stage's result: its summary, its output (the adapter) and the model it makes, to log in MLflow."""
+    earlier = _stage_folders(spec.warmup(), ctx) if isinstance(spec, TrainSpec) else []
+    kind = "full fine-tune" if spec.lora.full_finetune else "LoRA adapter"
+    result.model = TrainedModel(ctx.workspace.model(spec.model), earlier, spec.key, spec.model_name,
+                                spec.register_model, f"genclsbench {spec.name}: {kind} (job {spec.key})")
     result.metrics |= summary
     result.output = out
     result.summary = f"{summary['train_wall_time_s']:.0f} s, {summary['train_tokens_per_s']:.0f} tokens/s"
@@ -294,7 +303,7 @@ def train(spec: TrainSpec, ctx: JobContext, out: Path) -> JobResult:
         cost = train_sft(lm, rows, spec.sft, spec.lora, spec.seed, out, logger)
     else:
         cost = train_rl(lm, builder, examples, spec.strategy.rl_algo, spec.rl, spec.lora, spec.seed, out, logger)
-    return _trained(_summary(stage, logger, cost, len(examples)), out, result)
+    return _trained(_summary(stage, logger, cost, len(examples)), out, result, spec, ctx)
 
 
 def train_rgen(spec: RGenSpec, ctx: JobContext, out: Path) -> JobResult:
@@ -316,7 +325,7 @@ def train_rgen(spec: RGenSpec, ctx: JobContext, out: Path) -> JobResult:
     cost = train_sft(lm, rows, spec.sft, spec.lora, spec.seed, out, logger)
     result.metrics |= {"rgen.skipped_empty": float(sum(c.skipped for c in corpora)),
                        "rgen.skipped_too_long": float(too_long)}
-    return _trained(_summary("sft", logger, cost, len(rows)), out, result)
+    return _trained(_summary("sft", logger, cost, len(rows)), out, result, spec, ctx)
 
 
 def write_reasonings(spec: ReasoningsSpec, ctx: JobContext, out: Path) -> JobResult:

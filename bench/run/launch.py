@@ -217,6 +217,7 @@ def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float, p
     grid's parent run shared with every other worker); `place` says its name, its label (a worker that is not this
     terminal's own) and its torch threads. SIGTERM ends the running job KILLED and gives it back, like Ctrl-C."""
     from bench.run.progress import LineReporter, LiveReporter
+    from bench.run.ui_view import varying_params
 
     worker = open_worker(grid.stores, store, grid.workspace, grid.datasets, grid.batching)
     if place.threads is not None:
@@ -224,7 +225,8 @@ def work(grid: PlannedGrid, store: SqlStore, console: Console, lease_s: float, p
 
         torch.set_num_threads(place.threads)
     recorder = worker.recorder
-    parent = recorder.open_parent(store, grid.name, grid.path, len(grid.graph.evaluations))
+    evaluations = grid.graph.evaluations
+    parent = recorder.open_parent(store, grid.name, grid.path, len(evaluations), varying_params(evaluations))
     live = sys.stdout.isatty() and place.label is None
     reporter = LiveReporter(console) if live else LineReporter(console)
     executor = worker.executor(grid.graph, reporter, parent, lease_s, name=place.name)

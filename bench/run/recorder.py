@@ -16,29 +16,33 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, Run
+from mlflow.entities.model_registry import PromptVersion
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_TYPE
 
 from bench.plan.specs import Job
 from bench.run.store import JobStore
+from bench.run.ui_view import METRIC_COLUMNS, VIEW_TAG_PREFIX, view_key, view_state
 from reports.store import read_predictions
 from reports.vocabulary import (
     ATTEMPT_TAG,
     ENV_TAG_PREFIX,
     ERROR_ARTIFACT,
     ERROR_TAG,
+    EVAL_KIND,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     GRID_TAG,
     HASH_TAG,
     KIND_TAG,
     OUTPUT_ARTIFACT,
+    PROMPT_TAG,
     PRUNED_TAG,
     RUNS_PLANNED,
     STUDY_TAG,
@@ -62,10 +66,25 @@ class DatasetLog:
     targets: str = "label"
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained stage to log as an MLflow model: its base model's folder and the folders of the stages trained before
+    it (its own is the job's output), its job's key, the name it is logged (and, with `register`, registered) under,
+    and a line that says what it is."""
+
+    base: Path
+    earlier: list[Path]
+    key: str
+    name: str
+    register: bool
+    description: str
+
+
 @dataclass
 class JobResult:
     """What a finished job has to show: final metrics, tables (`log_table`), JSON documents, figures, the datasets it
-    read, its output folder (trained adapter, reasonings...) and one line for the terminal."""
+    read, its output folder (trained adapter, reasonings...) and one line for the terminal; a training stage's
+    model, and the key of the training job whose model an evaluation used and the wording it prompted with."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -74,6 +93,9 @@ class JobResult:
     datasets: list[DatasetLog] = field(default_factory=list)
     output: Path | None = None
     summary: str = ""
+    model: TrainedModel | None = None
+    uses_model: str | None = None
+    prompt: tuple[str, str] | None = None  # (name, text) of the template wording it prompted with
 
 
 @dataclass(frozen=True)
@@ -104,14 +126,17 @@ class MlflowRecorder:
     def __init__(self, uri: str, experiment: str, store: JobStore) -> None:
         self.uri, self.experiment = uri, experiment
         with store.serialized():  # MlflowClient creates (and migrates) a new SQLite store when it is made
-            self.client = MlflowClient(uri)
+            self.client = MlflowClient(uri, registry_uri=uri)  # models and prompts registered beside the runs
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        self._prompts: dict[tuple[str, str], PromptVersion] = {}  # (name, text) -> its registered version
 
-    def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int) -> str:
+    def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int,
+                    columns: Sequence[str] = ()) -> str:
         """The grid's one parent run (every worker and invocation nests under it), marked RUNNING again if an
-        earlier invocation ended it, with the number of evaluations planned."""
+        earlier invocation ended it, with the number of evaluations planned; and the grid's first view in the UI,
+        its params `columns` beside the metrics (`bench.run.ui_view`)."""
         def create() -> str:
             tags = {GRID_TAG: grid, **environment_tags()}
             run = self.client.create_run(self.experiment_id, run_name=grid, tags=tags)
@@ -124,14 +149,25 @@ class MlflowRecorder:
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_metric(run_id, RUNS_PLANNED, planned, step=int(time.time()))
+        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(grid), view_state(columns))
         return run_id
 
     def close_parent(self, run_id: str, status: str) -> None:
+        """End the parent run, showing on its row the best of each headline metric among its finished evaluations
+        (baselines included), so the grid's row says something before it is expanded."""
+        children = self._search(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' and tags.`{KIND_TAG}` = '{EVAL_KIND}' "
+                                "and attributes.status = 'FINISHED'")
+        best = {m: max(values) for m in METRIC_COLUMNS
+                if (values := [r.data.metrics[m] for r in children if m in r.data.metrics])}
+        if best:
+            self.log_step(run_id, best, 0)
         self.client.set_terminated(run_id, status)
 
     def start(self, job: Job, parent_id: str | None, attempt: int) -> str:
         """A RUNNING child run for `job`'s `attempt` (the job store's), with its params and its identity tags."""
         run_tags = {KIND_TAG: job.KIND, HASH_TAG: job.key, ATTEMPT_TAG: str(attempt), **environment_tags()}
+        if job.KIND == EVAL_KIND:
+            run_tags[MLFLOW_RUN_TYPE] = "evaluation"  # the UI opens the parent of such runs expanded
         if parent_id:
             run_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=job.name, tags=run_tags)
@@ -181,6 +217,77 @@ class MlflowRecorder:
             self.client.log_inputs(run_id, datasets=[_dataset_input(d) for d in result.datasets])
         if result.output is not None:
             self.client.log_artifacts(run_id, str(result.output), artifact_path=OUTPUT_ARTIFACT)
+        if result.model is not None and result.output is not None:
+            self._log_model(run_id, result.model, result.output)
+        if result.uses_model is not None:
+            self._link_model(run_id, result.uses_model)
+        if result.prompt is not None:
+            self._link_prompt(run_id, *result.prompt)
+
+    def _log_model(self, run_id: str, model: TrainedModel, output: Path) -> None:
+        """The trained stage as a logged model of the transformers flavour (`runners.mlflow_model`), an output of
+        its run, tagged with its job's key; registered as a new version of `model.name` where asked."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        from runners.mlflow_model import save_trained_model
+
+        params = self.client.get_run(run_id).data.params
+        logged = self.client.create_logged_model(self.experiment_id, model.name, run_id, {HASH_TAG: model.key}, params)
+        with tempfile.TemporaryDirectory() as work:
+            folder = Path(work) / "model"
+            described = Model(artifact_path=logged.artifact_location, run_id=run_id, model_uuid=logged.model_id,
+                              model_id=logged.model_id)
+            save_trained_model(model.base, [*model.earlier, output], folder, model.description, described)
+            self.client.log_model_artifacts(logged.model_id, str(folder))
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        if model.register:
+            if not self.client.search_registered_models(f"name = '{model.name}'"):
+                self.client.create_registered_model(model.name, description=model.description)
+            # its artifacts' location, not models:/<id>: a SQL registry reads that through the process-global store
+            self.client.create_model_version(model.name, logged.artifact_location, run_id,
+                                             description=model.description, model_id=logged.model_id)
+
+    def _link_model(self, run_id: str, key: str) -> None:
+        """Link an evaluation's run to the model it evaluated (the latest logged by the training job `key`), as the
+        run's model input; nothing when none was logged (a store older than logged models)."""
+        from mlflow.entities import LoggedModelInput
+
+        found = self.client.search_logged_models([self.experiment_id], f"tags.`{HASH_TAG}` = '{key}'", max_results=1,
+                                                 order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+        if found:
+            self.client.log_inputs(run_id, models=[LoggedModelInput(found[0].model_id)])
+
+    def _link_prompt(self, run_id: str, name: str, text: str) -> None:
+        """Link an evaluation's run to the version of prompt `name` whose text is `text` in MLflow's prompt registry
+        (registered there on first use: one version per distinct text), and tag it with that version's URI."""
+        version = self._prompts.get((name, text))
+        if version is None:
+            version = self._prompts[name, text] = self._prompt_version(name, text)
+        from mlflow.tracing.constant import TraceTagKey
+        from mlflow.tracing.utils.prompt import update_linked_prompts_tag
+
+        # the tag `link_prompt_version_to_run` writes, written here: that call writes through the process-global store
+        self.client.set_tag(run_id, TraceTagKey.LINKED_PROMPTS, update_linked_prompts_tag(None, [version]))
+        self.client.set_tag(run_id, PROMPT_TAG, version.uri)
+
+    def _prompt_version(self, name: str, text: str) -> PromptVersion:
+        """The version of prompt `name` with this text, registered if there is none (with the lower-level calls:
+        `register_prompt` reads MLflow's process-global experiment)."""
+        from mlflow.prompt.constants import PROMPT_EXPERIMENT_IDS_TAG_KEY
+
+        if self.client.get_prompt(name) is None:
+            self.client.create_prompt(name, "a prompt template wording of genclsbench (strategies/templates.py)",
+                                      {PROMPT_EXPERIMENT_IDS_TAG_KEY: f",{self.experiment_id},"})
+        token = None
+        while True:
+            page = self.client.search_prompt_versions(name, page_token=token)
+            found = next((v for v in page if v.template == text), None)
+            if found is not None:
+                return found
+            if not (token := page.token):
+                return self.client.create_prompt_version(name, text)
 
     def log_error(self, run_id: str, exc: BaseException) -> None:
         """A failed job's reason as a tag and its whole traceback as error.txt."""
@@ -199,12 +306,16 @@ class MlflowRecorder:
 
     def running(self, keys: Collection[str]) -> list[OpenRun]:
         """The RUNNING runs of the jobs `keys`, whichever worker started them (found by their hash tag)."""
-        wanted, found, token = set(keys), [], None
+        wanted = set(keys)
+        return [OpenRun(r.info.run_id, r.data.tags[HASH_TAG], _attempt(r.data.tags.get(ATTEMPT_TAG, "")))
+                for r in self._search("attributes.status = 'RUNNING'") if r.data.tags.get(HASH_TAG) in wanted]
+
+    def _search(self, filter_string: str) -> list[Run]:
+        """Every run of the experiment that `filter_string` matches, page after page."""
+        found, token = [], None
         while True:
-            page = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000,
-                                           page_token=token)
-            found += [OpenRun(r.info.run_id, r.data.tags[HASH_TAG], _attempt(r.data.tags.get(ATTEMPT_TAG, "")))
-                      for r in page if r.data.tags.get(HASH_TAG) in wanted]
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=1000, page_token=token)
+            found += page
             token = page.token
             if not token:
                 return found
