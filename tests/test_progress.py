@@ -68,7 +68,7 @@ def _build_drawing_bars(target) -> None:
 
 def test_preparing_a_model_is_one_line_of_ours_and_leaves_the_libraries_switches_as_they_were(tmp_path, monkeypatch,
                                                                                              capfd):
-    from huggingface_hub.utils import are_progress_bars_disabled
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging as transformers_logging
 
     from bench.run.launch import prepare_models
@@ -76,12 +76,19 @@ def test_preparing_a_model_is_one_line_of_ours_and_leaves_the_libraries_switches
     from runners.model_registry import MODELS, ModelEntry
 
     monkeypatch.setitem(MODELS, "drawing", ModelEntry("draws bars", _build_drawing_bars, "r", 64, "drawing once, ~0 s"))
-    out = io.StringIO()
-    for _ in range(2):  # the second time it is ready: nothing to say
-        prepare_models(Workspace(tmp_path), ["drawing"], set(), Console(file=out, width=20))
-    assert out.getvalue() == "preparing drawing: drawing once, ~0 s\n"  # one line, though the log is 20 wide
-    assert capfd.readouterr() == ("", "")  # no bar, not even a carriage return
-    assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    hub_off, transformers_on = are_progress_bars_disabled(), transformers_logging.is_progress_bar_enabled()
+    enable_progress_bars()  # as a process starts (a worker run earlier in this one may have switched them off)
+    transformers_logging.enable_progress_bar()
+    try:
+        out = io.StringIO()
+        for _ in range(2):  # the second time it is ready: nothing to say
+            prepare_models(Workspace(tmp_path), ["drawing"], set(), Console(file=out, width=20))
+        assert out.getvalue() == "preparing drawing: drawing once, ~0 s\n"  # one line, though the log is 20 wide
+        assert capfd.readouterr() == ("", "")  # no bar, not even a carriage return
+        assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    finally:
+        (disable_progress_bars if hub_off else enable_progress_bars)()
+        (transformers_logging.enable_progress_bar if transformers_on else transformers_logging.disable_progress_bar)()
 
 
 def test_into_a_file_a_long_line_stays_whole_and_a_tables_title_wraps_only_past_the_console():

@@ -130,6 +130,7 @@ class MlflowRecorder:
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        self._store = store  # its `serialized` section: workers register a prompt version one at a time
         self._prompts: dict[tuple[str, str], PromptVersion] = {}  # (name, text) -> its registered version
 
     def open_parent(self, store: JobStore, grid: str, source: Path | None, planned: int,
@@ -264,7 +265,8 @@ class MlflowRecorder:
         (registered there on first use: one version per distinct text), and tag it with that version's URI."""
         version = self._prompts.get((name, text))
         if version is None:
-            version = self._prompts[name, text] = self._prompt_version(name, text)
+            with self._store.serialized():  # two workers' first evaluations would register the same text twice
+                version = self._prompts[name, text] = self._prompt_version(name, text)
         from mlflow.tracing.constant import TraceTagKey
         from mlflow.tracing.utils.prompt import update_linked_prompts_tag
 
