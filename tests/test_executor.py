@@ -283,3 +283,25 @@ def test_a_lease_out_of_bounds_is_refused_by_the_executor_and_the_command_line(t
         assert capsys.readouterr().err == (f"error: Invalid value for '--lease': {float(lease):g} seconds is not a "
                                            "lease a worker may hold: give 5 to 86400 seconds "
                                            f"(see 'bench {command[0]} --help')\n")
+
+
+def test_a_ctrl_c_during_a_held_write_takes_effect_after_it_and_an_ignored_one_stays_ignored():
+    import os
+    import signal
+
+    from bench.run.interrupts import held_signals
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with held_signals():
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once, held back until the write is over
+            steps.append("write finished")
+    assert steps == ["write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a process started in the background
+    try:
+        with held_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

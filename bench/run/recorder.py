@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_TYPE
 
 from bench.plan.specs import Job
+from bench.run.interrupts import UninterruptedClient
 from bench.run.store import JobStore
 from bench.run.ui_view import METRIC_COLUMNS, VIEW_TAG_PREFIX, view_key, view_state
 from reports.store import read_predictions
@@ -126,7 +127,8 @@ class MlflowRecorder:
     def __init__(self, uri: str, experiment: str, store: JobStore) -> None:
         self.uri, self.experiment = uri, experiment
         with store.serialized():  # MlflowClient creates (and migrates) a new SQLite store when it is made
-            self.client = MlflowClient(uri, registry_uri=uri)  # models and prompts registered beside the runs
+            # models and prompts registered beside the runs; every call whole, never cut by Ctrl-C
+            self.client = UninterruptedClient(MlflowClient(uri, registry_uri=uri))
             found = self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self.client.create_experiment(
                 experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
@@ -150,7 +152,9 @@ class MlflowRecorder:
         if self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         self.client.log_metric(run_id, RUNS_PLANNED, planned, step=int(time.time()))
-        self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(grid), view_state(columns))
+        with store.serialized():  # workers starting together would each insert it (PostgreSQL: a duplicate key)
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG_PREFIX + view_key(grid),
+                                           view_state(columns))
         return run_id
 
     def close_parent(self, run_id: str, status: str) -> None:

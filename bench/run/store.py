@@ -24,6 +24,8 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from bench.run.interrupts import held_signals
+
 PENDING, RUNNING, DONE, FAILED, PRUNED = "pending", "running", "done", "failed", "pruned"
 ENDED_WITHOUT_RESULT = (FAILED, PRUNED)  # final within an invocation (its dependents fail), retried by a later one
 DEFAULT_LEASE_S = 120.0  # seconds a claim lasts without a heartbeat: a dead worker's job waits this long at most
@@ -246,8 +248,10 @@ class SqlStore:
             for statement in _SCHEMA:
                 db.exec_driver_sql(statement)
 
-    def _transaction(self):
-        return self.engine.begin()
+    @contextmanager
+    def _transaction(self) -> Iterator:
+        with held_signals(), self.engine.begin() as db:  # never cut by Ctrl-C (`bench.run.interrupts`)
+            yield db
 
     def _now(self, db) -> float:
         query = "SELECT EXTRACT(EPOCH FROM clock_timestamp())" if self.postgres \
